@@ -1,0 +1,126 @@
+"""The base class of every REST handler: JSON bodies, JSON errors, the API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import tornado.web
+from marshmallow import Schema
+
+from tornado_pubsub import schemas
+from tornado_pubsub.auth import key_matches
+from tornado_pubsub.context import Context
+from tornado_pubsub.errors import (
+    INTERNAL,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    BAD_REQUEST,
+    PubSubError,
+)
+from tornado_pubsub.logs import log_op, redact_uri
+
+# Tornado's own HTTPError statuses, mapped onto protocol codes.
+_CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 401: UNAUTHORIZED}
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    """JSON in, JSON out; every failure becomes ``{"error": {code, message}}``.
+
+    Subclasses set ``public = True`` to skip the API-key check.
+    """
+
+    public = False
+
+    def initialize(self, context: Context) -> None:
+        self.context = context
+        self.broker = context.broker
+        self.config = context.settings
+
+    def prepare(self) -> None:
+        if not self.public and not key_matches(self.config.api_key, self.request.headers.get("X-API-Key")):
+            raise PubSubError(UNAUTHORIZED, "missing or invalid X-API-Key header")
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def send_json(self, body: Any, status: int = 200) -> None:
+        """Finish the request with ``body`` as JSON."""
+        self.set_status(status)
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def body_json(self, schema: Schema) -> dict[str, Any]:
+        """The request body, decoded and validated; BAD_REQUEST otherwise."""
+        if not self.request.body:
+            raise PubSubError(BAD_REQUEST, "request body must be a JSON object")
+        return schemas.load(schema, schemas.parse_json(self.request.body))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, PubSubError):
+            self._render_error(e.code, e.message, e.status)
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Tornado's own errors (404, 405, bad request line) and unexpected
+        # exceptions land here; never leak a traceback or a path.
+        code = _CODE_FOR_STATUS.get(status_code, INTERNAL if status_code >= 500 else BAD_REQUEST)
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code >= 500:
+            message = "internal server error"
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code != 404:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        else:
+            message = self._reason
+        self._render_error(code, message, status_code, finish=False)
+
+    def _render_error(self, code: str, message: str, status: int, finish: bool = True) -> None:
+        """The one place a REST error body is rendered."""
+        self.broker.counters.error(code)
+        log_op(
+            "error",
+            logging.WARNING if status < 500 else logging.ERROR,
+            method=self.request.method,
+            path=redact_uri(self.request.uri or ""),
+            remote=self.request.remote_ip,
+            code=code,
+            status=status,
+            outcome="rejected",
+            detail=message,
+        )
+        if self._finished:
+            return
+        self.clear()
+        self.set_default_headers()
+        self.set_status(status)
+        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+        if finish:
+            self.finish(body)
+        else:
+            self.write(body)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (PubSubError, tornado.web.HTTPError)):
+            return  # already logged as an "error" record
+        log_op(
+            "internal",
+            logging.ERROR,
+            exc_info=(typ, value, tb),
+            method=self.request.method,
+            path=redact_uri(self.request.uri or ""),
+            remote=self.request.remote_ip,
+        )
+
+
+class NotFoundHandler(JsonHandler):
+    """Unknown routes: a JSON 404 instead of Tornado's HTML page."""
+
+    public = True
+
+    def prepare(self) -> None:
+        raise PubSubError(NOT_FOUND, f"no route for {self.request.path}", 404)
+
+

@@ -1,0 +1,46 @@
+"""REST for operators: health, stats and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado_pubsub import metrics
+
+from .base import JsonHandler
+
+
+class HealthHandler(JsonHandler):
+    """``GET /health``: 200 ``ok``, or 503 ``draining`` during shutdown. No key needed."""
+
+    public = True
+
+    async def get(self) -> None:
+        body: dict[str, Any] = {"status": "draining" if self.broker.draining else "ok"}
+        body.update(await self.broker.health())
+        self.send_json(body, 503 if self.broker.draining else 200)
+
+
+class StatsHandler(JsonHandler):
+    """``GET /stats``: per-topic messages, subscribers, dropped, last_seq."""
+
+    async def get(self) -> None:
+        self.send_json({"topics": await self.broker.topic_stats()})
+
+
+class MetricsHandler(JsonHandler):
+    """``GET /metrics``: Prometheus text format. No key needed."""
+
+    public = True
+
+    def get(self) -> None:
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.finish(metrics.render(self.context.registry))
+
+
+def routes(prefix: str = "") -> list[tuple[str, type]]:
+    """This module's URL patterns under ``prefix``."""
+    return [
+        (rf"{prefix}/health", HealthHandler),
+        (rf"{prefix}/stats", StatsHandler),
+        (rf"{prefix}/metrics", MetricsHandler),
+    ]

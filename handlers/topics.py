@@ -1,0 +1,74 @@
+"""REST: create, list and delete topics; publish over HTTP."""
+
+from __future__ import annotations
+
+from tornado_pubsub import schemas
+from tornado_pubsub.errors import TOPIC_NOT_FOUND, PubSubError
+from tornado_pubsub.logs import log_op
+
+from .base import JsonHandler
+
+_CREATE = schemas.CreateTopicSchema()
+_PUBLISH = schemas.PublishBodySchema()
+
+
+def _existing_name(name: str) -> str:
+    # A name that breaks the topic rule cannot exist: 404, like any unknown topic.
+    if not schemas.TOPIC_RE.match(name):
+        raise PubSubError(TOPIC_NOT_FOUND, "topic does not exist (invalid topic name)")
+    return name
+
+
+class TopicsHandler(JsonHandler):
+    """``GET /topics`` lists topics; ``POST /topics`` creates one."""
+
+    async def get(self) -> None:
+        self.send_json({"topics": await self.broker.list_topics()})
+
+    async def post(self) -> None:
+        name = self.body_json(_CREATE)["name"]
+        topic = await self.broker.create_topic(name)
+        log_op("topic_created", topic=name, epoch=topic.epoch, remote=self.request.remote_ip, outcome="ok")
+        self.send_json({"status": "created", "topic": name}, 201)
+
+
+class TopicHandler(JsonHandler):
+    """``DELETE /topics/{name}``: its subscribers get ``info topic_deleted``."""
+
+    async def delete(self, name: str) -> None:
+        name = _existing_name(name)
+        notified = await self.broker.delete_topic(name)
+        log_op("topic_deleted", topic=name, subscribers=notified, remote=self.request.remote_ip, outcome="ok")
+        self.send_json({"status": "deleted", "topic": name})
+
+
+class TopicMessagesHandler(JsonHandler):
+    """``POST /topics/{name}/messages``: publish over HTTP."""
+
+    async def post(self, name: str) -> None:
+        name = _existing_name(name)
+        body = self.body_json(_PUBLISH)
+        result = await self.broker.publish(name, body["payload"], body.get("id"))
+        log_op(
+            "publish",
+            topic=name,
+            message_id=result.id,
+            seq=result.seq,
+            duplicate=result.duplicate,
+            remote=self.request.remote_ip,
+            via="http",
+            outcome="ok",
+        )
+        self.send_json(
+            {"status": "published", "topic": name, "id": result.id, "seq": result.seq, "duplicate": result.duplicate},
+            201,
+        )
+
+
+def routes(prefix: str = "") -> list[tuple[str, type]]:
+    """This module's URL patterns under ``prefix``."""
+    return [
+        (rf"{prefix}/topics", TopicsHandler),
+        (rf"{prefix}/topics/([^/]+)", TopicHandler),
+        (rf"{prefix}/topics/([^/]+)/messages", TopicMessagesHandler),
+    ]

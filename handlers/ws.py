@@ -1,0 +1,345 @@
+"""The WebSocket endpoint ``/ws``: handshake checks, frame routing, the writer.
+
+Each connection gets a ``Subscriber`` (its bounded queue) from the broker and
+one writer task that drains that queue onto the socket, awaiting the socket
+so Tornado's own buffer never grows behind the queue.  Frames from the client
+are parsed in ``schemas``, routed by ``_OPS`` here and answered through the
+same queue, so replies keep their order with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import tornado.web
+import tornado.websocket
+from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import StreamClosedError
+
+from tornado_pubsub import frames, schemas
+from tornado_pubsub.auth import key_matches, origin_allowed
+from tornado_pubsub.broker import Subscriber
+from tornado_pubsub.context import Context
+from tornado_pubsub.errors import (
+    BAD_REQUEST,
+    CLOSE_NORMAL,
+    CLOSE_TRY_AGAIN_LATER,
+    INTERNAL,
+    LIMIT_EXCEEDED,
+    SHUTTING_DOWN,
+    UNAUTHORIZED,
+    PubSubError,
+)
+from tornado_pubsub.logs import log_op, redact_uri
+
+_CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+class Heartbeat:
+    """One ``PeriodicCallback`` for all connections of an app.
+
+    Every ``interval`` it queues ``info ping`` and sends a WebSocket ping to
+    each connection; ``timeout`` seconds later it closes those that have sent
+    nothing (no pong, no frame) since that ping.  One timer for everyone
+    instead of one task per connection keeps idle connections cheap.
+    """
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.sockets: set[PubSubSocket] = set()
+        self._timer: PeriodicCallback | None = None
+
+    def add(self, sock: "PubSubSocket") -> None:
+        self.sockets.add(sock)
+        if self._timer is None:
+            self._timer = PeriodicCallback(self._beat, self.interval * 1000)
+            self._timer.start()
+
+    def discard(self, sock: "PubSubSocket") -> None:
+        self.sockets.discard(sock)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def _beat(self) -> None:
+        loop = IOLoop.current()
+        sent_at = time.monotonic()
+        notice = frames.info("ping")
+        for sock in list(self.sockets):
+            sock.heartbeat(notice)
+        loop.call_later(self.timeout, self._reap, sent_at)
+
+    def _reap(self, sent_at: float) -> None:
+        for sock in list(self.sockets):
+            if sock.last_seen < sent_at:
+                sock.drop("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
+
+
+class PubSubSocket(tornado.websocket.WebSocketHandler):
+    """One client connection speaking the tornado-pubsub protocol."""
+
+    def initialize(self, context: Context) -> None:
+        self.context = context
+        self.broker = context.broker
+        self.config = context.settings
+        self.sub: Subscriber | None = None
+        self.last_seen = time.monotonic()
+        self.close_cause: str | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- handshake ---------------------------------------------------------
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        given = self.request.headers.get("X-API-Key")
+        query_key = self.get_query_argument("api_key", None)
+        if not (
+            key_matches(self.config.api_key, given) or (query_key is not None and key_matches(self.config.api_key, query_key))
+        ):
+            return self._refuse(401, UNAUTHORIZED, "missing or invalid API key (X-API-Key header or api_key parameter)")
+        if self.broker.draining:
+            return self._refuse(503, SHUTTING_DOWN, "the server is shutting down")
+        limit = self.broker.max_connections
+        if limit and len(self.broker.connections) >= limit:
+            return self._refuse(503, LIMIT_EXCEEDED, f"connection limit of {limit} reached")
+        await super().get(*args, **kwargs)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer the handshake with a JSON error instead of upgrading."""
+        self.broker.counters.error(code)
+        log_op(
+            "connect",
+            logging.WARNING,
+            remote=self.request.remote_ip,
+            path=redact_uri(self.request.uri or ""),
+            code=code,
+            status=status,
+            outcome="refused",
+        )
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def check_origin(self, origin: str) -> bool:
+        """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
+        allowed = origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
+        if not allowed:
+            self.broker.counters.error("FORBIDDEN")
+            log_op("connect", logging.WARNING, remote=self.request.remote_ip, origin=origin, outcome="forbidden_origin")
+        return allowed
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        remote = self.request.remote_ip
+        try:
+            self.sub = self.broker.connect(remote, self._close_from_broker)
+        except PubSubError as exc:  # limit reached while the upgrade was in flight
+            self.close_cause = exc.code
+            self._write_now(frames.error(exc.code, exc.message))
+            self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
+            return
+        self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
+        self._writer = asyncio.ensure_future(self._write_loop(self.sub))
+        self.context.heartbeat.add(self)
+        log_op("connect", conn_id=self.sub.id, remote=remote, outcome="ok")
+
+    def on_close(self) -> None:
+        self.context.heartbeat.discard(self)
+        if self._writer is not None:
+            self._writer.cancel()
+        sub = self.sub
+        if sub is None:
+            return
+        client_id = sub.client_id()
+        removed = self.broker.disconnect(sub) if not sub.closed else 0
+        log_op(
+            "disconnect",
+            conn_id=sub.id,
+            client_id=client_id,
+            remote=sub.remote,
+            subscriptions=removed,
+            dropped=sub.dropped,
+            close_code=self.close_code,
+            reason=self.close_cause or self.close_reason or ("client closed" if self.close_code else "connection lost"),
+            outcome="closed",
+        )
+
+    def on_pong(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+
+    def heartbeat(self, notice: bytes) -> None:
+        """Queue the ``info ping`` and send a WebSocket ping (called by ``Heartbeat``)."""
+        if self.sub is None or self.sub.closed:
+            return
+        self.sub.send(notice)
+        try:
+            self.ping(b"")
+        except _CLOSED:
+            pass
+
+    def drop(self, cause: str, code: int, reason: str) -> None:
+        """Close this connection for ``cause`` (recorded in the disconnect log)."""
+        self.close_cause = self.close_cause or cause
+        self.close(code, reason)
+
+    def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
+        # The broker evicts slow consumers and closes everyone at shutdown.
+        if last_frame is not None:
+            self._write_now(last_frame)
+        self.drop(reason, code, reason)
+
+    def _write_now(self, data: bytes) -> None:
+        try:
+            self.write_message(data)
+        except _CLOSED:
+            pass
+
+    async def _write_loop(self, sub: Subscriber) -> None:
+        """Drain ``sub``'s queue onto the socket: everything queued goes out as
+        one batch, and the next batch waits until the socket took this one."""
+        queue = sub.queue
+        counters = self.broker.counters
+        write = self.write_message
+        try:
+            while True:
+                first = await queue.get()
+                batch = [first]
+                if queue.qsize():
+                    batch += queue.drain_nowait()
+                sub.inflight = len(batch)
+                events = 0
+                future = None
+                for item in batch:
+                    if isinstance(item, bytes):
+                        future = write(item)
+                    else:
+                        future = write(item.data)
+                        events += 1
+                await future
+                counters.delivered += events
+                sub.inflight = 0
+        except _CLOSED:
+            sub.inflight = 0
+        except asyncio.CancelledError:
+            sub.inflight = 0
+            raise
+
+    # -- frames from the client -------------------------------------------------
+
+    async def on_message(self, message: str | bytes) -> None:
+        self.last_seen = time.monotonic()
+        sub = self.sub
+        if sub is None or sub.closed:
+            return
+        if isinstance(message, bytes):
+            self._reply_error(PubSubError(BAD_REQUEST, "binary frames are not supported; send JSON text"), None)
+            return
+        data: Any = None
+        try:
+            data = schemas.parse_json(message)
+            kind, frame = schemas.validate_frame(data)
+            await _OPS[kind](self, sub, frame)
+        except PubSubError as exc:
+            self._reply_error(exc, schemas.request_id_of(data))
+        except Exception:
+            log_op(
+                "internal",
+                logging.ERROR,
+                exc_info=True,
+                conn_id=sub.id,
+                remote=sub.remote,
+                request_id=schemas.request_id_of(data),
+            )
+            self._reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
+
+    def _reply_error(self, exc: PubSubError, request_id: str | None) -> None:
+        """The one place a WebSocket error frame is rendered."""
+        sub = self.sub
+        assert sub is not None
+        self.broker.counters.error(exc.code)
+        log_op(
+            "error",
+            logging.WARNING if exc.code != INTERNAL else logging.ERROR,
+            conn_id=sub.id,
+            client_id=sub.client_id(),
+            remote=sub.remote,
+            request_id=request_id,
+            code=exc.code,
+            detail=exc.message,
+            outcome="rejected",
+        )
+        sub.send(frames.error(exc.code, exc.message, request_id))
+
+    async def _subscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        result = await self.broker.subscribe(
+            sub,
+            frame["topic"],
+            frame["client_id"],
+            last_n=frame.get("last_n"),
+            since_seq=frame.get("since_seq"),
+            epoch=frame.get("epoch"),
+            request_id=frame.get("request_id"),
+        )
+        log_op(
+            "subscribe",
+            conn_id=sub.id,
+            client_id=frame["client_id"],
+            topic=result.topic,
+            request_id=frame.get("request_id"),
+            remote=sub.remote,
+            replayed=result.replayed,
+            recovered=result.recovered,
+            outcome="already_subscribed" if result.already else "ok",
+        )
+
+    async def _unsubscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        was = await self.broker.unsubscribe(sub, frame["topic"])
+        sub.send(frames.ack(frame["topic"], frame.get("request_id")))
+        log_op(
+            "unsubscribe",
+            conn_id=sub.id,
+            client_id=frame["client_id"],
+            topic=frame["topic"],
+            request_id=frame.get("request_id"),
+            remote=sub.remote,
+            outcome="ok" if was else "not_subscribed",
+        )
+
+    async def _publish(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        message = frame["message"]
+        result = await self.broker.publish(frame["topic"], message["payload"], message["id"])
+        sub.send(frames.ack(result.topic, frame.get("request_id"), seq=result.seq, duplicate=result.duplicate))
+        log_op(
+            "publish",
+            conn_id=sub.id,
+            topic=result.topic,
+            message_id=result.id,
+            seq=result.seq,
+            duplicate=result.duplicate,
+            request_id=frame.get("request_id"),
+            remote=sub.remote,
+            outcome="ok",
+        )
+
+    async def _ping(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        sub.send(frames.pong(frame.get("request_id")))
+
+
+_OPS: dict[str, Callable[[PubSubSocket, Subscriber, dict[str, Any]], Awaitable[None]]] = {
+    "subscribe": PubSubSocket._subscribe,
+    "unsubscribe": PubSubSocket._unsubscribe,
+    "publish": PubSubSocket._publish,
+    "ping": PubSubSocket._ping,
+}
+
+
+def routes(prefix: str = "") -> list[tuple[str, type]]:
+    """This module's URL patterns under ``prefix``."""
+    return [(rf"{prefix}/ws", PubSubSocket)]

@@ -1,0 +1,30 @@
+"""``python -m tornado_pubsub --port=8080``: run the server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from .logs import configure_logging
+from .server import serve
+from .settings import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse settings, configure logging, serve until drained; returns the exit code."""
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        print(f"tornado-pubsub: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, settings.api_key)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:  # e.g. the port is taken: one line, not a traceback
+        print(f"tornado-pubsub: cannot listen on {settings.address}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Building the Tornado application: routes, and Tornado's own knobs derived
+from our settings in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tornado.web
+
+from handlers import ops, topics, ws
+from handlers.base import NotFoundHandler
+
+from .broker import Broker
+from .context import Context
+from .logs import log_op, redact_uri
+from .metrics import registry_for
+from .settings import Settings
+
+
+def make_context(broker: Broker, settings: Settings) -> Context:
+    """The object every handler of one application shares."""
+    return Context(
+        broker=broker,
+        settings=settings,
+        registry=registry_for(broker),
+        heartbeat=ws.Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+    )
+
+
+def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -> list[tornado.web.URLSpec]:
+    """Every pub/sub route under ``prefix``, bound to ``broker``.
+
+    Append them to your own ``tornado.web.Application`` handlers to embed
+    pub/sub in an existing service.
+    """
+    return _bind(make_context(broker, settings or Settings()), prefix)
+
+
+def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
+    specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix)
+    return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
+
+
+def _access_log(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    log_op(
+        "http",
+        level,
+        method=request.method,
+        path=redact_uri(request.uri or ""),
+        status=status,
+        duration_ms=round(request.request_time() * 1000, 2),
+        remote=request.remote_ip,
+    )
+
+
+def tornado_settings(settings: Settings, context: Context) -> dict[str, Any]:
+    """Tornado ``Application`` settings derived from ours, each with its reason."""
+    return {
+        # Tornado's default is 10 MiB; the contract's limit closes with 1009.
+        "websocket_max_message_size": settings.max_message_size,
+        # Our Heartbeat sends WebSocket pings and enforces heartbeat_timeout for
+        # all connections from one timer; Tornado's would add a task per
+        # connection and cap the timeout at the interval.
+        "websocket_ping_interval": 0,
+        "websocket_ping_timeout": 0,
+        # Tornado's access log prints the full URI, api_key included.
+        "log_function": _access_log,
+        # JSON 404s for unknown paths, like every other error.
+        "default_handler_class": NotFoundHandler,
+        "default_handler_args": {"context": context},
+        "compress_response": False,
+    }
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """``HTTPServer`` keyword arguments derived from our settings."""
+    return {
+        # X-Real-IP / X-Forwarded-For are only trusted behind our own proxy.
+        "xheaders": settings.behind_proxy,
+        # REST bodies are bounded like WebSocket frames (plus room for the envelope).
+        "max_body_size": settings.max_message_size + 4096,
+        # Drop idle keep-alive HTTP connections; WebSockets are not affected.
+        "idle_connection_timeout": 300,
+    }
+
+
+def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Application:
+    """The standalone tornado-pubsub application (the tests use this too)."""
+    broker = broker or Broker.from_settings(settings)
+    context = make_context(broker, settings)
+    app = tornado.web.Application(_bind(context), **tornado_settings(settings, context))
+    app.pubsub = context  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,21 @@
+"""What every handler is given: the broker, the settings and the per-app parts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from .broker import Broker
+from .settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Shared by all handlers of one application (passed via ``initialize``)."""
+
+    broker: Broker
+    settings: Settings
+    registry: CollectorRegistry
+    heartbeat: Any  # handlers.ws.Heartbeat; typed loosely to keep the core free of handlers

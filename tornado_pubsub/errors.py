@@ -1,0 +1,54 @@
+"""Protocol errors: one exception type carrying a wire code, and the tables
+that map codes to HTTP statuses and WebSocket close codes."""
+
+from __future__ import annotations
+
+BAD_REQUEST = "BAD_REQUEST"
+TOPIC_NOT_FOUND = "TOPIC_NOT_FOUND"
+TOPIC_EXISTS = "TOPIC_EXISTS"
+SLOW_CONSUMER = "SLOW_CONSUMER"
+UNAUTHORIZED = "UNAUTHORIZED"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+SHUTTING_DOWN = "SHUTTING_DOWN"
+INTERNAL = "INTERNAL"
+
+#: HTTP status for each code when it ends a REST call or refuses a handshake.
+HTTP_STATUS = {
+    BAD_REQUEST: 400,
+    UNAUTHORIZED: 401,
+    FORBIDDEN: 403,
+    TOPIC_NOT_FOUND: 404,
+    NOT_FOUND: 404,
+    METHOD_NOT_ALLOWED: 405,
+    TOPIC_EXISTS: 409,
+    LIMIT_EXCEEDED: 429,
+    INTERNAL: 500,
+    SHUTTING_DOWN: 503,
+    SLOW_CONSUMER: 503,
+}
+
+# WebSocket close codes (RFC 6455 section 7.4.1) used by the contract.
+CLOSE_GOING_AWAY = 1001  # server shutdown
+CLOSE_TOO_BIG = 1009  # frame over max_message_size (Tornado sends it itself)
+CLOSE_TRY_AGAIN_LATER = 1013  # slow consumer under the disconnect policy
+CLOSE_NORMAL = 1000  # heartbeat timeout: the peer stopped answering (reason says so)
+
+
+class PubSubError(Exception):
+    """An operation refused with a protocol error code and a human message.
+
+    Raised anywhere in the core or the handlers; rendered in exactly two
+    places: the WebSocket error frame and the HTTP error body.
+    """
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or HTTP_STATUS.get(code, 400)
+
+    def __repr__(self) -> str:
+        return f"PubSubError({self.code!r}, {self.message!r})"

@@ -1,0 +1,88 @@
+"""Outbound frames: the one place server -> client JSON is rendered.
+
+Frames are rendered to UTF-8 ``bytes`` once; the same bytes object is queued
+for every subscriber of a message and written as a WebSocket text frame.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+_encode_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """Serialize one frame to compact UTF-8 JSON.
+
+    Strings holding lone surrogates (legal as JSON escapes on input, not
+    encodable as UTF-8) fall back to ASCII escapes, so any payload a client
+    could send is echoed back as valid JSON.
+    """
+    text = _encode_compact(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _encode_ascii(obj).encode("ascii")
+
+
+def timestamp(now: float | None = None) -> str:
+    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    if now is None:
+        now = time.time()
+    millis = int(now * 1000)
+    secs, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+
+
+def _with_request_id(frame: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+def ack(topic: str, request_id: str | None = None, **extra: Any) -> bytes:
+    """``ack`` for a subscribe, unsubscribe or publish; ``extra`` holds the ext fields."""
+    frame: dict[str, Any] = {"type": "ack"}
+    _with_request_id(frame, request_id)
+    frame.update(topic=topic, status="ok", ts=timestamp())
+    frame.update(extra)
+    return encode(frame)
+
+
+def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes:
+    """``event`` frame shared by every subscriber of one published message."""
+    return encode(
+        {
+            "type": "event",
+            "topic": topic,
+            "message": {"id": message_id, "payload": payload},
+            "ts": ts,
+            "seq": seq,
+        }
+    )
+
+
+def error(code: str, message: str, request_id: str | None = None) -> bytes:
+    """``error`` frame; ``request_id`` only when it could be read from the request."""
+    frame: dict[str, Any] = {"type": "error"}
+    _with_request_id(frame, request_id)
+    frame.update(error={"code": code, "message": message}, ts=timestamp())
+    return encode(frame)
+
+
+def pong(request_id: str | None = None) -> bytes:
+    """Reply to a client ``ping``."""
+    return encode(_with_request_id({"type": "pong"}, request_id) | {"ts": timestamp()})
+
+
+def info(msg: str, topic: str | None = None, **extra: Any) -> bytes:
+    """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``."""
+    frame: dict[str, Any] = {"type": "info", "msg": msg}
+    if topic is not None:
+        frame["topic"] = topic
+    frame.update(extra)
+    frame["ts"] = timestamp()
+    return encode(frame)

@@ -1,0 +1,93 @@
+"""The bounded outbound queue each connection owns, with its overflow policy."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from tornado.queues import Queue
+
+from .history import Event
+
+#: What a queue holds: an Event shared with other subscribers, or the bytes of
+#: one control frame (ack, error, pong, info) meant for this connection only.
+Item = Event | bytes
+
+
+def item_size(item: Item) -> int:
+    """Bytes an item will put on the wire (its frame's payload)."""
+    return len(item) if isinstance(item, bytes) else len(item.data)
+
+
+class OutboundQueue(Queue):
+    """A ``tornado.queues.Queue`` bounded by frames *and* bytes.
+
+    ``offer`` never blocks: the publisher must not wait for a subscriber.  On
+    overflow under ``drop_oldest`` the oldest queued *event* is discarded and
+    reported to ``on_drop``; control frames are never discarded.  When nothing
+    can be dropped (policy ``disconnect``, or the queue holds only control
+    frames) ``offer`` returns False and the caller disconnects the consumer.
+
+    A single frame larger than ``max_bytes`` is still admitted into an empty
+    queue, so one big message can never wedge a connection forever.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        max_bytes: int,
+        drop_oldest: bool,
+        on_drop: Callable[[Event], None],
+    ) -> None:
+        super().__init__(maxsize=maxsize)
+        self.max_bytes = max_bytes
+        self.drop_oldest = drop_oldest
+        self.on_drop = on_drop
+        self.nbytes = 0
+
+    # Queue's subclass hooks: keep the byte count beside the deque.
+    def _init(self) -> None:
+        self._queue: deque[Item] = deque()
+
+    def _put(self, item: Item) -> None:
+        self._queue.append(item)
+        self.nbytes += item_size(item)
+
+    def _get(self) -> Item:
+        item = self._queue.popleft()
+        self.nbytes -= item_size(item)
+        return item
+
+    def _fits(self, size: int) -> bool:
+        count = len(self._queue)
+        return count == 0 or (count < self.maxsize and self.nbytes + size <= self.max_bytes)
+
+    def _drop_oldest_event(self) -> bool:
+        for index, item in enumerate(self._queue):
+            if not isinstance(item, bytes):
+                del self._queue[index]
+                self.nbytes -= len(item.data)
+                self.on_drop(item)
+                return True
+        return False
+
+    def offer(self, item: Item) -> bool:
+        """Queue ``item`` without waiting; False means the consumer must go."""
+        size = item_size(item)
+        while not self._fits(size):
+            if not (self.drop_oldest and self._drop_oldest_event()):
+                return False
+        self.put_nowait(item)
+        return True
+
+    def drain_nowait(self) -> list[Item]:
+        """Take everything queued right now (the writer sends it as one batch)."""
+        items = list(self._queue)
+        self._queue.clear()
+        self.nbytes = 0
+        return items
+
+    def clear(self) -> None:
+        """Discard everything queued (the connection is going away)."""
+        self._queue.clear()
+        self.nbytes = 0

@@ -1,0 +1,242 @@
+"""Inbound validation: marshmallow schemas for every WebSocket frame and REST
+body, and the one function that turns raw text into a validated frame.
+
+Every rejection is a ``PubSubError(BAD_REQUEST)`` whose message names the
+field and says why, e.g. ``message.id must be a valid UUID``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from .errors import BAD_REQUEST, PubSubError
+
+TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# \Z, not $: "$" also matches before a trailing newline, which would let "a\n" in.
+TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+MAX_ID_LENGTH = 128
+
+# Doubled braces: marshmallow's Regexp runs str.format on its error message.
+_TOPIC_RULE = "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{{0,127}}$ (1-128 letters, digits, '.', '_', ':', '-')"
+
+
+def _string(**kw: Any) -> fields.String:
+    return fields.String(
+        error_messages={"required": "is required", "invalid": "must be a string", "null": "must be a string"},
+        **kw,
+    )
+
+
+class _Count(fields.Integer):
+    """A non-negative JSON integer; booleans and floats are refused."""
+
+    default_error_messages = {
+        "invalid": "must be an integer",
+        "required": "is required",
+        "null": "must be an integer",
+    }
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(strict=True, validate=validate.Range(min=0, error="must be 0 or more"), **kw)
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):  # bool is an int subclass; JSON true is not a count
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def _topic(**kw: Any) -> fields.String:
+    return _string(validate=validate.Regexp(TOPIC_RE, error=_TOPIC_RULE), **kw)
+
+
+def _request_id() -> fields.String:
+    return _string(validate=validate.Length(max=MAX_ID_LENGTH, error="must be at most 128 characters"))
+
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
+def _uuid(**kw: Any) -> fields.String:
+    # Kept as the client's string (echoed verbatim on events); only the
+    # canonical 8-4-4-4-12 form is accepted, as the contract says.
+    return _string(validate=validate.Regexp(_UUID_RE, error="must be a valid UUID"), **kw)
+
+
+def _payload() -> fields.Raw:
+    # Any JSON value, null included; only the key itself is mandatory.
+    return fields.Raw(required=True, allow_none=True, error_messages={"required": "is required"})
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the contract says unknown extra fields are ignored
+
+    # Field errors say "must be an object" rather than marshmallow's "Invalid input type."
+    error_messages = {"type": "must be an object"}
+
+
+class MessageSchema(_Strict):
+    """``message`` of a publish frame: ``{id, payload}``."""
+
+    id = _uuid(required=True)
+    payload = _payload()
+
+
+def _nested(schema: type[Schema]) -> fields.Nested:
+    return fields.Nested(
+        schema,
+        required=True,
+        error_messages={"required": "is required", "type": "must be an object", "null": "must be an object"},
+    )
+
+
+class SubscribeSchema(_Strict):
+    """``subscribe``: topic and client_id, optional last_n or since_seq/epoch."""
+
+    topic = _topic(required=True)
+    client_id = _string(
+        required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH, error="must be 1 to 128 characters")
+    )
+    request_id = _request_id()
+    last_n = _Count()
+    since_seq = _Count()
+    epoch = _string(validate=validate.Length(max=MAX_ID_LENGTH, error="must be at most 128 characters"))
+
+    @validates_schema
+    def _one_start_point(self, data: Mapping[str, Any], **_: Any) -> None:
+        if "last_n" in data and "since_seq" in data:
+            raise ValidationError("last_n and since_seq cannot be used together", "since_seq")
+
+
+class UnsubscribeSchema(_Strict):
+    """``unsubscribe``: topic and client_id."""
+
+    topic = _topic(required=True)
+    client_id = _string(
+        required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH, error="must be 1 to 128 characters")
+    )
+    request_id = _request_id()
+
+
+class PublishSchema(_Strict):
+    """``publish``: topic and message ``{id, payload}``."""
+
+    topic = _topic(required=True)
+    message = _nested(MessageSchema)
+    request_id = _request_id()
+
+
+class PingSchema(_Strict):
+    """``ping``: nothing but an optional request_id."""
+
+    request_id = _request_id()
+
+
+class CreateTopicSchema(_Strict):
+    """Body of ``POST /topics``."""
+
+    name = _topic(required=True)
+
+
+class PublishBodySchema(_Strict):
+    """Body of ``POST /topics/{name}/messages``; ``id`` is generated when absent."""
+
+    id = _uuid()
+    payload = _payload()
+
+
+FRAME_SCHEMAS: dict[str, Schema] = {
+    "subscribe": SubscribeSchema(),
+    "unsubscribe": UnsubscribeSchema(),
+    "publish": PublishSchema(),
+    "ping": PingSchema(),
+}
+_TYPES = ", ".join(FRAME_SCHEMAS)
+
+
+def _first_error(messages: Any, path: str = "") -> str:
+    """Flatten marshmallow's nested error dict to one sentence naming the field."""
+    if isinstance(messages, dict):
+        # Prefer the schema-level problem, then fields in a stable order.
+        for key in sorted(messages, key=lambda k: (k != "_schema", str(k))):
+            field = path if key == "_schema" else (f"{path}.{key}" if path else str(key))
+            return _first_error(messages[key], field)
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    text = str(messages).rstrip(".")
+    if path and not text.startswith(("last_n ", "since_seq ")):
+        return f"{path} {text}"
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+_INF = float("inf")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Decode strict JSON (no NaN or Infinity, which no other client could read back)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise PubSubError(BAD_REQUEST, "invalid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PubSubError(BAD_REQUEST, f"invalid JSON: {exc}") from None
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate ``data`` with ``schema``; raise ``BAD_REQUEST`` naming the bad field."""
+    if not isinstance(data, dict):
+        raise PubSubError(BAD_REQUEST, "body must be a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise PubSubError(BAD_REQUEST, _first_error(exc.messages)) from None
+
+
+def request_id_of(frame: Any) -> str | None:
+    """The request_id to echo on an error, if the frame carried a string one."""
+    if isinstance(frame, dict):
+        rid = frame.get("request_id")
+        if isinstance(rid, str):
+            return rid
+    return None
+
+
+def parse_frame(text: str) -> tuple[str, dict[str, Any]]:
+    """Parse one client frame into ``(type, fields)``.
+
+    Raises ``PubSubError(BAD_REQUEST)``; the caller reads a request_id for the
+    error reply with ``request_id_of`` on the decoded JSON.
+    """
+    data = parse_json(text)
+    return validate_frame(data)
+
+
+def validate_frame(data: Any) -> tuple[str, dict[str, Any]]:
+    """Validate an already-decoded frame; see ``parse_frame``."""
+    if not isinstance(data, dict):
+        raise PubSubError(BAD_REQUEST, "frame must be a JSON object")
+    kind = data.get("type")
+    if kind is None:
+        raise PubSubError(BAD_REQUEST, "type is required")
+    schema = FRAME_SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise PubSubError(BAD_REQUEST, f"type must be one of {_TYPES}")
+    try:
+        return kind, schema.load(data)
+    except ValidationError as exc:
+        raise PubSubError(BAD_REQUEST, _first_error(exc.messages)) from None

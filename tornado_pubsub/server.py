@@ -1,0 +1,105 @@
+"""Running the standalone server: listen, handle signals, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from .app import make_app, server_options
+from .broker import Broker
+from .errors import CLOSE_GOING_AWAY
+from .logs import log_op
+from .settings import Settings
+
+# After closing every socket with 1001, how long to wait for clients to answer
+# the close handshake before exiting anyway.
+CLOSE_GRACE = 0.8
+
+
+class Server:
+    """One listening tornado-pubsub process and its graceful shutdown."""
+
+    def __init__(self, settings: Settings, broker: Broker | None = None) -> None:
+        self.settings = settings
+        self.broker = broker or Broker.from_settings(settings)
+        self.app = make_app(settings, self.broker)
+        self.http = HTTPServer(self.app, **server_options(settings))
+        self.port = settings.port
+        self._stopped = asyncio.Event()
+        self._shutting_down = False
+
+    def listen(self) -> int:
+        """Bind and start accepting; returns the bound port (useful with port 0)."""
+        sockets = bind_sockets(self.settings.port, self.settings.address)
+        self.http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        log_op(
+            "startup",
+            address=self.settings.address,
+            port=self.port,
+            overflow_policy=self.settings.overflow_policy,
+            queue_size=self.settings.queue_size,
+            history_size=self.settings.history_size,
+            auth=self.settings.api_key is not None,
+            outcome="listening",
+        )
+        return self.port
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT start a graceful shutdown; a second one exits at once."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self._shutting_down:
+            log_op("shutdown", signal=signal.Signals(sig).name, outcome="forced")
+            self._stopped.set()
+            return
+        asyncio.ensure_future(self.shutdown(signal.Signals(sig).name))
+
+    async def shutdown(self, cause: str = "requested") -> None:
+        """Drain: refuse new work, flush queues up to ``shutdown_timeout``, close with 1001."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        started = time.monotonic()
+        broker = self.broker
+        log_op("shutdown", signal=cause, connections=len(broker.connections), outcome="draining")
+        broker.begin_shutdown()
+        self.http.stop()  # no new connections; /health on open keep-alives says 503
+        deadline = started + self.settings.shutdown_timeout
+        while not broker.idle() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        flushed = broker.idle()
+        remaining = len(broker.connections)
+        broker.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        grace = time.monotonic() + CLOSE_GRACE
+        while broker.connections and time.monotonic() < grace:
+            await asyncio.sleep(0.02)
+        self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
+        log_op(
+            "shutdown",
+            signal=cause,
+            connections=remaining,
+            flushed=flushed,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            outcome="stopped",
+        )
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once shutdown has finished."""
+        await self._stopped.wait()
+
+
+async def serve(settings: Settings) -> None:
+    """Run a server until SIGTERM or SIGINT has drained it."""
+    server = Server(settings)
+    server.listen()
+    server.install_signal_handlers()
+    await server.wait_stopped()

@@ -1,0 +1,222 @@
+"""Settings: defined once, read once from config file < environment < flags,
+validated, and frozen.
+
+Every setting is a ``tornado.options`` option on a private parser (so tests
+and embedders can build several), a ``PUBSUB_<NAME>`` environment variable
+and a line in the config file.  ``Settings`` is the typed, immutable result
+that the rest of the server reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from tornado.options import Error as OptionsError
+from tornado.options import OptionParser
+
+ENV_PREFIX = "PUBSUB_"
+DEFAULT_CONFIG = "conf/pubsub.conf"
+OVERFLOW_POLICIES = ("drop_oldest", "disconnect")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, of the wrong type or out of range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The server's configuration, typed and immutable."""
+
+    port: int = 8080
+    address: str = "127.0.0.1"
+    queue_size: int = 1000
+    queue_max_bytes: int = 1048576
+    overflow_policy: str = "drop_oldest"
+    history_size: int = 100
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout: float = 60.0
+    max_message_size: int = 65536
+    max_subscriptions_per_connection: int = 1000
+    max_connections: int = 20000
+    max_topics: int = 10000
+    shutdown_timeout: float = 5.0
+    api_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    behind_proxy: bool = False
+    log_level: str = "info"
+    log_format: str = "json"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+# name -> (type, help). Defaults come from the dataclass so they live in one place.
+_HELP = {
+    "port": (int, "TCP port to listen on"),
+    "address": (str, "address to bind (0.0.0.0 for all interfaces)"),
+    "queue_size": (int, "max frames queued per connection"),
+    "queue_max_bytes": (int, "max bytes queued per connection"),
+    "overflow_policy": (str, "on a full queue: drop_oldest (drop oldest event) or disconnect"),
+    "history_size": (int, "messages kept per topic for replay and resume"),
+    "heartbeat_interval": (float, "seconds between heartbeat info pings and WebSocket pings"),
+    "heartbeat_timeout": (float, "seconds without a pong or frame before a peer is closed"),
+    "max_message_size": (int, "largest inbound WebSocket frame in bytes (larger: close 1009)"),
+    "max_subscriptions_per_connection": (int, "subscriptions one connection may hold"),
+    "max_connections": (int, "concurrent WebSocket connections (0: unlimited)"),
+    "max_topics": (int, "topics that may exist at once (0: unlimited)"),
+    "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
+    "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
+    "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
+    "behind_proxy": (bool, "trust X-Real-IP / X-Forwarded-For from a reverse proxy"),
+    "log_level": (str, "debug, info, warning, error or critical"),
+    "log_format": (str, "json (one JSON object per line) or text"),
+}
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise SettingsError(message)
+
+    need(0 <= s.port <= 65535, f"port must be between 0 and 65535, got {s.port}")
+    need(s.queue_size >= 1, f"queue_size must be at least 1, got {s.queue_size}")
+    need(s.queue_max_bytes >= 1, f"queue_max_bytes must be at least 1, got {s.queue_max_bytes}")
+    need(
+        s.overflow_policy in OVERFLOW_POLICIES,
+        f"overflow_policy must be one of {', '.join(OVERFLOW_POLICIES)}, got {s.overflow_policy!r}",
+    )
+    need(s.history_size >= 0, f"history_size must be 0 or more, got {s.history_size}")
+    need(s.heartbeat_interval > 0, f"heartbeat_interval must be positive, got {s.heartbeat_interval}")
+    need(s.heartbeat_timeout > 0, f"heartbeat_timeout must be positive, got {s.heartbeat_timeout}")
+    need(s.max_message_size >= 256, f"max_message_size must be at least 256, got {s.max_message_size}")
+    need(
+        s.max_subscriptions_per_connection >= 1,
+        f"max_subscriptions_per_connection must be at least 1, got {s.max_subscriptions_per_connection}",
+    )
+    need(s.max_connections >= 0, f"max_connections must be 0 or more, got {s.max_connections}")
+    need(s.max_topics >= 0, f"max_topics must be 0 or more, got {s.max_topics}")
+    need(s.shutdown_timeout >= 0, f"shutdown_timeout must be 0 or more, got {s.shutdown_timeout}")
+    need(s.api_key is None or s.api_key != "", "api_key must not be empty (leave it unset for no auth)")
+    need(s.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    need(s.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
+
+
+def _parser() -> OptionParser:
+    parser = OptionParser()
+    defaults = Settings()
+    for name, (kind, help_text) in _HELP.items():
+        default = getattr(defaults, name)
+        if name == "allowed_origins":
+            default = ",".join(default)
+        parser.define(name, default=default, type=kind, help=help_text)
+    parser.define(
+        "config",
+        default=DEFAULT_CONFIG,
+        type=str,
+        help=f"config file in tornado.options syntax (read if present; default {DEFAULT_CONFIG})",
+    )
+    return parser
+
+
+def _flag_names(argv: Sequence[str]) -> set[str]:
+    names = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            names.add(arg[2:].split("=", 1)[0].replace("-", "_"))
+    return names
+
+
+def _read_config_file(path: str, required: bool) -> dict[str, Any]:
+    if not os.path.exists(path):
+        if required:
+            raise SettingsError(f"config file not found: {path}")
+        return {}
+    scope: dict[str, Any] = {"__file__": os.path.abspath(path)}
+    try:
+        with open(path, encoding="utf-8") as f:
+            exec(compile(f.read(), path, "exec"), scope, scope)  # tornado.options syntax is Python
+    except Exception as exc:  # a config typo must be one clear line, not a traceback
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    return {k: v for k, v in scope.items() if not k.startswith("__")}
+
+
+def _as_flag_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build ``Settings`` from the config file, ``PUBSUB_*`` variables and flags.
+
+    Precedence is flag > environment > file > default.  ``--help`` prints every
+    setting with its default and exits.  Raises ``SettingsError`` with a
+    one-line reason for anything invalid.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    parser = _parser()
+    known = set(parser.as_dict())
+
+    flags = _flag_names(argv)
+    unknown = sorted(flags - known - {"help"})
+    if unknown:
+        raise SettingsError(f"unknown option --{unknown[0]} (see --help)")
+
+    config_path = DEFAULT_CONFIG
+    config_required = False
+    for arg in argv:
+        if arg.startswith("--config="):
+            config_path, config_required = arg.split("=", 1)[1], True
+    if "config" not in flags and ENV_PREFIX + "CONFIG" in environ:
+        config_path, config_required = environ[ENV_PREFIX + "CONFIG"], True
+
+    file_values = _read_config_file(config_path, config_required)
+    for name in file_values:
+        if name not in known:
+            raise SettingsError(f"unknown setting {name!r} in config file {config_path}")
+
+    # (argument, where it came from); later entries override earlier ones.
+    layered: list[tuple[str, str]] = []
+    for name in _HELP:
+        if name in flags:
+            continue
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            layered.append((f"--{name}={environ[env_name]}", f"environment variable {env_name}"))
+        elif name in file_values:
+            layered.append((f"--{name}={_as_flag_value(file_values[name])}", f"config file {config_path}"))
+    layered += [(arg, "command line") for arg in argv]
+
+    # One parser for every source, so a bad value reads the same wherever it came from.
+    for arg, source in layered:
+        try:
+            rest = parser.parse_command_line(["tornado-pubsub", arg], final=False)
+        except (OptionsError, ValueError) as exc:
+            name, _, value = arg[2:].partition("=")
+            raise SettingsError(f"invalid value {value!r} for {name.replace('-', '_')} ({source}): {exc}") from None
+        if rest:
+            raise SettingsError(f"unexpected argument {rest[0]!r} (settings are --name=value)")
+
+    values = parser.as_dict()
+    origins = tuple(o.strip().rstrip("/").lower() for o in (values["allowed_origins"] or "").split(",") if o.strip())
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    kwargs = {k: v for k, v in values.items() if k in fields}
+    kwargs["allowed_origins"] = origins
+    kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()
+    kwargs["log_level"] = str(kwargs["log_level"]).lower()
+    kwargs["log_format"] = str(kwargs["log_format"]).lower()
+    if kwargs["api_key"] == "" and "api_key" not in flags and ENV_PREFIX + "API_KEY" not in environ:
+        kwargs["api_key"] = None
+    return Settings(**kwargs)
