@@ -19,6 +19,11 @@ from typing import Any, Callable
 
 import pytest
 import tornado.httpclient
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from tornado_pubsub import routes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -69,6 +74,7 @@ def browser(tmp_path: Path):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path keeps Selenium Manager from looking for one online.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT)
@@ -119,6 +125,10 @@ class Page:
 
     def wait_text(self, css: str, expected: str) -> None:
         self.wait(lambda: expected in self.text(css), f"{css!r} to show {expected!r} (shows {self.text(css)!r})")
+
+    def console_errors(self) -> list[str]:
+        """Severe browser console entries since the last call (script errors, failed loads)."""
+        return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
 
     def js(self, script: str) -> Any:
         return self.driver.execute_script(script)
@@ -243,6 +253,7 @@ def use_dashboard(page: Page, url: str, port: int) -> None:
     page.click('tr[data-topic="orders"] .danger')
     page.wait(lambda: not page.all('tr[data-topic="orders"]'), "the orders row to disappear")
     page.wait_text("#tail-status", "was deleted")
+    assert page.console_errors() == []
 
 
 async def test_dashboard_creates_publishes_and_tails_live(port, browser, rest):
@@ -275,6 +286,7 @@ def unlock_with_key(page: Page, url: str, port: int) -> None:
     page.type("#key-input", "wrong-key")
     page.click("#key-submit")
     page.wait_text("#key-msg", "rejected")
+    page.screenshot("api-key-prompt")
     page.type("#key-input", API_KEY)
     page.click("#key-submit")
     page.wait_text("#health-pill", "healthy")
@@ -299,6 +311,64 @@ async def test_dashboard_asks_for_api_key_once_and_uses_it(port, browser, rest):
     await in_browser(unlock_with_key, browser, f"http://127.0.0.1:{port}/dashboard", port)
     status, body = await rest.call("GET", "/stats", headers={"X-API-Key": API_KEY})
     assert status == 200 and body["topics"]["secure"]["messages"] == 1
+
+
+def tail_until(page: Page, seqs: list[str], status: str) -> None:
+    page.wait(lambda: tail_seqs(page) == seqs, f"the tail to show exactly {seqs}")
+    page.wait_text("#tail-status", status)
+
+
+async def test_dashboard_tail_resumes_without_gap_after_the_server_drops_it(app, port, browser, rest):
+    await rest.create("feed")
+    await rest.call("POST", "/topics/feed/messages", {"payload": 1})
+
+    def tail_from_start(page: Page, url: str) -> None:
+        page.open(url)
+        page.wait(lambda: page.all('tr[data-topic="feed"]'), "the feed topic row")
+        start_tail(page, "feed", 10)
+        tail_until(page, ["1"], "subscribed")
+
+    await in_browser(tail_from_start, browser, f"http://127.0.0.1:{port}/dashboard")
+    sockets = list(app.pubsub.heartbeat.sockets)
+    assert len(sockets) == 1
+    sockets[0].close(1012, "restarting")
+    for n in (2, 3):  # published while the page may be disconnected
+        status, _ = await rest.call("POST", "/topics/feed/messages", {"payload": n})
+        assert status == 201
+    # since_seq/epoch on the new subscription: every message once, in order.
+    await in_browser(tail_until, browser, ["3", "2", "1"], "resumed without loss")
+    status, _ = await rest.call("POST", "/topics/feed/messages", {"payload": 4})
+    await in_browser(tail_until, browser, ["4", "3", "2", "1"], "resumed without loss")
+
+
+async def test_dashboard_works_under_an_embedding_prefix(broker, settings, browser):
+    # An existing Tornado app mounting the pub/sub routes under /pubsub.
+    app = tornado.web.Application([(r"/", tornado.web.RedirectHandler, {"url": "/pubsub/dashboard"})] + routes(broker, settings, "/pubsub"))
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets([sock])
+    port = sock.getsockname()[1]
+
+    def use_prefixed(page: Page) -> None:
+        page.open(f"http://127.0.0.1:{port}/pubsub/dashboard")
+        page.wait_text("#health-pill", "healthy")
+        create_topic(page, "embedded")
+        start_tail(page, "embedded", 0)
+        publish(page, "[1, 2, 3]")
+        page.wait(lambda: tail_seqs(page) == ["1"], "event seq 1 in the live tail")
+        assert page.text('#tail-list li[data-seq="1"] pre') == "[1,2,3]"
+        assert page.console_errors() == []
+
+    try:
+        await in_browser(use_prefixed, browser)
+        assert (await broker.topic_stats())["embedded"]["messages"] == 1
+    finally:
+        server.stop()
+        for spec in app.wildcard_router.rules:
+            context = spec.target_kwargs.get("context")
+            if context is not None:
+                context.heartbeat.stop()
+                break
 
 
 # -- the files themselves (no browser) -------------------------------------------

@@ -79,20 +79,23 @@ async function pollNow() {
   if (polling) return;
   polling = true;
   clearTimeout(pollTimer);
+  // /health needs no key, so it renders even while the key prompt is open.
+  const health = api.send("GET", "health", undefined, api.key).then(renderHealth, () => {
+    setPill($("health-pill"), "down", "unreachable");
+  });
   try {
-    const [health, stats] = await Promise.all([api.send("GET", "health", undefined, api.key), api.request("GET", "stats")]);
-    renderHealth(health);
+    const stats = await api.request("GET", "stats");
     if (stats.ok && stats.data && stats.data.topics) renderTopics(stats.data.topics);
     setText($("updated"), new Date().toLocaleTimeString());
   } catch (err) {
     if (err instanceof AuthCancelled) {
       locked = true;
-      setPill($("health-pill"), "locked", "API key needed");
-    } else {
-      setPill($("health-pill"), "down", "unreachable");
+      say($("topics-empty"), "Enter the API key to see topics.");
     }
     updateKeyButton();
   } finally {
+    await health;
+    if (locked) setPill($("health-pill"), "locked", "API key needed");
     polling = false;
     schedulePoll();
   }
@@ -158,6 +161,7 @@ function renderTopics(topics) {
   // Keep DOM order sorted (appending an existing node moves it).
   const body = $("topics-body");
   names.forEach((name) => body.append(rows.get(name).row));
+  say($("topics-empty"), "No topics yet. Create one above.");
   $("topics-empty").hidden = names.length > 0;
   $("topics-table").hidden = names.length === 0;
 
