@@ -13,13 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 import tornado.web
 
+import tornado_pubsub
 from tornado_pubsub.context import Context
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "tornado_pubsub" / "static" / "dashboard"
+# Shipped inside the tornado_pubsub package, wherever it is installed.
+STATIC_DIR = Path(tornado_pubsub.__file__).resolve().parent / "static" / "dashboard"
 
 # 'self' covers same-origin ws:/wss: in current browsers (CSP level 3).
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
