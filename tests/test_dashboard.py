@@ -44,6 +44,7 @@ FLAGS = (
     "--disable-dev-shm-usage",
 )
 API_KEY = "s3cret-dashboard-key"
+SECURE = "secure:ops.v1"
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
 
@@ -293,16 +294,16 @@ def unlock_with_key(page: Page, url: str, port: int) -> None:
     assert page.find("#key-dialog").get_attribute("open") is None
     assert page.js("return sessionStorage.getItem('tornado-pubsub.api_key')") == API_KEY
 
-    create_topic(page, "secure")  # REST with X-API-Key
-    start_tail(page, "secure", 0)  # WebSocket with ?api_key=
+    create_topic(page, SECURE)  # REST with X-API-Key (and a name that needs URL-encoding)
+    start_tail(page, SECURE, 0)  # WebSocket with ?api_key=
     publish(page, '"hello"')
     page.wait(lambda: tail_seqs(page) == ["1"], "event seq 1 in the live tail")
-    page.wait(lambda: page.row_cell("secure", "c-msgs") == "1", "the message count to reach 1")
+    page.wait(lambda: page.row_cell(SECURE, "c-msgs") == "1", "the message count to reach 1")
     page.screenshot("api-key")
 
     # Asked once: a reload in the same tab reuses the stored key.
     page.driver.refresh()
-    page.wait(lambda: page.all('tr[data-topic="secure"]'), "the secure topic row after a reload")
+    page.wait(lambda: page.all(f'tr[data-topic="{SECURE}"]'), "the topic row after a reload")
     assert page.find("#key-dialog").get_attribute("open") is None
 
 
@@ -310,7 +311,7 @@ def unlock_with_key(page: Page, url: str, port: int) -> None:
 async def test_dashboard_asks_for_api_key_once_and_uses_it(port, browser, rest):
     await in_browser(unlock_with_key, browser, f"http://127.0.0.1:{port}/dashboard", port)
     status, body = await rest.call("GET", "/stats", headers={"X-API-Key": API_KEY})
-    assert status == 200 and body["topics"]["secure"]["messages"] == 1
+    assert status == 200 and body["topics"][SECURE]["messages"] == 1
 
 
 def tail_until(page: Page, seqs: list[str], status: str) -> None:
