@@ -267,7 +267,9 @@ def replay_last_n(page: Page, url: str) -> None:
     page.open(url)
     page.wait(lambda: page.all('tr[data-topic="history"]'), "the history topic row")
     page.wait(lambda: page.row_cell("history", "c-msgs") == "4", "the message count of 4")
-    start_tail(page, "history", 2)
+    page.type("#tail-last-n", "2")
+    page.click('tr[data-topic="history"] button')  # the row's Tail button
+    page.wait_text("#tail-pill", "LIVE")
     page.wait(lambda: tail_seqs(page) == ["4", "3"], "the last 2 messages replayed")
     assert [b.text for b in page.all("#tail-list .badge")] == ["REPLAY", "REPLAY"]
 
