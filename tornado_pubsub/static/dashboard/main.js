@@ -19,7 +19,8 @@ const rows = new Map(); // topic name -> {row, cells, series, messages}
 const totalSeries = new Series();
 let lastSampleAt = 0;
 let pollTimer = null;
-let polling = false;
+let inflight = null; // the poll under way
+let rerun = null; // the poll queued behind it
 let locked = false;
 
 // -- API key prompt ---------------------------------------------------------
@@ -75,9 +76,24 @@ function schedulePoll() {
   pollTimer = locked ? null : setTimeout(pollNow, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
 }
 
-async function pollNow() {
-  if (polling) return;
-  polling = true;
+/** Poll now; the promise settles once the page shows data fetched after this call. */
+function pollNow() {
+  if (inflight) {
+    // The poll under way may have been answered before the caller's change:
+    // queue one more (shared by every caller that arrives meanwhile).
+    rerun = rerun || inflight.then(() => {
+      rerun = null;
+      return pollNow();
+    });
+    return rerun;
+  }
+  inflight = pollOnce().finally(() => {
+    inflight = null;
+  });
+  return inflight;
+}
+
+async function pollOnce() {
   clearTimeout(pollTimer);
   // /health needs no key, so it renders even while the key prompt is open.
   const health = api.send("GET", "health", undefined, api.key).then(renderHealth, () => {
@@ -91,12 +107,13 @@ async function pollNow() {
     if (err instanceof AuthCancelled) {
       locked = true;
       say($("topics-empty"), "Enter the API key to see topics.");
+    } else if (!(err instanceof TypeError)) {
+      console.error("dashboard poll failed", err); // a bug, not the network (fetch's TypeError)
     }
     updateKeyButton();
   } finally {
     await health;
     if (locked) setPill($("health-pill"), "locked", "API key needed");
-    polling = false;
     schedulePoll();
   }
 }
