@@ -236,7 +236,9 @@ def use_dashboard(page: Page, url: str, port: int) -> None:
         publish(page, json.dumps({"n": n, "items": list(range(n))}))
         page.wait_text("#publish-msg", f"seq {n}")
     page.wait(lambda: len(tail_seqs(page)) == 6, "six events in the tail")
-    page.wait(lambda: float(page.row_cell("orders", "rate") or 0) > 0, "a non-zero messages/s rate")
+    # The sparkline's tooltip names the window's peak, which stays for 60 s.
+    peak = "return document.querySelector('tr[data-topic=\"orders\"] svg.spark title').textContent"
+    page.wait(lambda: "peak 0.0 " not in page.js(peak), "a non-zero messages/s peak in the sparkline")
 
     page.screenshot("desktop")
     page.color_scheme("dark")

@@ -159,7 +159,7 @@ function renderTopics(topics) {
       const rate = lastSampleAt ? delta / seconds : 0;
       entry.series.push(rate);
       entry.messages = stats.messages;
-      drawSparkline(entry.cells.spark, entry.series.values);
+      drawSparkline(entry.cells.spark, entry.series.values, peakLabel(entry.series));
       setText(entry.cells.rate, formatRate(rate));
     }
     total += entry.series.last;
@@ -184,13 +184,17 @@ function renderTopics(topics) {
 
   if (sample) {
     totalSeries.push(total);
-    drawSparkline($("total-spark"), totalSeries.values);
+    drawSparkline($("total-spark"), totalSeries.values, peakLabel(totalSeries));
     setText($("stat-rate"), formatRate(total));
     lastSampleAt = now;
   }
   syncSelect($("publish-topic"), names);
   syncSelect($("tail-topic"), names);
   validatePayload();
+}
+
+function peakLabel(series) {
+  return `now ${formatRate(series.last)} msg/s · peak ${formatRate(series.peak)} msg/s`;
 }
 
 function makeRow(name, messages) {

@@ -24,8 +24,8 @@ export class Series {
   }
 }
 
-/** Redraw ``svg`` (any viewBox) from ``values``. */
-export function drawSparkline(svg, values) {
+/** Redraw ``svg`` (any viewBox) from ``values``; ``label`` becomes its tooltip. */
+export function drawSparkline(svg, values, label) {
   const box = svg.viewBox.baseVal;
   const width = box && box.width ? box.width : 120;
   const height = box && box.height ? box.height : 28;
@@ -39,6 +39,9 @@ export function drawSparkline(svg, values) {
   });
 
   svg.replaceChildren();
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = label;
+  svg.append(title);
   const base = document.createElementNS(SVG, "line");
   base.setAttribute("class", "spark-base");
   for (const [k, v] of Object.entries({ x1: 0, x2: width, y1: height - 0.75, y2: height - 0.75 })) base.setAttribute(k, v);
