@@ -262,22 +262,12 @@ $("create-form").addEventListener("submit", async (ev) => {
     input.focus();
     return;
   }
-  $("create-button").disabled = true;
-  try {
-    const response = await api.request("POST", "topics", { name });
-    if (response.status === 201) {
-      say(msg, `Created ${name}.`, "ok");
-      input.value = "";
-      await pollNow();
-      for (const id of ["publish-topic", "tail-topic"]) $(id).value = name;
-      validatePayload();
-    } else {
-      say(msg, errorText(response), "error");
-    }
-  } catch (err) {
-    say(msg, failure(err), "error");
-  } finally {
-    $("create-button").disabled = false;
+  if (await act($("create-button"), msg, "POST", "topics", { name })) {
+    say(msg, `Created ${name}.`, "ok");
+    input.value = "";
+    await pollNow();
+    for (const id of ["publish-topic", "tail-topic"]) $(id).value = name;
+    validatePayload();
   }
 });
 
@@ -294,20 +284,26 @@ async function deleteTopic(name, button) {
     }, 4000);
     return;
   }
+  if (await act(button, $("create-msg"), "DELETE", `topics/${encodeURIComponent(name)}`)) {
+    say($("create-msg"), `Deleted ${name}.`, "ok");
+  }
+  await pollNow();
+}
+
+/** One REST action from a button: the 2xx body, or null once the failure is shown in ``msg``. */
+async function act(button, msg, method, path, body) {
   button.disabled = true;
   try {
-    const response = await api.request("DELETE", `topics/${encodeURIComponent(name)}`);
-    say($("create-msg"), response.ok ? `Deleted ${name}.` : errorText(response), response.ok ? "ok" : "error");
-    await pollNow();
+    const response = await api.request(method, path, body);
+    if (response.ok) return response.data || {};
+    say(msg, errorText(response), "error");
   } catch (err) {
-    say($("create-msg"), failure(err), "error");
+    const text = err instanceof AuthCancelled ? "An API key is needed for this." : `Request failed: ${err.message}`;
+    say(msg, text, "error");
   } finally {
     button.disabled = false;
   }
-}
-
-function failure(err) {
-  return err instanceof AuthCancelled ? "An API key is needed for this." : `Request failed: ${err.message}`;
+  return null;
 }
 
 // -- publish --------------------------------------------------------------------
@@ -356,20 +352,11 @@ $("publish-form").addEventListener("submit", async (ev) => {
   const topic = $("publish-topic").value;
   const msg = $("publish-msg");
   if (!payload.ok || !topic) return;
-  $("publish-button").disabled = true;
-  try {
-    const response = await api.request("POST", `topics/${encodeURIComponent(topic)}/messages`, { payload: payload.value });
-    if (response.status === 201) {
-      const r = response.data;
-      say(msg, `Published to ${r.topic} · seq ${r.seq}${r.duplicate ? " (duplicate)" : ""} · id ${r.id}`, "ok");
-      pollNow();
-    } else {
-      say(msg, errorText(response), "error");
-    }
-  } catch (err) {
-    say(msg, failure(err), "error");
-  } finally {
-    validatePayload();
+  const r = await act($("publish-button"), msg, "POST", `topics/${encodeURIComponent(topic)}/messages`, { payload: payload.value });
+  validatePayload();
+  if (r) {
+    say(msg, `Published to ${r.topic} · seq ${r.seq}${r.duplicate ? " (duplicate)" : ""} · id ${r.id}`, "ok");
+    pollNow();
   }
 });
 
