@@ -318,6 +318,24 @@ async def test_dashboard_asks_for_api_key_once_and_uses_it(port, browser, rest):
     assert status == 200 and body["topics"][SECURE]["messages"] == 1
 
 
+def refuse_bad_topics(page: Page, url: str) -> None:
+    page.open(url)
+    page.wait(lambda: page.all('tr[data-topic="taken"]'), "the taken topic row")
+    page.type("#create-name", "no spaces allowed")
+    page.click("#create-button")
+    page.wait_text("#create-msg", "A topic name starts with a letter or digit")
+    page.type("#create-name", "taken")
+    page.click("#create-button")
+    page.wait_text("#create-msg", "TOPIC_EXISTS")
+
+
+async def test_dashboard_reports_bad_and_existing_topic_names(port, browser, rest):
+    await rest.create("taken")
+    await in_browser(refuse_bad_topics, browser, f"http://127.0.0.1:{port}/dashboard")
+    status, body = await rest.call("GET", "/topics")
+    assert [t["name"] for t in body["topics"]] == ["taken"]
+
+
 def tail_until(page: Page, seqs: list[str], status: str) -> None:
     page.wait(lambda: tail_seqs(page) == seqs, f"the tail to show exactly {seqs}")
     page.wait_text("#tail-status", status)
