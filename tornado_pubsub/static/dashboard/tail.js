@@ -113,7 +113,7 @@ export class Tail {
         if (frame.topic === this.topic) this.event(frame);
         break;
       case "error":
-        this.failed(frame.error || {});
+        this.failed(frame.error || {}, frame.request_id === this.pendingRequest);
         break;
       case "info":
         this.info(frame);
@@ -145,9 +145,11 @@ export class Tail {
     this.on.event(frame, seq !== null && seq <= this.replayUpTo);
   }
 
-  failed(error) {
+  failed(error, ofSubscribe) {
     const text = `${error.code || "ERROR"}: ${error.message || "request failed"}`;
-    if (error.code === "TOPIC_NOT_FOUND" || error.code === "BAD_REQUEST" || error.code === "UNAUTHORIZED") {
+    if (ofSubscribe && error.code !== "SHUTTING_DOWN") {
+      // The subscription itself was refused (no such topic, a limit); a
+      // draining server closes the socket next, and the retry handles that.
       this.stop(null);
       this.on.status("error", text);
     } else {
