@@ -8,7 +8,7 @@ from typing import Any
 
 import tornado.web
 
-from handlers import ops, topics, ws
+from handlers import dashboard, ops, topics, ws
 from handlers.base import NotFoundHandler
 
 from .broker import Broker
@@ -38,7 +38,7 @@ def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -
 
 
 def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
-    specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix)
+    specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
     return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
 
 
