@@ -35,7 +35,7 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from .errors import SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED, PubSubError
+from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED, PubSubError
 
 log = logging.getLogger("tornado_pubsub.client")
 
@@ -45,6 +45,7 @@ CONNECTION_LOST = "CONNECTION_LOST"  # the connection dropped before the reply c
 TIMEOUT = "TIMEOUT"  # no reply within request_timeout
 CLOSED = "CLOSED"  # the client was closed, or gave up reconnecting
 BAD_RESPONSE = "BAD_RESPONSE"  # the server's answer was not the JSON the contract promises
+TOO_BIG = "TOO_BIG"  # the server closed the connection (1009): a frame exceeded its max_message_size
 
 # A publish that failed for one of these reasons never reached history twice:
 # resending the same message id after the reconnect is safe.
@@ -118,6 +119,14 @@ def endpoints(url: str) -> tuple[str, str]:
     http = urlunsplit(("https" if secure else "http", parts.netloc, path, "", ""))
     ws = urlunsplit(("wss" if secure else "ws", parts.netloc, path + "/ws", "", ""))
     return http, ws
+
+
+def _loss_error(close_code: int | None, reason: str | None) -> ClientError:
+    """Why requests in flight failed when the connection closed under them."""
+    if close_code == CLOSE_TOO_BIG:  # resending the same frame would only close the next connection
+        return ClientError(TOO_BIG, "the server closed the connection: a frame exceeded its max_message_size")
+    detail = f" (close code {close_code}{': ' + reason if reason else ''})" if close_code else ""
+    return ClientError(CONNECTION_LOST, f"connection lost before the reply arrived{detail}")
 
 
 def _error_from_http(exc: Exception, what: str) -> ClientError:
@@ -353,7 +362,7 @@ class PubSubClient:
                     break
                 self._on_raw(raw)
             self._connected.clear()
-            self._fail_pending(ClientError(CONNECTION_LOST, "connection lost before the reply arrived"))
+            self._fail_pending(_loss_error(conn.close_code, conn.close_reason))
             if self._closing.is_set() or not self.reconnect:
                 break
             log.info("connection to %s lost (code %s); reconnecting", self.ws_url, conn.close_code)
