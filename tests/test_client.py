@@ -16,7 +16,17 @@ from tornado.netutil import bind_sockets
 
 from tornado_pubsub.app import make_app
 from tornado_pubsub.broker import Broker
-from tornado_pubsub.client import CLOSED, TIMEOUT, UNREACHABLE, ClientError, Gap, Message, PubSubClient
+from tornado_pubsub.client import (
+    CLOSED,
+    TIMEOUT,
+    TOO_BIG,
+    UNREACHABLE,
+    ClientError,
+    Gap,
+    Message,
+    PubSubClient,
+    Subscription,
+)
 from tornado_pubsub.settings import Settings
 
 WAIT = 10.0  # upper bound for any wait in this module
@@ -181,6 +191,32 @@ async def test_request_without_reply_times_out():
     with pytest.raises(ClientError) as info:
         await client.ping()
     assert info.value.code == CLOSED
+
+
+@pytest.mark.pubsub(max_message_size=1024)
+async def test_oversized_publish_fails_with_too_big_and_the_client_recovers(rest, clients):
+    await rest.create("orders")
+    client = await clients()
+    with pytest.raises(ClientError) as info:
+        await client.publish("orders", "x" * 4096)
+    assert info.value.code == TOO_BIG
+    assert (await client.publish("orders", "small")).seq == 1
+    assert client.reconnects == 1
+
+
+async def test_subscription_drops_repeats_and_reports_a_seq_jump_as_dropped():
+    """No socket: frames fed straight to a Subscription, as the reader would."""
+    seen = Recorder()
+    sub = Subscription("t", seen, seen)
+    sub.on_ack({"type": "ack", "topic": "t", "epoch": "e1", "last_seq": 0}, None)
+    for seq in (1, 2, 2, 1, 5, 6):
+        sub.on_event({"type": "event", "topic": "t", "seq": seq, "message": {"id": str(seq), "payload": seq}, "ts": ""})
+    sub.end("unsubscribed")
+    assert await asyncio.wait_for(sub.wait(), WAIT) == "unsubscribed"
+    assert seen.seqs == [1, 2, 5, 6] and sub.duplicates == 2
+    (gap,) = seen.gaps
+    assert (gap.reason, gap.epoch, gap.after_seq, gap.first_seq) == ("dropped", "e1", 2, 5)
+    assert sub.subscribe_frame(None) == {"type": "subscribe", "topic": "t", "since_seq": 6, "epoch": "e1"}
 
 
 async def test_deleted_topic_ends_the_subscription(rest, clients):

@@ -555,6 +555,7 @@ class PubSubClient:
         except BaseException:
             if self.subscriptions.get(topic) is sub:
                 del self.subscriptions[topic]
+                self._last_n.pop(topic, None)
             sub.cancel()
             raise
         return sub
@@ -579,7 +580,8 @@ class PubSubClient:
         If the connection drops before the ack, the same message id is sent
         again after the reconnect: the server acks a repeat with
         ``duplicate=True`` instead of storing it twice (as long as the first
-        copy is still in the topic's history).
+        copy is still in the topic's history).  So ``duplicate=True`` may also
+        mean that the lost attempt of this very call had landed.
         """
         message_id = id or str(uuid.uuid4())
         frame = {"type": "publish", "topic": topic, "message": {"id": message_id, "payload": payload}}
