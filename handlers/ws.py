@@ -334,17 +334,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         message = frame["message"]
         result = await self.broker.publish(frame["topic"], message["payload"], message["id"])
         sub.send(frames.ack(result.topic, frame.get("request_id"), seq=result.seq, duplicate=result.duplicate))
-        log_op(
-            "publish",
-            conn_id=sub.id,
-            topic=result.topic,
-            message_id=result.id,
-            seq=result.seq,
-            duplicate=result.duplicate,
-            request_id=frame.get("request_id"),
-            remote=sub.remote,
-            outcome="ok",
-        )
+        result.log(conn_id=sub.id, request_id=frame.get("request_id"), remote=sub.remote)
 
     async def _ping(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         sub.send(frames.pong(frame.get("request_id")))

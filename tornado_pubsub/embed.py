@@ -56,15 +56,7 @@ class PubSub:
         ``TOPIC_NOT_FOUND`` or ``BAD_REQUEST`` (payload not JSON-encodable).
         """
         result = await self.broker.publish(topic, payload, id)
-        log_op(
-            "publish",
-            topic=result.topic,
-            message_id=result.id,
-            seq=result.seq,
-            duplicate=result.duplicate,
-            via="inprocess",
-            outcome="ok",
-        )
+        result.log(via="inprocess")
         return result
 
     async def create_topic(self, name: str, exist_ok: bool = False) -> bool:
