@@ -244,50 +244,44 @@ async def resubscribed(app) -> list:
     return server_sockets(app, subscribed=True)
 
 
-async def _publish_and_kill(app, publisher: PubSubClient, kill) -> None:
-    """Publish TOTAL messages; right after each KILL_AT ack, ``await kill()`` a connection."""
+async def stream_with_kills(rest, clients, kill) -> tuple[Recorder, PubSubClient, PubSubClient]:
+    """One client subscribes, another publishes TOTAL messages; right after each
+    KILL_AT ack, ``await kill()`` aborts connection(s) while the stream goes on.
+    Returns once the subscriber's handler has seen TOTAL messages."""
+    await rest.create("stream")
+    subscriber = await clients(client_id="subscriber")
+    publisher = await clients(client_id="publisher")
+    seen = Recorder()
+    await subscriber.subscribe("stream", seen, on_gap=seen)
     for n in range(1, TOTAL + 1):
         ack = await publisher.publish("stream", n)
         assert ack.seq == n and not ack.duplicate
         if n in KILL_AT:
             await kill()
+    await seen.until(lambda r: len(r.seqs) >= TOTAL)
+    return seen, subscriber, publisher
 
 
 @pytest.mark.parametrize("abort", [close_frame, tcp_reset], ids=["server_close", "tcp_reset"])
 async def test_subscriber_sees_every_seq_once_across_killed_connections(app, rest, clients, abort):
-    await rest.create("stream")
-    subscriber = await clients(client_id="subscriber")
-    publisher = await clients(client_id="publisher")
-    seen = Recorder()
-    await subscriber.subscribe("stream", seen, on_gap=seen)
-
     async def kill() -> None:
         (handler,) = await resubscribed(app)
         abort(handler)
 
-    await _publish_and_kill(app, publisher, kill)
-    await seen.until(lambda r: len(r.seqs) >= TOTAL)
-    assert seen.seqs == list(range(1, TOTAL + 1))
-    assert seen.gaps == []
+    seen, subscriber, _ = await stream_with_kills(rest, clients, kill)
+    assert seen.seqs == list(range(1, TOTAL + 1)) and seen.gaps == []
     assert subscriber.reconnects == len(KILL_AT)
 
 
 async def test_publisher_reset_mid_stream_stores_each_message_once(app, broker, rest, clients):
-    await rest.create("stream")
-    subscriber = await clients(client_id="subscriber")
-    publisher = await clients(client_id="publisher")
-    seen = Recorder()
-    await subscriber.subscribe("stream", seen, on_gap=seen)
-
     async def kill() -> None:
         for handler in server_sockets(app, subscribed=False) + await resubscribed(app):
             tcp_reset(handler)
 
-    await _publish_and_kill(app, publisher, kill)
-    await seen.until(lambda r: len(r.seqs) >= TOTAL)
+    seen, subscriber, publisher = await stream_with_kills(rest, clients, kill)
     assert seen.seqs == list(range(1, TOTAL + 1)) and seen.gaps == []
     assert (await broker.topic_stats())["stream"]["messages"] == TOTAL
-    assert publisher.reconnects == len(KILL_AT)
+    assert subscriber.reconnects == publisher.reconnects == len(KILL_AT)
 
 
 @pytest.mark.pubsub(history_size=5)
