@@ -228,6 +228,17 @@ async def test_deleted_topic_ends_the_subscription(rest, clients):
     assert "orders" not in client.subscriptions
 
 
+async def test_topic_gone_after_a_reconnect_ends_the_subscription(app, broker, rest, clients):
+    await rest.create("orders")
+    client = await clients()
+    sub = await client.subscribe("orders", print)
+    (handler,) = server_sockets(app, subscribed=True)
+    tcp_reset(handler)
+    await broker.delete_topic("orders")  # while the client is away: it never hears topic_deleted
+    assert await asyncio.wait_for(sub.wait(), WAIT) == "topic_not_found"
+    assert client.reconnects == 1 and "orders" not in client.subscriptions
+
+
 # -- resume across induced disconnects ---------------------------------------------------------
 
 TOTAL = 300

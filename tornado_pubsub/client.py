@@ -35,7 +35,7 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED, PubSubError
+from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
 
 log = logging.getLogger("tornado_pubsub.client")
 
@@ -402,11 +402,13 @@ class PubSubClient:
             try:
                 await self._subscribe_request(sub)
             except ClientError as exc:
-                if exc.code == TOPIC_NOT_FOUND:
-                    self.subscriptions.pop(sub.topic, None)
-                    sub.end("topic_not_found")
-                elif exc.code not in _RETRYABLE + (CLOSED,):  # after a loss it resubscribes again
-                    log.warning("cannot resume %s: %s", sub.topic, exc)
+                if exc.code in _RETRYABLE or exc.code == CLOSED:
+                    continue  # the next connection resubscribes it again
+                # Anything else (TOPIC_NOT_FOUND, LIMIT_EXCEEDED, ...) would leave it
+                # silently dead: end it, so its owner hears why.
+                log.warning("cannot resume %s: %s", sub.topic, exc.message)
+                self.subscriptions.pop(sub.topic, None)
+                sub.end(exc.code.lower())
 
     def _fail_pending(self, error: ClientError) -> None:
         for future, _ in self._pending.values():
