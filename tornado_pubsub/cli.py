@@ -151,9 +151,10 @@ async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -
 
     def on_gap(gap: Gap) -> None:
         if gap.reason == "epoch_changed":
-            out.note(f"{gap.topic}: the topic was recreated or the server restarted; seq starts again at {gap.first_seq}")
+            out.note(f"{gap.topic}: topic recreated or server restarted; seq starts again at {gap.first_seq}")
         else:
-            out.note(f"{gap.topic}: messages {gap.after_seq + 1 if gap.after_seq is not None else '?'}..{gap.first_seq - 1} were lost ({gap.reason})")
+            first_lost = gap.after_seq + 1 if gap.after_seq is not None else "?"
+            out.note(f"{gap.topic}: messages {first_lost}..{gap.first_seq - 1} were lost ({gap.reason})")
 
     if args.epoch is not None and args.since is None:
         raise UsageError("--epoch goes with --since")

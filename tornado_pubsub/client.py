@@ -148,7 +148,9 @@ class Subscription:
 
     Frames are sorted here on the reader's side (dedupe, gap detection) and
     handed to a per-subscription task, so a slow or awaiting handler never
-    stops the client from reading acks and pongs.
+    stops the client from reading acks and pongs.  The hand-over queue is
+    unbounded: a handler that is slower than the stream for long grows this
+    process's memory (the server's own queue stays bounded).
     """
 
     def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None) -> None:
@@ -237,9 +239,8 @@ class Subscription:
             if isinstance(item, Gap) and self.on_gap is None:
                 log.warning("subscription to %s has a gap: %s", self.topic, item)
                 continue
-            target: Callable[[Any], Any] = self.handler if isinstance(item, Message) else self.on_gap  # type: ignore[assignment]
             try:
-                result = target(item)
+                result = self.handler(item) if isinstance(item, Message) else self.on_gap(item)  # type: ignore[misc]
                 if inspect.isawaitable(result):
                     await result
             except Exception:  # one failing message must not end the subscription
@@ -392,6 +393,12 @@ class PubSubClient:
                 continue
             self._conn = conn
             self.reconnects += 1
+            log.info(
+                "reconnected to %s after %d attempt(s); resuming %d subscription(s)",
+                self.ws_url,
+                attempt,
+                len(self.subscriptions),
+            )
             self._connected.set()
             asyncio.ensure_future(self._resubscribe_all())
             return conn, "closed"
@@ -619,7 +626,8 @@ class PubSubClient:
         if response.code == 599:
             raise _error_from_http(response.error or OSError("no response"), f"cannot reach {self.http_url}")
         if response.code >= 400 and response.code not in ok_statuses:
-            raise _error_from_http(tornado.httpclient.HTTPClientError(response.code, None, response), f"{method} {path}")
+            failure = tornado.httpclient.HTTPClientError(response.code, None, response)
+            raise _error_from_http(failure, f"{method} {path}")
         try:
             return json.loads(response.body or b"null")
         except ValueError:
