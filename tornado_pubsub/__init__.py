@@ -11,8 +11,8 @@ the command line is ``python -m tornado_pubsub.cli`` (installed as ``pubsub``).
 """
 
 from .app import make_app, routes
-from .embed import PubSub
 from .broker import Broker, PublishResult, SubscribeResult
+from .embed import PubSub
 from .errors import PubSubError
 from .settings import Settings, SettingsError, load_settings
 

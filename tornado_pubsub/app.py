@@ -33,7 +33,8 @@ def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -
     """Every pub/sub route under ``prefix``, bound to ``broker``.
 
     Append them to your own ``tornado.web.Application`` handlers to embed
-    pub/sub in an existing service.
+    pub/sub in an existing service.  ``embed.PubSub`` wraps this and adds
+    logged in-process publishing and a ``close()`` for the heartbeat timer.
     """
     return _bind(make_context(broker, settings or Settings()), prefix)
 
