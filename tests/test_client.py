@@ -295,6 +295,30 @@ async def test_publisher_reset_mid_stream_stores_each_message_once(app, broker, 
     assert subscriber.reconnects == publisher.reconnects == len(KILL_AT)
 
 
+async def test_publish_whose_ack_was_lost_is_resent_and_acked_as_duplicate(app, broker, rest, clients, monkeypatch):
+    """The server stores the message, then the connection dies before the ack:
+    the client resends the same id after reconnecting and is told it had landed."""
+    await rest.create("orders")
+    client = await clients()
+    real_publish = broker.publish
+    resets: list[str] = []
+
+    async def publish_then_reset(topic, payload, message_id=None):
+        result = await real_publish(topic, payload, message_id)
+        if payload == "lost ack" and not resets:
+            resets.append(result.id)
+            (handler,) = server_sockets(app, subscribed=False)
+            tcp_reset(handler)  # before the handler can queue the ack
+        return result
+
+    monkeypatch.setattr(broker, "publish", publish_then_reset)
+    assert (await client.publish("orders", "first")).seq == 1
+    ack = await client.publish("orders", "lost ack")
+    assert (ack.seq, ack.duplicate, [ack.id]) == (2, True, resets)
+    assert client.reconnects == 1
+    assert (await broker.topic_stats())["orders"]["messages"] == 2
+
+
 @pytest.mark.pubsub(history_size=5)
 async def test_messages_evicted_while_disconnected_are_reported_as_a_gap(app, broker, rest, clients):
     await rest.create("stream")
