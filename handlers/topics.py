@@ -49,16 +49,7 @@ class TopicMessagesHandler(JsonHandler):
         name = _existing_name(name)
         body = self.body_json(_PUBLISH)
         result = await self.broker.publish(name, body["payload"], body.get("id"))
-        log_op(
-            "publish",
-            topic=name,
-            message_id=result.id,
-            seq=result.seq,
-            duplicate=result.duplicate,
-            remote=self.request.remote_ip,
-            via="http",
-            outcome="ok",
-        )
+        result.log(remote=self.request.remote_ip, via="http")
         self.send_json(
             {"status": "published", "topic": name, "id": result.id, "seq": result.seq, "duplicate": result.duplicate},
             201,

@@ -126,6 +126,24 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
+    # Limits come from our settings, not the Application's: an application that
+    # embeds these routes (``tornado_pubsub.embed``) never saw ``tornado_settings``.
+    @property
+    def max_message_size(self) -> int:
+        """Inbound frames above ``max_message_size`` close the connection with 1009."""
+        return self.config.max_message_size
+
+    @property
+    def ping_interval(self) -> float:
+        # Our Heartbeat sends WebSocket pings and enforces heartbeat_timeout for
+        # all connections from one timer; Tornado's would add a task per
+        # connection and cap the timeout at the interval.
+        return 0
+
+    @property
+    def ping_timeout(self) -> float:
+        return 0
+
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
         allowed = origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
@@ -316,17 +334,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         message = frame["message"]
         result = await self.broker.publish(frame["topic"], message["payload"], message["id"])
         sub.send(frames.ack(result.topic, frame.get("request_id"), seq=result.seq, duplicate=result.duplicate))
-        log_op(
-            "publish",
-            conn_id=sub.id,
-            topic=result.topic,
-            message_id=result.id,
-            seq=result.seq,
-            duplicate=result.duplicate,
-            request_id=frame.get("request_id"),
-            remote=sub.remote,
-            outcome="ok",
-        )
+        result.log(conn_id=sub.id, request_id=frame.get("request_id"), remote=sub.remote)
 
     async def _ping(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         sub.send(frames.pong(frame.get("request_id")))

@@ -1,20 +1,25 @@
 """tornado-pubsub: a WebSocket publish/subscribe server for Tornado.
 
-Embedding in an existing application::
+Embedding in an existing application (see ``embed.PubSub``)::
 
-    broker = tornado_pubsub.Broker.from_settings(tornado_pubsub.Settings())
-    app = tornado.web.Application(my_handlers + tornado_pubsub.routes(broker, prefix="/pubsub"))
-    seq = (await broker.publish("orders", {"id": 42})).seq
+    pubsub = tornado_pubsub.PubSub(tornado_pubsub.Settings(), prefix="/pubsub")
+    app = tornado.web.Application(my_handlers + pubsub.routes)
+    seq = (await pubsub.publish("orders", {"id": 42})).seq
+
+A Python client with automatic resume is ``tornado_pubsub.client.PubSubClient``;
+the command line is ``python -m tornado_pubsub.cli`` (installed as ``pubsub``).
 """
 
 from .app import make_app, routes
 from .broker import Broker, PublishResult, SubscribeResult
+from .embed import PubSub
 from .errors import PubSubError
 from .settings import Settings, SettingsError, load_settings
 
 __version__ = "0.1.0"
 __all__ = [
     "Broker",
+    "PubSub",
     "PubSubError",
     "PublishResult",
     "Settings",

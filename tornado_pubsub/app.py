@@ -4,6 +4,7 @@ from our settings in one place."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import tornado.web
@@ -32,12 +33,22 @@ def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -
     """Every pub/sub route under ``prefix``, bound to ``broker``.
 
     Append them to your own ``tornado.web.Application`` handlers to embed
-    pub/sub in an existing service.
+    pub/sub in an existing service.  ``embed.PubSub`` wraps this and adds
+    logged in-process publishing and a ``close()`` for the heartbeat timer.
     """
     return _bind(make_context(broker, settings or Settings()), prefix)
 
 
+def url_prefix(prefix: str) -> str:
+    """``prefix`` as a regex-safe path prefix: ``""`` or ``/a/b`` (no trailing slash)."""
+    prefix = prefix.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise ValueError(f"prefix must start with '/', got {prefix!r}")
+    return re.escape(prefix)  # a "." in a prefix must not match any character
+
+
 def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
+    prefix = url_prefix(prefix)
     specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
     return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
 
@@ -60,13 +71,8 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
 def tornado_settings(settings: Settings, context: Context) -> dict[str, Any]:
     """Tornado ``Application`` settings derived from ours, each with its reason."""
     return {
-        # Tornado's default is 10 MiB; the contract's limit closes with 1009.
-        "websocket_max_message_size": settings.max_message_size,
-        # Our Heartbeat sends WebSocket pings and enforces heartbeat_timeout for
-        # all connections from one timer; Tornado's would add a task per
-        # connection and cap the timeout at the interval.
-        "websocket_ping_interval": 0,
-        "websocket_ping_timeout": 0,
+        # WebSocket limits and pings are set by PubSubSocket itself (see there),
+        # so they also hold when the routes are embedded in another application.
         # Tornado's access log prints the full URI, api_key included.
         "log_function": _access_log,
         # JSON 404s for unknown paths, like every other error.

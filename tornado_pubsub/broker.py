@@ -114,6 +114,18 @@ class PublishResult:
     seq: int
     duplicate: bool
 
+    def log(self, **context: Any) -> None:
+        """Emit the one ``publish`` record; ``context`` says who asked and how (conn_id, remote, via, ...)."""
+        log_op(
+            "publish",
+            topic=self.topic,
+            message_id=self.id,
+            seq=self.seq,
+            duplicate=self.duplicate,
+            outcome="ok",
+            **context,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class SubscribeResult:

@@ -1,0 +1,474 @@
+"""``pubsub`` (or ``python -m tornado_pubsub.cli``): the command line for a tornado-pubsub server.
+
+    pubsub create orders
+    pubsub sub orders --last-n 10          # one JSON line per event
+    pubsub pub orders '{"id": 1}'
+    seq 1000 | pubsub pub orders           # one message per line
+    pubsub topics | stats | health | delete orders | bench
+
+Results go to stdout as JSON; progress, notices and errors go to stderr, errors
+as one line.  Exit codes: 0 ok, 1 refused by the server, 2 bad usage,
+3 server unreachable or connection lost, 4 unauthorized, 5 topic not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+import time
+import uuid
+from typing import Any, AsyncIterator, BinaryIO
+
+from .client import CLOSED, CONNECTION_LOST, TIMEOUT, UNREACHABLE, ClientError, Gap, Message, PubSubClient
+from .errors import TOPIC_NOT_FOUND, UNAUTHORIZED
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+WINDOW = 64  # publishes in flight at once when sending many
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
+_EXIT_FOR_CODE = {
+    UNREACHABLE: EXIT_UNREACHABLE,
+    CONNECTION_LOST: EXIT_UNREACHABLE,
+    TIMEOUT: EXIT_UNREACHABLE,
+    CLOSED: EXIT_UNREACHABLE,
+    UNAUTHORIZED: EXIT_UNAUTHORIZED,
+    TOPIC_NOT_FOUND: EXIT_NOT_FOUND,
+}
+_HINT = {
+    UNREACHABLE: " (is the server running? set --url or PUBSUB_URL)",
+    UNAUTHORIZED: " (set --api-key or PUBSUB_API_KEY)",
+}
+
+
+class Output:
+    """stdout for results (one JSON document per line), stderr for people."""
+
+    def __init__(self) -> None:
+        self.pretty = sys.stdout.isatty()
+        self.progress = sys.stderr.isatty()
+        self.closed = False  # the reader of stdout went away (e.g. `| head -1`)
+
+    def _write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    def result(self, obj: Any) -> None:
+        self._write(json.dumps(obj, indent=2 if self.pretty else None, ensure_ascii=False))
+
+    def line(self, obj: Any) -> None:
+        """One compact JSON line (streams: sub events, publish acks)."""
+        self._write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+    def note(self, text: str) -> None:
+        print(f"pubsub: {text}", file=sys.stderr, flush=True)
+
+
+def parse_payload(text: str) -> Any:
+    """A JSON value when ``text`` is JSON, else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# -- REST subcommands ------------------------------------------------------------------
+
+
+async def cmd_topics(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    out.result({"topics": await client.topics()})
+    return EXIT_OK
+
+
+async def cmd_create(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    await client.create_topic(args.name)
+    out.result({"status": "created", "topic": args.name})
+    return EXIT_OK
+
+
+async def cmd_delete(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    await client.delete_topic(args.name)
+    out.result({"status": "deleted", "topic": args.name})
+    return EXIT_OK
+
+
+async def cmd_stats(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    out.result(await client.stats())
+    return EXIT_OK
+
+
+async def cmd_health(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    body = await client.health()
+    out.result(body)
+    return EXIT_OK if body.get("status", "ok") == "ok" else EXIT_REFUSED
+
+
+# -- sub ------------------------------------------------------------------------------------
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    received = 0
+
+    def on_message(message: Message) -> None:
+        nonlocal received
+        if args.count is not None and received >= args.count:
+            return
+        received += 1
+        out.line(
+            {
+                "topic": message.topic,
+                "seq": message.seq,
+                "id": message.id,
+                "payload": message.payload,
+                "ts": message.ts,
+                "epoch": message.epoch,
+            }
+        )
+        if out.closed or (args.count is not None and received >= args.count):
+            stop.set()
+
+    def on_gap(gap: Gap) -> None:
+        if gap.reason == "epoch_changed":
+            out.note(f"{gap.topic}: topic recreated or server restarted; seq starts again at {gap.first_seq}")
+        else:
+            first_lost = gap.after_seq + 1 if gap.after_seq is not None else "?"
+            out.note(f"{gap.topic}: messages {first_lost}..{gap.first_seq - 1} were lost ({gap.reason})")
+
+    if args.epoch is not None and args.since is None:
+        raise UsageError("--epoch goes with --since")
+    await client.connect()
+    sub = await client.subscribe(
+        args.topic, on_message, last_n=args.last_n, on_gap=on_gap, since_seq=args.since, epoch=args.epoch
+    )
+    if args.count == 0:
+        return EXIT_OK
+    ended = asyncio.ensure_future(sub.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([ended, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if stop.is_set():
+        ended.cancel()
+        return EXIT_OK
+    reason = ended.result()
+    if reason in ("topic_deleted", "topic_not_found"):
+        out.note(f"topic {args.topic!r} no longer exists ({reason})")
+        return EXIT_NOT_FOUND
+    if reason == "unauthorized":
+        out.note("unauthorized on reconnect" + _HINT[UNAUTHORIZED])
+        return EXIT_UNAUTHORIZED
+    out.note(f"subscription ended: {reason}")
+    return EXIT_UNREACHABLE
+
+
+# -- pub ------------------------------------------------------------------------------------
+
+
+async def _lines(source: BinaryIO) -> AsyncIterator[bytes]:
+    """Lines of a file, or of stdin without blocking the event loop when it is a pipe."""
+    if stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+        for line in source:
+            yield line
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), source)
+    while line := await reader.readline():
+        yield line
+
+
+def _count_lines(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+
+
+class Progress:
+    """``published N/TOTAL  R msg/s`` on stderr: redrawn in place on a terminal, summarised at the end."""
+
+    def __init__(self, out: Output, total: int | None) -> None:
+        self.out = out
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self._drawn = 0.0
+
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.out.progress and now - self._drawn >= 0.1:
+            self._drawn = now
+            sys.stderr.write("\r" + self._bar() + f"  {self.rate():,.0f} msg/s ")
+            sys.stderr.flush()
+
+    def _bar(self, width: int = 30) -> str:
+        if not self.total:
+            return f"published {self.done:,}"
+        filled = int(width * self.done / self.total)
+        return f"[{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,}"
+
+    def finish(self, topic: str) -> None:
+        if self.out.progress:
+            sys.stderr.write("\r\033[K")
+        elapsed = time.monotonic() - self.started
+        self.out.note(f"published {self.done} messages to {topic} in {elapsed:.2f}s ({self.rate():,.0f} msg/s)")
+
+
+async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    await client.connect()
+    if args.payload is not None:
+        if args.file is not None:
+            raise UsageError("give a PAYLOAD or --file, not both")
+        ack = await client.publish(args.topic, parse_payload(args.payload), id=args.id)
+        out.line(dataclasses.asdict(ack))
+        return EXIT_OK
+    if args.id is not None:
+        raise UsageError("--id applies to a single PAYLOAD")
+    if args.file in (None, "-"):
+        source, total = sys.stdin.buffer, None
+        if sys.stdin.isatty():
+            out.note("reading messages from stdin, one per line (Ctrl-D to finish)")
+    else:
+        try:
+            source = open(args.file, "rb")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        total = _count_lines(args.file)
+    progress = Progress(out, total)
+    inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    async def settle_oldest() -> None:
+        ack = await inflight.popleft()
+        progress.tick()
+        if args.acks:
+            out.line(dataclasses.asdict(ack))
+
+    try:
+        async for raw in _lines(source):
+            text = raw.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            if len(inflight) >= WINDOW:
+                await settle_oldest()
+            inflight.append(asyncio.ensure_future(client.publish(args.topic, parse_payload(text))))
+        while inflight:
+            await settle_oldest()
+    finally:
+        for future in inflight:
+            future.cancel()
+        if source is not sys.stdin.buffer:
+            source.close()
+    progress.finish(args.topic)
+    return EXIT_OK
+
+
+# -- bench ----------------------------------------------------------------------------------
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    """Fan-out: one publisher, N subscribers on their own connections, all in this process."""
+    topic = args.topic or f"bench-{uuid.uuid4().hex[:8]}"
+    await client.create_topic(topic)
+    subscribers: list[PubSubClient] = []
+    latencies: list[float] = []
+    remaining = args.subscribers * args.messages
+    all_in = asyncio.Event()
+    pad = "x" * args.size
+
+    def on_message(message: Message) -> None:
+        nonlocal remaining
+        latencies.append(time.perf_counter() - message.payload["t"])
+        remaining -= 1
+        if remaining <= 0:
+            all_in.set()
+
+    try:
+        for n in range(args.subscribers):
+            sub = PubSubClient(client.http_url, api_key=client.api_key, client_id=f"bench-{n}", reconnect=False)
+            subscribers.append(sub)
+            await sub.connect()
+            await sub.subscribe(topic, on_message)
+        await client.connect()
+        started = time.perf_counter()
+        inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
+        for _ in range(args.messages):
+            if len(inflight) >= WINDOW:
+                await inflight.popleft()
+            inflight.append(asyncio.ensure_future(client.publish(topic, {"t": time.perf_counter(), "pad": pad})))
+        for future in inflight:
+            await future
+        published = time.perf_counter() - started
+        try:
+            await asyncio.wait_for(all_in.wait(), args.wait)
+        except asyncio.TimeoutError:
+            pass
+        elapsed = time.perf_counter() - started
+    finally:
+        for sub in subscribers:
+            await sub.close()
+        try:
+            await client.delete_topic(topic)
+        except ClientError:
+            pass
+    latencies.sort()
+    deliveries = len(latencies)
+    result = {
+        "subscribers": args.subscribers,
+        "messages": args.messages,
+        "payload_bytes": args.size,
+        "deliveries": deliveries,
+        "complete": deliveries == args.subscribers * args.messages,
+        "seconds": round(elapsed, 3),
+        "publish_rate": round(args.messages / published, 1),
+        "delivery_rate": round(deliveries / elapsed, 1),
+        "latency_ms": {q: round(_percentile(latencies, p) * 1000, 2) for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+    }
+    out.result(result)
+    out.note(
+        f"{args.messages} messages x {args.subscribers} subscribers: {result['delivery_rate']:,.0f} deliveries/s, "
+        f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms"
+        + ("" if result["complete"] else f" (INCOMPLETE: {deliveries} deliveries)")
+    )
+    return EXIT_OK if result["complete"] else EXIT_REFUSED
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A bad combination of arguments argparse cannot express."""
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; connection options are accepted before or after the subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given after the subcommand must not be reset by the main parser's default.
+    common.add_argument("--url", default=argparse.SUPPRESS, help=f"server base URL (env PUBSUB_URL; default {DEFAULT_URL})")
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env PUBSUB_API_KEY)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for a reply (default 10)")
+
+    parser = argparse.ArgumentParser(
+        prog="pubsub",
+        parents=[common],
+        description="Command line for a tornado-pubsub server.",
+        epilog="exit codes: 0 ok, 1 refused by the server, 2 bad usage, 3 unreachable, 4 unauthorized, 5 topic not found",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("topics", cmd_topics, "list topics and their subscriber counts")
+    command("create", cmd_create, "create a topic").add_argument("name")
+    command("delete", cmd_delete, "delete a topic (its subscribers are told)").add_argument("name")
+    command("stats", cmd_stats, "per-topic message, subscriber and drop counters")
+    command("health", cmd_health, "server health (exit 1 while draining)")
+
+    sub = command("sub", cmd_sub, "subscribe and print one JSON line per event")
+    sub.add_argument("topic")
+    start = sub.add_mutually_exclusive_group()
+    start.add_argument("--last-n", type=_non_negative, help="replay up to N retained messages first")
+    start.add_argument("--since", type=_non_negative, metavar="SEQ", help="resume after seq SEQ")
+    sub.add_argument("--epoch", help="the epoch SEQ belongs to (from a printed event); a different one is reported")
+    sub.add_argument("--count", type=_non_negative, help="exit after N events")
+
+    pub = command("pub", cmd_pub, "publish PAYLOAD, or one message per line of --file or stdin")
+    pub.add_argument("topic")
+    pub.add_argument("payload", nargs="?", help="JSON value (anything else is sent as a string)")
+    pub.add_argument("--file", "-f", help="file with one message per line ('-': stdin)")
+    pub.add_argument("--id", help="message id (UUID) for an idempotent single publish")
+    pub.add_argument("--acks", action="store_true", help="print every ack when publishing many")
+
+    bench = command("bench", cmd_bench, "measure fan-out: one publisher, N subscribers")
+    bench.add_argument("--subscribers", type=_positive, default=10)
+    bench.add_argument("--messages", type=_positive, default=2000)
+    bench.add_argument("--size", type=_non_negative, default=100, help="payload padding in bytes")
+    bench.add_argument("--topic", help="topic to create for the run (default: a random bench-* name)")
+    bench.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every delivery (default 30)")
+    return parser
+
+
+async def run(args: argparse.Namespace, out: Output) -> int:
+    """Run the chosen subcommand; ``ClientError`` becomes one line and an exit code."""
+    url = getattr(args, "url", None) or os.environ.get("PUBSUB_URL") or DEFAULT_URL
+    api_key = getattr(args, "api_key", None) or os.environ.get("PUBSUB_API_KEY") or None
+    try:
+        client = PubSubClient(url, api_key=api_key, request_timeout=getattr(args, "timeout", 10.0))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return await args.handler(client, args, out)
+    except ClientError as exc:
+        out.note(f"{exc.code.lower().replace('_', ' ')}: {exc.message}{_HINT.get(exc.code, '')}")
+        return _EXIT_FOR_CODE.get(exc.code, EXIT_REFUSED)
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pubsub`` and ``python -m tornado_pubsub.cli``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="pubsub: %(message)s", stream=sys.stderr)
+    if args.command == "sub":  # say so when a subscription reconnects
+        logging.getLogger("tornado_pubsub.client").setLevel(logging.INFO)
+    out = Output()
+    try:
+        return asyncio.run(run(args, out))
+    except UsageError as exc:
+        parser.error(str(exc))  # exits 2
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
