@@ -79,7 +79,7 @@ class Heartbeat:
     def _reap(self, sent_at: float) -> None:
         for sock in list(self.sockets):
             if sock.last_seen < sent_at:
-                sock.drop("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
+                sock.abort("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
 
 
 class PubSubSocket(tornado.websocket.WebSocketHandler):
@@ -188,6 +188,15 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         """Close this connection for ``cause`` (recorded in the disconnect log)."""
         self.close_cause = self.close_cause or cause
         self.close(code, reason)
+
+    def abort(self, cause: str, code: int, reason: str) -> None:
+        """Send a close frame and drop the TCP connection at once: the peer is
+        dead, and waiting for its close reply (Tornado waits 5 s) would keep
+        its subscriptions and buffers alive."""
+        stream = getattr(self.ws_connection, "stream", None)  # close() forgets ws_connection
+        self.drop(cause, code, reason)
+        if stream is not None:
+            stream.close()  # on_close runs from the stream's close callback
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
