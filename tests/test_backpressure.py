@@ -1,0 +1,132 @@
+"""Backpressure with a subscriber that really stops reading: a raw socket with a
+tiny receive buffer, so the server's writes block on a full TCP window and its
+queue overflows.  The publisher and the other subscribers must not notice."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from .rawws import RawWs
+from .support import wait_subscribers, wait_until
+
+PAYLOAD = "x" * 16384
+# The kernel lets a sender's buffer grow to tcp_wmem's maximum (4 MiB here)
+# before a stalled reader blocks it, so publish until the overflow shows.
+MAX_MESSAGES = 1500
+SMALL_QUEUE = {"queue_size": 5, "queue_max_bytes": 65536}
+
+
+async def stalled_subscriber(port: int, rest, topic: str) -> RawWs:
+    """A subscriber that is acked and then never reads until told to."""
+    slow = await RawWs.connect(port, rcvbuf=4096)
+    await slow.send_json({"type": "subscribe", "topic": topic, "client_id": "slow"})
+    await wait_subscribers(rest, topic, 1)
+    return slow
+
+
+async def publish_until_overflow(pub, rest, topic: str) -> int:
+    """Publish until the stalled subscriber overflowed (dropped or evicted); returns how many."""
+    for i in range(MAX_MESSAGES):
+        ack = await pub.publish(topic, {"i": i, "pad": PAYLOAD})
+        assert ack["type"] == "ack" and ack["seq"] == i + 1, ack
+        if i % 25 == 24:
+            _, stats = await rest.call("GET", "/stats")
+            if stats["topics"][topic]["dropped"] or stats["topics"][topic]["subscribers"] < 2:
+                return i + 1
+    raise AssertionError(f"no overflow after {MAX_MESSAGES} messages")
+
+
+class Collector:
+    """Reads a well-behaved subscriber's events in the background."""
+
+    def __init__(self, client) -> None:
+        self.events: list[dict] = []
+        self.task = asyncio.ensure_future(self._run(client))
+
+    async def _run(self, client) -> None:
+        while True:
+            self.events.append(await client.recv_type("event", timeout=30))
+
+    async def seqs(self, count: int) -> list[int]:
+        """The seqs of the first ``count`` events, once they have all arrived."""
+
+        async def enough() -> bool:
+            return len(self.events) >= count
+
+        try:
+            await wait_until(enough, 20, f"{count} events")
+        finally:
+            self.task.cancel()
+        return [e["seq"] for e in self.events]
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
+
+
+async def metrics_text(rest) -> str:
+    status, text = await rest.call("GET", "/metrics")
+    assert status == 200
+    return text
+
+
+@pytest.mark.pubsub(overflow_policy="drop_oldest", **SMALL_QUEUE)
+async def test_drop_oldest_stalled_reader_loses_oldest_others_get_everything(rest, ws_connect, port):
+    await rest.create("t")
+    slow = await stalled_subscriber(port, rest, "t")
+    try:
+        fast = await ws_connect()
+        await fast.subscribe("t", client_id="fast")
+        pub = await ws_connect()
+        collector = Collector(fast)
+        published = await publish_until_overflow(pub, rest, "t")
+        assert await collector.seqs(published) == list(range(1, published + 1))
+
+        _, stats = await rest.call("GET", "/stats")
+        dropped = stats["topics"]["t"]["dropped"]
+        assert dropped > 0 and stats["topics"]["t"]["subscribers"] == 2  # dropped, not disconnected
+        text = await metrics_text(rest)
+        assert metric(text, "pubsub_events_dropped_total") == dropped
+        assert metric(text, "pubsub_slow_consumer_disconnects_total") == 0
+        assert metric(text, "pubsub_queued_frames") <= SMALL_QUEUE["queue_size"] + 1
+
+        # Reading again: seqs still ascend, the gap shows, and the newest arrives.
+        frames = [await slow.recv_json() for _ in range(published + 1 - dropped)]
+        seqs = [f["seq"] for f in frames if f["type"] == "event"]
+        assert frames[0]["type"] == "ack" and seqs == sorted(set(seqs))
+        assert len(seqs) == published - dropped and seqs[-1] == published
+        assert (await pub.request({"type": "ping"}))["type"] == "pong"
+    finally:
+        slow.close()
+
+
+@pytest.mark.pubsub(overflow_policy="disconnect", **SMALL_QUEUE)
+async def test_disconnect_stalled_reader_gets_slow_consumer_and_1013_others_get_everything(rest, ws_connect, port):
+    await rest.create("t")
+    slow = await stalled_subscriber(port, rest, "t")
+    try:
+        fast = await ws_connect()
+        await fast.subscribe("t", client_id="fast")
+        pub = await ws_connect()
+        collector = Collector(fast)
+        published = await publish_until_overflow(pub, rest, "t")
+        assert await collector.seqs(published) == list(range(1, published + 1))
+
+        await wait_subscribers(rest, "t", 1)  # the slow one was evicted
+        text = await metrics_text(rest)
+        assert metric(text, "pubsub_slow_consumer_disconnects_total") == 1
+        assert metric(text, "pubsub_events_dropped_total") == 0
+        assert 'pubsub_errors_total{code="SLOW_CONSUMER"} 1.0' in text
+
+        frames = await slow.recv_until_close(limit=published + 10)
+        assert frames[-1]["type"] == "error" and frames[-1]["error"]["code"] == "SLOW_CONSUMER"
+        assert slow.close_code == 1013
+        seqs = [f["seq"] for f in frames if f["type"] == "event"]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < published  # in order, nothing dropped
+    finally:
+        slow.close()
