@@ -73,8 +73,14 @@ class Server:
         broker.begin_shutdown()
         self.http.stop()  # no new connections; /health on open keep-alives says 503
         deadline = started + self.settings.shutdown_timeout
-        while not broker.idle() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            # Look only after yielding: a frame handed straight to a writer that
+            # was waiting on its queue has left the queue but is not yet counted
+            # as in flight until that writer runs, so an immediate idle() would
+            # close the socket before the shutting_down notice is written.
             await asyncio.sleep(0.02)
+            if broker.idle():
+                break
         flushed = broker.idle()
         remaining = len(broker.connections)
         broker.close_all(CLOSE_GOING_AWAY, "server shutting down")
