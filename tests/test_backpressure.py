@@ -29,12 +29,14 @@ async def stalled_subscriber(port: int, rest, topic: str) -> RawWs:
 
 async def publish_until_overflow(pub, rest, topic: str) -> int:
     """Publish until the stalled subscriber overflowed (dropped or evicted); returns how many."""
+    _, stats = await rest.call("GET", "/stats")
+    subscribers = stats["topics"][topic]["subscribers"]
     for i in range(MAX_MESSAGES):
         ack = await pub.publish(topic, {"i": i, "pad": PAYLOAD})
         assert ack["type"] == "ack" and ack["seq"] == i + 1, ack
         if i % 25 == 24:
             _, stats = await rest.call("GET", "/stats")
-            if stats["topics"][topic]["dropped"] or stats["topics"][topic]["subscribers"] < 2:
+            if stats["topics"][topic]["dropped"] or stats["topics"][topic]["subscribers"] < subscribers:
                 return i + 1
     raise AssertionError(f"no overflow after {MAX_MESSAGES} messages")
 
@@ -128,5 +130,29 @@ async def test_disconnect_stalled_reader_gets_slow_consumer_and_1013_others_get_
         assert slow.close_code == 1013
         seqs = [f["seq"] for f in frames if f["type"] == "event"]
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < published  # in order, nothing dropped
+    finally:
+        slow.close()
+
+
+@pytest.mark.pubsub(overflow_policy="drop_oldest", **SMALL_QUEUE)
+async def test_drop_oldest_queue_full_of_control_frames_disconnects_1013(rest, ws_connect, port):
+    # Control frames are never dropped: once replies alone fill the queue of a
+    # peer that does not read, it is treated as under the disconnect policy.
+    await rest.create("t")
+    slow = await stalled_subscriber(port, rest, "t")
+    try:
+        pub = await ws_connect()
+        await publish_until_overflow(pub, rest, "t")  # the socket is now blocked
+        for i in range(SMALL_QUEUE["queue_size"] + 2):
+            await slow.send_json({"type": "ping", "request_id": f"ping-{i}"})
+        await wait_subscribers(rest, "t", 0)
+        text = await metrics_text(rest)
+        assert metric(text, "pubsub_slow_consumer_disconnects_total") == 1
+        frames = await slow.recv_until_close(limit=MAX_MESSAGES + 20)
+        assert frames[-1]["type"] == "error" and frames[-1]["error"]["code"] == "SLOW_CONSUMER"
+        assert slow.close_code == 1013
+        pongs = [f["request_id"] for f in frames if f["type"] == "pong"]
+        assert pongs == [f"ping-{i}" for i in range(len(pongs))]  # every pong queued before eviction, in order
+        assert (await pub.request({"type": "ping"}))["type"] == "pong"  # the publisher is unaffected
     finally:
         slow.close()

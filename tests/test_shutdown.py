@@ -218,3 +218,20 @@ async def test_server_log_is_json_lines_with_operations_and_never_the_key(io_loo
     subscribe = next(r for r in records if r.get("event") == "subscribe")
     assert subscribe["client_id"] == "logged-client" and subscribe["request_id"] == "req-1" and subscribe["topic"] == "t"
     assert {"ts", "level"} <= set(subscribe) and "remote" in subscribe
+
+
+async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout(io_loop, start_server):
+    server = await start_server("--shutdown-timeout=0.5", "--queue-max-bytes=67108864")
+    http = await KeepAlive.open(server.port)
+    await http.request("POST", "/topics", {"name": "t"})
+    stuck = await RawWs.connect(server.port, rcvbuf=4096)
+    await stuck.send_json({"type": "subscribe", "topic": "t", "client_id": "stuck"})
+    pub = await ws(server.port)
+    for i in range(300):  # far more than the stuck socket's buffers hold
+        await pub.publish("t", {"i": i, "pad": "x" * 16384})
+    server.signal(signal.SIGTERM)
+    assert await pub.closed(timeout=10) == 1001
+    assert await server.exit_code(timeout=15) == 0
+    assert "Traceback" not in server.log()
+    stuck.close()
+    http.close()

@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from .conftest import new_id
+from .rawws import OP_TEXT, RawWs
 from .support import TS_RE
 
 UUID = "6f1c2a6e-1d7b-4b7e-9a55-0c1d2e3f4a5b"
@@ -174,3 +175,30 @@ async def test_handler_unexpected_exception_internal_logged_connection_usable(
     assert traced, "the traceback was not logged"
     monkeypatch.undo()
     assert (await client.subscribe("t"))["type"] == "ack"
+
+
+async def test_text_frame_invalid_utf8_connection_failed_server_unaffected(port, ws_connect):
+    # RFC 6455 section 8.1: invalid UTF-8 in a text frame fails the connection
+    # (Tornado drops it); what matters is no hang and no harm to anyone else.
+    other = await ws_connect()
+    peer = await RawWs.connect(port)
+    try:
+        await peer.send_frame(OP_TEXT, b'{"type": "ping", "x": "\xff\xfe"}')
+        with pytest.raises(ConnectionError):
+            for _ in range(10):
+                if await peer.recv_json(timeout=5) is None:
+                    raise ConnectionError("closed with a close frame")
+    finally:
+        peer.close()
+    assert (await other.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_publish_payload_with_lone_surrogate_delivered_as_valid_json(rest, ws_connect):
+    await rest.create("t")
+    sub = await ws_connect()
+    await sub.subscribe("t")
+    pub = await ws_connect()
+    pub.send('{"type":"publish","topic":"t","message":{"id":"%s","payload":"a\\ud800b"}}' % new_id())
+    assert (await pub.recv())["type"] == "ack"
+    (event,) = await sub.events(1)
+    assert event["message"]["payload"] == "a\ud800b"
