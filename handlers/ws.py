@@ -30,6 +30,7 @@ from tornado_pubsub.errors import (
     CLOSE_TRY_AGAIN_LATER,
     INTERNAL,
     LIMIT_EXCEEDED,
+    METHOD_NOT_ALLOWED,
     SHUTTING_DOWN,
     UNAUTHORIZED,
     PubSubError,
@@ -97,6 +98,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     # -- handshake ---------------------------------------------------------
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # Tornado would answer this with a plain-text 400; keep errors JSON.
+            return self._refuse(400, BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)')
         given = self.request.headers.get("X-API-Key")
         query_key = self.get_query_argument("api_key", None)
         if not (
@@ -125,6 +129,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Plain HTTP to /ws with another method: JSON, like every other error.
+        code = METHOD_NOT_ALLOWED if status_code == 405 else INTERNAL if status_code >= 500 else BAD_REQUEST
+        self._refuse(status_code, code, self._reason)
 
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
