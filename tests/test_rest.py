@@ -242,3 +242,14 @@ async def test_post_message_body_far_over_limit_rejected_without_crash(rest):
     status, _ = await rest.call("POST", "/topics/t/messages", {"payload": "x" * 20000})
     assert status in (400, 413)
     assert (await rest.call("GET", "/health"))[0] == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_ws_path_with_other_method_405_json_error(rest, method):
+    status, body = await rest.call(method, "/ws", {} if method != "DELETE" else None)
+    assert status == 405 and error_code(body) == "METHOD_NOT_ALLOWED"
+
+
+async def test_ws_path_plain_get_without_upgrade_400_json_error(rest):
+    status, body = await rest.call("GET", "/ws")
+    assert status == 400 and error_code(body) == "BAD_REQUEST" and "WebSocket" in body["error"]["message"]
