@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 import tornado.web
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
@@ -94,6 +94,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._stream: IOStream | None = None  # kept: close() forgets ws_connection
 
     # -- handshake ---------------------------------------------------------
 
@@ -155,6 +156,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
             return
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
+        self._stream = getattr(self.ws_connection, "stream", None)
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
         log_op("connect", conn_id=self.sub.id, remote=remote, outcome="ok")
@@ -199,13 +201,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.close(code, reason)
 
     def abort(self, cause: str, code: int, reason: str) -> None:
-        """Send a close frame and drop the TCP connection at once: the peer is
-        dead, and waiting for its close reply (Tornado waits 5 s) would keep
-        its subscriptions and buffers alive."""
-        stream = getattr(self.ws_connection, "stream", None)  # close() forgets ws_connection
+        """Send a close frame (unless one was sent) and drop the TCP connection
+        at once, without waiting for the peer's close reply (Tornado waits 5 s)."""
         self.drop(cause, code, reason)
-        if stream is not None:
-            stream.close()  # on_close runs from the stream's close callback
+        if self._stream is not None:
+            self._stream.close()  # on_close runs from the stream's close callback
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.

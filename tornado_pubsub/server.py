@@ -87,6 +87,11 @@ class Server:
         grace = time.monotonic() + CLOSE_GRACE
         while broker.connections and time.monotonic() < grace:
             await asyncio.sleep(0.02)
+        # Cut off peers that ignored the close frame: a write still pending
+        # when the loop stops is cancelled, and asyncio logs a traceback for it.
+        for sock in list(self.app.pubsub.heartbeat.sockets):  # type: ignore[attr-defined]
+            sock.abort("shutdown", CLOSE_GOING_AWAY, "server shutting down")
+        await asyncio.sleep(0)  # let their on_close run and log the disconnect
         self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
         log_op(
             "shutdown",
