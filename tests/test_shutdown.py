@@ -232,6 +232,9 @@ async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout
     server.signal(signal.SIGTERM)
     assert await pub.closed(timeout=10) == 1001
     assert await server.exit_code(timeout=15) == 0
-    assert "Traceback" not in server.log()
+    assert "Traceback" not in server.log(), server.log()
+    assert not [r for r in server.records() if r["level"] in ("ERROR", "CRITICAL")]
+    stuck_gone = [r for r in server.records() if r.get("event") == "disconnect" and r.get("client_id") == "stuck"]
+    assert stuck_gone, "the stuck connection was never closed"
     stuck.close()
     http.close()
