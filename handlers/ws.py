@@ -40,6 +40,13 @@ from tornado_pubsub.logs import log_op, redact_uri
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
 
+def _retrieve(future: "asyncio.Future[None]") -> None:
+    # A write fails when the peer has gone; that is expected, and retrieving the
+    # error keeps asyncio from logging "Task exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
 class Heartbeat:
     """One ``PeriodicCallback`` for all connections of an app.
 
@@ -215,7 +222,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def _write_now(self, data: bytes) -> None:
         try:
-            self.write_message(data)
+            self.write_message(data).add_done_callback(_retrieve)
         except _CLOSED:
             pass
 
@@ -240,6 +247,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                     else:
                         future = write(item.data)
                         events += 1
+                    future.add_done_callback(_retrieve)
                 await future
                 counters.delivered += events
                 sub.inflight = 0
