@@ -5,7 +5,11 @@ queue overflows.  The publisher and the other subscribers must not notice."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import re
+import socket
+import struct
 
 import pytest
 
@@ -156,3 +160,22 @@ async def test_drop_oldest_queue_full_of_control_frames_disconnects_1013(rest, w
         assert (await pub.request({"type": "ping"}))["type"] == "pong"  # the publisher is unaffected
     finally:
         slow.close()
+
+
+@pytest.mark.pubsub(overflow_policy="disconnect", **SMALL_QUEUE)
+async def test_disconnect_evicted_reader_vanishing_leaves_no_error_log(rest, ws_connect, port, caplog):
+    # Writes still pending for a peer that then resets its connection fail;
+    # that is expected and must not surface as "Task exception was never retrieved".
+    await rest.create("t")
+    slow = await stalled_subscriber(port, rest, "t")
+    pub = await ws_connect()
+    with caplog.at_level(logging.WARNING):
+        await publish_until_overflow(pub, rest, "t")
+        await wait_subscribers(rest, "t", 0)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        slow.close()  # RST: the server's pending writes fail at once
+        assert (await pub.request({"type": "ping"}))["type"] == "pong"
+        await asyncio.sleep(0.1)
+        gc.collect()  # "never retrieved" is reported when the failed task is collected
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
