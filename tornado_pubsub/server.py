@@ -58,6 +58,7 @@ class Server:
     def _on_signal(self, sig: int) -> None:
         if self._shutting_down:
             log_op("shutdown", signal=signal.Signals(sig).name, outcome="forced")
+            self._cut_off()
             self._stopped.set()
             return
         asyncio.ensure_future(self.shutdown(signal.Signals(sig).name))
@@ -87,10 +88,7 @@ class Server:
         grace = time.monotonic() + CLOSE_GRACE
         while broker.connections and time.monotonic() < grace:
             await asyncio.sleep(0.02)
-        # Cut off peers that ignored the close frame: a write still pending
-        # when the loop stops is cancelled, and asyncio logs a traceback for it.
-        for sock in list(self.app.pubsub.heartbeat.sockets):  # type: ignore[attr-defined]
-            sock.abort("shutdown", CLOSE_GOING_AWAY, "server shutting down")
+        self._cut_off()  # peers that ignored the close frame
         await asyncio.sleep(0)  # let their on_close run and log the disconnect
         self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
         log_op(
@@ -102,6 +100,13 @@ class Server:
             outcome="stopped",
         )
         self._stopped.set()
+
+    def _cut_off(self) -> None:
+        # Drop every socket still open.  A write still pending when the loop
+        # stops is cancelled by asyncio, and Tornado's callback on it logs a
+        # CancelledError traceback; a closed stream fails it quietly instead.
+        for sock in list(self.app.pubsub.heartbeat.sockets):  # type: ignore[attr-defined]
+            sock.abort("shutdown", CLOSE_GOING_AWAY, "server shutting down")
 
     async def wait_stopped(self) -> None:
         """Return once shutdown has finished."""
