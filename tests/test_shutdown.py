@@ -238,3 +238,22 @@ async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout
     assert stuck_gone, "the stuck connection was never closed"
     stuck.close()
     http.close()
+
+
+async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(io_loop, start_server):
+    server = await start_server("--shutdown-timeout=600", "--queue-max-bytes=67108864")
+    http = await KeepAlive.open(server.port)
+    await http.request("POST", "/topics", {"name": "t"})
+    stuck = await RawWs.connect(server.port, rcvbuf=4096)
+    await stuck.send_json({"type": "subscribe", "topic": "t", "client_id": "stuck"})
+    pub = await ws(server.port)
+    for i in range(300):  # keeps the first shutdown draining
+        await pub.publish("t", {"i": i, "pad": "x" * 16384})
+    server.signal(signal.SIGTERM)
+    assert (await pub.recv_type("info"))["msg"] == "shutting_down"
+    assert (await http.request("GET", "/health"))[0] == 503  # still draining
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code(timeout=15) == 0  # long before shutdown_timeout
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+    stuck.close()
+    http.close()
