@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import struct
+from typing import Any
 
 import pytest
 
@@ -81,17 +82,25 @@ async def metrics_text(rest) -> str:
     return text
 
 
-@pytest.mark.pubsub(overflow_policy="drop_oldest", **SMALL_QUEUE)
-async def test_drop_oldest_stalled_reader_loses_oldest_others_get_everything(rest, ws_connect, port):
+async def overflow_beside_fast_reader(rest, ws_connect, port) -> tuple[RawWs, Any, int]:
+    """On a new topic "t": a stalled subscriber, a fast one and a publisher that
+    publishes until the stalled one overflows; checks the fast one got every
+    message in order.  Returns (stalled, publisher, messages published)."""
     await rest.create("t")
     slow = await stalled_subscriber(port, rest, "t")
+    fast = await ws_connect()
+    await fast.subscribe("t", client_id="fast")
+    pub = await ws_connect()
+    collector = Collector(fast)
+    published = await publish_until_overflow(pub, rest, "t")
+    assert await collector.seqs(published) == list(range(1, published + 1))
+    return slow, pub, published
+
+
+@pytest.mark.pubsub(overflow_policy="drop_oldest", **SMALL_QUEUE)
+async def test_drop_oldest_stalled_reader_loses_oldest_others_get_everything(rest, ws_connect, port):
+    slow, pub, published = await overflow_beside_fast_reader(rest, ws_connect, port)
     try:
-        fast = await ws_connect()
-        await fast.subscribe("t", client_id="fast")
-        pub = await ws_connect()
-        collector = Collector(fast)
-        published = await publish_until_overflow(pub, rest, "t")
-        assert await collector.seqs(published) == list(range(1, published + 1))
 
         _, stats = await rest.call("GET", "/stats")
         dropped = stats["topics"]["t"]["dropped"]
@@ -113,15 +122,8 @@ async def test_drop_oldest_stalled_reader_loses_oldest_others_get_everything(res
 
 @pytest.mark.pubsub(overflow_policy="disconnect", **SMALL_QUEUE)
 async def test_disconnect_stalled_reader_gets_slow_consumer_and_1013_others_get_everything(rest, ws_connect, port):
-    await rest.create("t")
-    slow = await stalled_subscriber(port, rest, "t")
+    slow, pub, published = await overflow_beside_fast_reader(rest, ws_connect, port)
     try:
-        fast = await ws_connect()
-        await fast.subscribe("t", client_id="fast")
-        pub = await ws_connect()
-        collector = Collector(fast)
-        published = await publish_until_overflow(pub, rest, "t")
-        assert await collector.seqs(published) == list(range(1, published + 1))
 
         await wait_subscribers(rest, "t", 1)  # the slow one was evicted
         text = await metrics_text(rest)
