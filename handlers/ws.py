@@ -28,6 +28,7 @@ from tornado_pubsub.errors import (
     BAD_REQUEST,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    FORBIDDEN,
     INTERNAL,
     LIMIT_EXCEEDED,
     METHOD_NOT_ALLOWED,
@@ -115,6 +116,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             key_matches(self.config.api_key, given) or (query_key is not None and key_matches(self.config.api_key, query_key))
         ):
             return self._refuse(401, UNAUTHORIZED, "missing or invalid API key (X-API-Key header or api_key parameter)")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            # Refused here rather than by Tornado, whose 403 body is plain text.
+            return self._refuse(403, FORBIDDEN, f"cross-origin handshake from origin {origin[:200]!r} not allowed")
         if self.broker.draining:
             return self._refuse(503, SHUTTING_DOWN, "the server is shutting down")
         limit = self.broker.max_connections
@@ -145,11 +150,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
-        allowed = origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
-        if not allowed:
-            self.broker.counters.error("FORBIDDEN")
-            log_op("connect", logging.WARNING, remote=self.request.remote_ip, origin=origin, outcome="forbidden_origin")
-        return allowed
+        return origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
 
     # -- lifecycle ---------------------------------------------------------
 
