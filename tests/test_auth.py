@@ -110,10 +110,15 @@ async def test_ws_handshake_no_key_configured_accepted_without_key(ws_connect):
     assert (await client.request({"type": "ping"}))["type"] == "pong"
 
 
-async def test_ws_handshake_cross_origin_refused(port):
-    with pytest.raises(ConnectionError) as err:
-        await RawWs.connect(port, headers={"Origin": "http://evil.example"})
-    assert b"403" in str(err.value).encode()
+async def test_ws_handshake_cross_origin_refused_403_json(port):
+    status, raw = await raw_http(
+        port,
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Origin: http://evil.example\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN" and "origin" in body["error"]["message"]
 
 
 async def test_ws_handshake_same_origin_accepted(port):
@@ -151,3 +156,18 @@ async def test_api_key_never_in_log_records(rest, ws_connect, port, caplog):
         text = record.getMessage() + " " + " ".join(f"{k}={v!r}" for k, v in vars(record).items())
         assert KEY not in text and "WRONG-guess-777" not in text, text
     assert any("[REDACTED]" in str(getattr(r, "path", "")) for r in caplog.records)
+
+
+@pytest.mark.pubsub(allowed_origins=("*",))
+async def test_ws_handshake_wildcard_origin_accepts_any(port):
+    client = await RawWs.connect(port, headers={"Origin": "http://anywhere.example"})
+    client.close()
+
+
+@pytest.mark.pubsub(allowed_origins=("http://good.example",), api_key=KEY)
+async def test_ws_handshake_listed_origin_still_needs_key(port):
+    with pytest.raises(ConnectionError) as err:
+        await RawWs.connect(port, headers={"Origin": "http://good.example"})
+    assert "401" in str(err.value)
+    client = await RawWs.connect(port, headers={"Origin": "http://good.example", "X-API-Key": KEY})
+    client.close()
