@@ -253,3 +253,15 @@ async def test_ws_path_with_other_method_405_json_error(rest, method):
 async def test_ws_path_plain_get_without_upgrade_400_json_error(rest):
     status, body = await rest.call("GET", "/ws")
     assert status == 400 and error_code(body) == "BAD_REQUEST" and "WebSocket" in body["error"]["message"]
+
+
+async def test_rest_handler_unexpected_exception_500_internal_logged(rest, broker, monkeypatch, caplog):
+    async def explode():
+        raise RuntimeError("boom in list_topics")
+
+    monkeypatch.setattr(broker, "list_topics", explode)
+    status, body = await rest.call("GET", "/topics")
+    assert status == 500 and error_code(body) == "INTERNAL" and "boom" not in body["error"]["message"]
+    assert any(r.exc_info and "boom in list_topics" in str(r.exc_info[1]) for r in caplog.records)
+    monkeypatch.undo()
+    assert (await rest.call("GET", "/topics"))[0] == 200
