@@ -210,10 +210,10 @@ async def test_heartbeat_interval_sends_info_ping(ws_connect):
     assert notice["msg"] == "ping" and TS_RE.match(notice["ts"])
 
 
-@pytest.mark.pubsub(heartbeat_interval=0.2, heartbeat_timeout=0.3)
+@pytest.mark.pubsub(heartbeat_interval=0.1, heartbeat_timeout=0.4)
 async def test_heartbeat_peer_answering_pings_stays_connected(ws_connect):
     client = await ws_connect()
-    for _ in range(4):  # tornado's client answers WebSocket pings while it reads
+    for _ in range(8):  # several reaps pass; tornado's client answers WebSocket pings while it reads
         await client.recv_type("info", timeout=3)
     assert (await client.request({"type": "ping"}))["type"] == "pong"
 
