@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,18 @@ def test_main_help_lists_every_setting_with_default():
     for field in dataclasses.fields(Settings):
         assert f"--{field.name.replace('_', '-')}" in output, field.name
     assert "(default 1000)" in output and "drop_oldest" in output
+
+
+def test_main_port_in_use_exits_nonzero_one_line_no_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_main(f"--port={taken.getsockname()[1]}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot listen" in result.stderr
+
+
+def test_main_address_not_on_this_host_exits_nonzero_one_line_no_traceback():
+    result = run_main("--address=192.0.2.1", "--port=0")  # TEST-NET-1: never a local address
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
