@@ -332,3 +332,16 @@ async def test_create_topic_beyond_max_topics_limit_exceeded(rest):
     status, body = await rest.call("POST", "/topics", {"name": "b"})
     assert status == 429 and body["error"]["code"] == "LIMIT_EXCEEDED"
 
+
+
+async def test_replayed_event_identical_to_live_one_including_ts(rest, ws_connect):
+    await rest.create("t")
+    live = await ws_connect()
+    await live.subscribe("t")
+    pub = await ws_connect()
+    await pub.publish("t", {"k": "v"})
+    (original,) = await live.events(1)
+    late = await ws_connect()
+    await late.subscribe("t", last_n=1)
+    (replayed,) = await late.events(1)
+    assert replayed == original  # ts is the publish time, not the replay time
