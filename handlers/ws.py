@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 import tornado.web
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
@@ -28,8 +28,10 @@ from tornado_pubsub.errors import (
     BAD_REQUEST,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    FORBIDDEN,
     INTERNAL,
     LIMIT_EXCEEDED,
+    METHOD_NOT_ALLOWED,
     SHUTTING_DOWN,
     UNAUTHORIZED,
     PubSubError,
@@ -37,6 +39,13 @@ from tornado_pubsub.errors import (
 from tornado_pubsub.logs import log_op, redact_uri
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+def _retrieve(future: "asyncio.Future[None]") -> None:
+    # A write fails when the peer has gone; that is expected, and retrieving the
+    # error keeps asyncio from logging "Task exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 class Heartbeat:
@@ -79,7 +88,7 @@ class Heartbeat:
     def _reap(self, sent_at: float) -> None:
         for sock in list(self.sockets):
             if sock.last_seen < sent_at:
-                sock.drop("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
+                sock.abort("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
 
 
 class PubSubSocket(tornado.websocket.WebSocketHandler):
@@ -93,16 +102,24 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._stream: IOStream | None = None  # kept: close() forgets ws_connection
 
     # -- handshake ---------------------------------------------------------
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # Tornado would answer this with a plain-text 400; keep errors JSON.
+            return self._refuse(400, BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)')
         given = self.request.headers.get("X-API-Key")
         query_key = self.get_query_argument("api_key", None)
         if not (
             key_matches(self.config.api_key, given) or (query_key is not None and key_matches(self.config.api_key, query_key))
         ):
             return self._refuse(401, UNAUTHORIZED, "missing or invalid API key (X-API-Key header or api_key parameter)")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            # Refused here rather than by Tornado, whose 403 body is plain text.
+            return self._refuse(403, FORBIDDEN, f"cross-origin handshake from origin {origin[:200]!r} not allowed")
         if self.broker.draining:
             return self._refuse(503, SHUTTING_DOWN, "the server is shutting down")
         limit = self.broker.max_connections
@@ -144,13 +161,14 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def ping_timeout(self) -> float:
         return 0
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Plain HTTP to /ws with another method: JSON, like every other error.
+        code = METHOD_NOT_ALLOWED if status_code == 405 else INTERNAL if status_code >= 500 else BAD_REQUEST
+        self._refuse(status_code, code, self._reason)
+
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
-        allowed = origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
-        if not allowed:
-            self.broker.counters.error("FORBIDDEN")
-            log_op("connect", logging.WARNING, remote=self.request.remote_ip, origin=origin, outcome="forbidden_origin")
-        return allowed
+        return origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -164,6 +182,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
             return
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
+        self._stream = getattr(self.ws_connection, "stream", None)
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
         log_op("connect", conn_id=self.sub.id, remote=remote, outcome="ok")
@@ -207,6 +226,13 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.close_cause = self.close_cause or cause
         self.close(code, reason)
 
+    def abort(self, cause: str, code: int, reason: str) -> None:
+        """Send a close frame (unless one was sent) and drop the TCP connection
+        at once, without waiting for the peer's close reply (Tornado waits 5 s)."""
+        self.drop(cause, code, reason)
+        if self._stream is not None:
+            self._stream.close()  # on_close runs from the stream's close callback
+
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
         if last_frame is not None:
@@ -215,7 +241,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def _write_now(self, data: bytes) -> None:
         try:
-            self.write_message(data)
+            self.write_message(data).add_done_callback(_retrieve)
         except _CLOSED:
             pass
 
@@ -240,6 +266,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                     else:
                         future = write(item.data)
                         events += 1
+                    future.add_done_callback(_retrieve)
                 await future
                 counters.delivered += events
                 sub.inflight = 0

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import tornado.httpclient
+import tornado.httpserver
 import tornado.websocket
 
-from tornado_pubsub.app import make_app
+from tornado_pubsub.app import make_app, server_options
 from tornado_pubsub.broker import Broker
 from tornado_pubsub.settings import Settings
 
@@ -39,6 +40,17 @@ def app(settings: Settings, broker: Broker):
     application = make_app(settings, broker)
     yield application
     application.pubsub.heartbeat.stop()
+
+
+@pytest.fixture
+def http_server(io_loop, http_server_port, app, settings):
+    """pytest-tornasync's server, but built with the production ``server_options``
+    (max_body_size, xheaders, ...) so tests see what users see."""
+    server = tornado.httpserver.HTTPServer(app, **server_options(settings))
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ class Server:
     def _on_signal(self, sig: int) -> None:
         if self._shutting_down:
             log_op("shutdown", signal=signal.Signals(sig).name, outcome="forced")
+            self._cut_off()
             self._stopped.set()
             return
         asyncio.ensure_future(self.shutdown(signal.Signals(sig).name))
@@ -73,14 +74,22 @@ class Server:
         broker.begin_shutdown()
         self.http.stop()  # no new connections; /health on open keep-alives says 503
         deadline = started + self.settings.shutdown_timeout
-        while not broker.idle() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            # Look only after yielding: a frame handed straight to a writer that
+            # was waiting on its queue has left the queue but is not yet counted
+            # as in flight until that writer runs, so an immediate idle() would
+            # close the socket before the shutting_down notice is written.
             await asyncio.sleep(0.02)
+            if broker.idle():
+                break
         flushed = broker.idle()
         remaining = len(broker.connections)
         broker.close_all(CLOSE_GOING_AWAY, "server shutting down")
         grace = time.monotonic() + CLOSE_GRACE
         while broker.connections and time.monotonic() < grace:
             await asyncio.sleep(0.02)
+        self._cut_off()  # peers that ignored the close frame
+        await asyncio.sleep(0)  # let their on_close run and log the disconnect
         self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
         log_op(
             "shutdown",
@@ -91,6 +100,13 @@ class Server:
             outcome="stopped",
         )
         self._stopped.set()
+
+    def _cut_off(self) -> None:
+        # Drop every socket still open.  A write still pending when the loop
+        # stops is cancelled by asyncio, and Tornado's callback on it logs a
+        # CancelledError traceback; a closed stream fails it quietly instead.
+        for sock in list(self.app.pubsub.heartbeat.sockets):  # type: ignore[attr-defined]
+            sock.abort("shutdown", CLOSE_GOING_AWAY, "server shutting down")
 
     async def wait_stopped(self) -> None:
         """Return once shutdown has finished."""

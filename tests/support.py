@@ -1,0 +1,39 @@
+"""Small helpers shared by the socket-level tests."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Awaitable, Callable
+
+#: The contract's timestamp: ISO-8601 UTC, millisecond precision, ``Z`` suffix.
+TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``check`` every 20 ms until it returns something truthy; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def subscriber_count(rest: Any, topic: str) -> int | None:
+    """The ``subscribers`` figure ``GET /topics`` reports for ``topic``."""
+    status, body = await rest.call("GET", "/topics")
+    assert status == 200, body
+    return next((t["subscribers"] for t in body["topics"] if t["name"] == topic), None)
+
+
+async def wait_subscribers(rest: Any, topic: str, expected: int, timeout: float = 5.0) -> None:
+    """Wait until ``GET /topics`` shows ``expected`` subscribers on ``topic``."""
+
+    async def check() -> bool:
+        return await subscriber_count(rest, topic) == expected
+
+    await wait_until(check, timeout, f"{expected} subscriber(s) on {topic!r}")
