@@ -1,0 +1,236 @@
+"""Real external processes for tests: redis-server, nginx and tornado-pubsub
+servers on free loopback ports.  Each is started from a config rendered into
+the test's tmp dir (never a system service) and stopped by its own PID.
+
+A missing binary fails the test with the install line, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+# binary -> the Debian package CI installs it from
+PACKAGES = {"redis-server": "redis-server", "nginx": "nginx"}
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; fails the test (with the install line) when missing."""
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if path is None:
+        pytest.fail(f"{binary} not found: install it with `apt-get install -y {PACKAGES.get(binary, binary)}`")
+    return path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """One started process, its output file, and how to stop it (by PID)."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Proc":
+        out = open(self.log, "ab")
+        self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+        out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the process and wait for it (SIGKILL after STOP_TIMEOUT)."""
+        if self.popen is None:
+            return None
+        if self.alive():
+            os.kill(self.pid, sig)
+            try:
+                self.popen.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(STOP_TIMEOUT)
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records this process wrote."""
+        found = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    pass
+        return found
+
+
+def wait_until(check: Any, what: str, proc: Proc | None = None, timeout: float = START_TIMEOUT) -> None:
+    """Poll ``check()`` until true (bounded); fail with the process output otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            pytest.fail(f"{proc.name} exited while waiting for {what}:\n{proc.output()[-3000:]}")
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}" + (f":\n{proc.output()[-3000:]}" if proc else ""))
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_status(url: str) -> int | None:
+    """The status of GET ``url`` (None when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+# -- redis-server ---------------------------------------------------------------
+
+
+class Redis(Proc):
+    """A redis-server on a loopback port with its data in ``dir``."""
+
+    def __init__(self, tmp: Path, port: int | None = None, persist: bool = True) -> None:
+        self.port = port or free_port()
+        self.dir = tmp / f"redis-{self.port}"
+        self.dir.mkdir(exist_ok=True)
+        argv = [
+            need("redis-server"),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            # Persistence on: a killed and restarted Redis keeps topics and history.
+            "--appendonly", "yes" if persist else "no",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+        ]
+        super().__init__(f"redis-server:{self.port}", argv, tmp / f"redis-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "Redis":
+        super().start()
+        wait_until(lambda: port_open(self.port), "redis-server to listen", self)
+        return self
+
+
+# -- tornado-pubsub ----------------------------------------------------------------
+
+
+class PubSub(Proc):
+    """``python -m tornado_pubsub`` on a loopback port with ``flags``."""
+
+    def __init__(self, tmp: Path, *flags: str, port: int | None = None, name: str = "pubsub") -> None:
+        self.port = port or free_port()
+        config = tmp / "empty.conf"
+        config.touch()
+        env = {**os.environ, "PUBSUB_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "tornado_pubsub", f"--port={self.port}", "--address=127.0.0.1", *flags]
+        super().__init__(f"{name}:{self.port}", argv, tmp / f"{name}-{self.port}.log", env)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, healthy: bool = True) -> "PubSub":
+        super().start()
+        expected = (200,) if healthy else (200, 503)
+        wait_until(lambda: http_status(self.base + "/health") in expected, f"{self.name} /health", self)
+        return self
+
+
+# -- clients for servers on any port --------------------------------------------------
+
+
+@pytest.fixture
+def ws_at():
+    """``await ws_at(port, path="/ws", headers=None)`` -> WsClient, closed on teardown."""
+    import tornado.httpclient
+    import tornado.websocket
+
+    from tests.conftest import WsClient
+
+    clients: list[WsClient] = []
+
+    async def connect(port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> WsClient:
+        request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers=headers or {})
+        client = WsClient(await tornado.websocket.websocket_connect(request))
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A fresh redis-server (persistent: AOF, fsync always) for this test."""
+    server = Redis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: Redis):
+    """``cluster(n, *flags)`` -> n tornado-pubsub processes on ``redis_server``, stopped on teardown."""
+    started: list[PubSub] = []
+
+    def start(n: int, *flags: str) -> list[PubSub]:
+        procs = [PubSub(tmp_path, "--broker=redis", f"--redis-url={redis_server.url}", *flags) for _ in range(n)]
+        for proc in procs:
+            started.append(proc.start())
+        return procs
+
+    yield start
+    for proc in started:
+        proc.stop()
