@@ -193,7 +193,8 @@ class PubSub(Proc):
 
 @pytest.fixture
 def ws_at():
-    """``await ws_at(port, path="/ws", headers=None)`` -> WsClient, closed on teardown."""
+    """``await ws_at(port, path="/ws", headers=None, source=None)`` -> WsClient,
+    closed on teardown; ``source`` is the local address to connect from."""
     import tornado.httpclient
     import tornado.websocket
 
@@ -201,8 +202,12 @@ def ws_at():
 
     clients: list[WsClient] = []
 
-    async def connect(port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> WsClient:
-        request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers=headers or {})
+    async def connect(
+        port: int, path: str = "/ws", headers: dict[str, str] | None = None, source: str | None = None
+    ) -> WsClient:
+        request = tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{port}{path}", headers=headers or {}, network_interface=source
+        )
         client = WsClient(await tornado.websocket.websocket_connect(request))
         clients.append(client)
         return client
@@ -234,3 +239,77 @@ def cluster(tmp_path: Path, redis_server: Redis):
     yield start
     for proc in started:
         proc.stop()
+
+
+# -- nginx -------------------------------------------------------------------------------
+
+
+def render_nginx(template: str, directory: Path, port: int, upstreams: list[int], read_timeout: str | None = None) -> str:
+    """``conf/nginx.conf`` with this test's listen port, upstream processes and
+    paths (and optionally a shorter ``proxy_read_timeout`` on /ws).
+
+    Each replaced line must exist, so an edit of the example that the tests
+    no longer exercise fails here instead of passing unnoticed.
+    """
+
+    def sub(old: str, new: str, text: str) -> str:
+        assert old in text, f"conf/nginx.conf no longer contains {old!r}"
+        return text.replace(old, new)
+
+    user = "user root;" if os.geteuid() == 0 else ""
+    text = sub("user www-data;", user, template)
+    text = sub("worker_processes auto;", "worker_processes 1;", text)
+    text = sub("pid /run/nginx-pubsub.pid;", f"pid {directory}/nginx.pid;", text)
+    text = sub("error_log /var/log/nginx/pubsub-error.log warn;", f"error_log {directory}/error.log info;", text)
+    text = sub("access_log /var/log/nginx/pubsub-access.log pubsub;", f"access_log {directory}/access.log pubsub;", text)
+    text = sub("listen 80;", f"listen 127.0.0.1:{port};", text)
+    temp = "".join(
+        f"    {kind}_temp_path {directory}/{kind}_temp;\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    text = sub("http {\n", "http {\n" + temp, text)
+    lines, servers_done = [], False
+    for line in text.splitlines():
+        if line.strip().startswith("server 127.0.0.1:"):
+            if not servers_done:
+                lines += [f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=5s;" for p in upstreams]
+                servers_done = True
+            continue
+        lines.append(line)
+    assert servers_done, "conf/nginx.conf has no upstream server lines"
+    text = "\n".join(lines) + "\n"
+    if read_timeout is not None:
+        text = sub("proxy_read_timeout 75s;", f"proxy_read_timeout {read_timeout};", text)
+    return text
+
+
+class Nginx(Proc):
+    """nginx in the foreground, configured by rendering ``conf/nginx.conf``."""
+
+    def __init__(self, tmp: Path, upstreams: list[int], read_timeout: str | None = None) -> None:
+        self.port = free_port()
+        self.dir = tmp / f"nginx-{self.port}"
+        self.dir.mkdir()
+        conf = self.dir / "nginx.conf"
+        conf.write_text(render_nginx((ROOT / "conf" / "nginx.conf").read_text(), self.dir, self.port, upstreams, read_timeout))
+        argv = [need("nginx"), "-e", str(self.dir / "startup.log"), "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"]
+        super().__init__(f"nginx:{self.port}", argv, self.dir / "stdout.log")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Nginx":
+        super().start()
+        wait_until(lambda: port_open(self.port), "nginx to listen", self)
+        return self
+
+    def logs(self) -> str:
+        """Everything nginx wrote: access, error and startup logs."""
+        return "".join(
+            (self.dir / name).read_text(errors="replace") for name in ("access.log", "error.log", "startup.log", "stdout.log")
+            if (self.dir / name).exists()
+        )
+
+    def access_log(self) -> str:
+        path = self.dir / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
