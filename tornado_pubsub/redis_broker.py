@@ -350,7 +350,7 @@ class RedisBroker(Hub):
         if sub.closed:
             return SubscribeResult(topic_name, current, last_seq, 0, None, False)
 
-        lt = self._incarnation(topic_name, current)
+        lt = self._incarnation(topic_name, current, last_seq)
         history = [self._entry_event(lt, entry) for entry in snap[3]]
         recovered: bool | None = None
         replay: list[Event] = []
@@ -416,8 +416,13 @@ class RedisBroker(Hub):
 
     # -- local incarnations ------------------------------------------------------------
 
-    def _incarnation(self, name: str, epoch: str) -> LocalTopic:
-        """The local view of ``name`` at ``epoch``, ending an older incarnation here."""
+    def _incarnation(self, name: str, epoch: str, last_seq: int) -> LocalTopic:
+        """The local view of ``name`` at ``epoch``, ending an older incarnation here.
+
+        A new view starts after ``last_seq`` (what the subscribe read) or what
+        the bus already carried, whichever is newer: nothing up to there may
+        be fanned out to the subscriber that created it.
+        """
         lt = self._local.get(name)
         if lt is not None and lt.epoch != epoch:
             self._end_local(lt)
@@ -425,7 +430,7 @@ class RedisBroker(Hub):
         if lt is None:
             known = self._known.get(name)
             seen = known[1] if known is not None and known[0] == epoch else 0
-            lt = self._local[name] = LocalTopic(name, epoch, seen)
+            lt = self._local[name] = LocalTopic(name, epoch, max(seen, last_seq))
         return lt
 
     def _end_local(self, lt: LocalTopic) -> int:
