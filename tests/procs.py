@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -46,19 +46,31 @@ def free_port() -> int:
 
 
 class Proc:
-    """One started process, its output file, and how to stop it (by PID)."""
+    """One started process on a loopback ``port``, its output file, and how to
+    stop it (by PID)."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], log: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
         self.name = name
         self.argv = argv
         self.log = log
         self.env = env
         self.popen: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Proc":
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        """True once the process serves (by default: its port accepts)."""
+        return port_open(self.port)
+
+    def start(self) -> Self:
+        """Start the process and wait (bounded) until it is ready."""
         out = open(self.log, "ab")
         self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
         out.close()
+        wait_until(self.ready, f"{self.name} to be ready", self)
         return self
 
     @property
@@ -151,16 +163,11 @@ class Redis(Proc):
             "--appendfsync", "always",
             "--daemonize", "no",
         ]
-        super().__init__(f"redis-server:{self.port}", argv, tmp / f"redis-{self.port}.log")
+        super().__init__(f"redis-server:{self.port}", argv, tmp / f"redis-{self.port}.log", self.port)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "Redis":
-        super().start()
-        wait_until(lambda: port_open(self.port), "redis-server to listen", self)
-        return self
 
 
 # -- tornado-pubsub ----------------------------------------------------------------
@@ -175,17 +182,10 @@ class PubSub(Proc):
         config.touch()
         env = {**os.environ, "PUBSUB_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "tornado_pubsub", f"--port={self.port}", "--address=127.0.0.1", *flags]
-        super().__init__(f"{name}:{self.port}", argv, tmp / f"{name}-{self.port}.log", env)
+        super().__init__(f"{name}:{self.port}", argv, tmp / f"{name}-{self.port}.log", self.port, env)
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, healthy: bool = True) -> "PubSub":
-        super().start()
-        expected = (200,) if healthy else (200, 503)
-        wait_until(lambda: http_status(self.base + "/health") in expected, f"{self.name} /health", self)
-        return self
+    def ready(self) -> bool:
+        return http_status(self.base + "/health") == 200
 
 
 # -- clients for servers on any port --------------------------------------------------
@@ -292,16 +292,7 @@ class Nginx(Proc):
         conf = self.dir / "nginx.conf"
         conf.write_text(render_nginx((ROOT / "conf" / "nginx.conf").read_text(), self.dir, self.port, upstreams, read_timeout))
         argv = [need("nginx"), "-e", str(self.dir / "startup.log"), "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"]
-        super().__init__(f"nginx:{self.port}", argv, self.dir / "stdout.log")
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Nginx":
-        super().start()
-        wait_until(lambda: port_open(self.port), "nginx to listen", self)
-        return self
+        super().__init__(f"nginx:{self.port}", argv, self.dir / "stdout.log", self.port)
 
     def logs(self) -> str:
         """Everything nginx wrote: access, error and startup logs."""

@@ -21,7 +21,6 @@ from . import frames
 from .errors import BAD_REQUEST, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
 from .history import Event, History
 from .hub import Closer, Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
-from .settings import Settings
 
 __all__ = ["Broker", "Closer", "Counters", "PublishResult", "SubscribeResult", "Subscriber", "Topic"]
 
@@ -53,40 +52,10 @@ class Broker(Hub):
     oldest events (counted); under ``disconnect`` the subscriber is evicted.
     """
 
-    def __init__(
-        self,
-        *,
-        history_size: int = 100,
-        queue_size: int = 1000,
-        queue_max_bytes: int = 1048576,
-        overflow_policy: str = "drop_oldest",
-        max_subscriptions_per_connection: int = 1000,
-        max_topics: int = 0,
-        max_connections: int = 0,
-    ) -> None:
-        super().__init__(
-            queue_size=queue_size,
-            queue_max_bytes=queue_max_bytes,
-            overflow_policy=overflow_policy,
-            max_subscriptions_per_connection=max_subscriptions_per_connection,
-            max_connections=max_connections,
-        )
-        self.history_size = history_size
-        self.max_topics = max_topics
+    def __init__(self, **options: Any) -> None:
+        """Takes ``Hub``'s keyword arguments (history_size, queue_size, ...)."""
+        super().__init__(**options)
         self._topics: dict[str, Topic] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "Broker":
-        """A broker configured from ``Settings``."""
-        return cls(
-            history_size=settings.history_size,
-            queue_size=settings.queue_size,
-            queue_max_bytes=settings.queue_max_bytes,
-            overflow_policy=settings.overflow_policy,
-            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
-            max_topics=settings.max_topics,
-            max_connections=settings.max_connections,
-        )
 
     def _subscribers_of(self, name: str) -> Subscribers | None:
         topic = self._topics.get(name)

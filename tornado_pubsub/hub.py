@@ -14,13 +14,14 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Self
 
 from . import frames
 from .errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW_CONSUMER, PubSubError
 from .history import Event
 from .logs import log_op
 from .outbound import OutboundQueue
+from .settings import Settings
 
 #: closer(code, reason, last_frame): the transport closes the connection with
 #: ``code``, writing ``last_frame`` first when given.
@@ -138,12 +139,16 @@ class Hub:
     def __init__(
         self,
         *,
+        history_size: int = 100,
         queue_size: int = 1000,
         queue_max_bytes: int = 1048576,
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
+        max_topics: int = 0,
         max_connections: int = 0,
     ) -> None:
+        self.history_size = history_size
+        self.max_topics = max_topics
         self.queue_size = queue_size
         self.queue_max_bytes = queue_max_bytes
         self.drop_oldest = overflow_policy == "drop_oldest"
@@ -155,6 +160,24 @@ class Hub:
         self.subscriptions = 0
         self.connections: dict[str, Subscriber] = {}
         self._ids = itertools.count(1)
+
+    @staticmethod
+    def options(settings: Settings) -> dict[str, Any]:
+        """The constructor arguments every backend takes, from ``settings``."""
+        return {
+            "history_size": settings.history_size,
+            "queue_size": settings.queue_size,
+            "queue_max_bytes": settings.queue_max_bytes,
+            "overflow_policy": settings.overflow_policy,
+            "max_subscriptions_per_connection": settings.max_subscriptions_per_connection,
+            "max_topics": settings.max_topics,
+            "max_connections": settings.max_connections,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """A broker configured from ``Settings``."""
+        return cls(**cls.options(settings))
 
     # -- backend hooks -----------------------------------------------------------
 

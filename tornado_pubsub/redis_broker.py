@@ -98,29 +98,10 @@ class RedisBroker(Hub):
     bus at the same time.
     """
 
-    def __init__(
-        self,
-        *,
-        redis_url: str = "redis://127.0.0.1:6379/0",
-        history_size: int = 100,
-        queue_size: int = 1000,
-        queue_max_bytes: int = 1048576,
-        overflow_policy: str = "drop_oldest",
-        max_subscriptions_per_connection: int = 1000,
-        max_topics: int = 0,
-        max_connections: int = 0,
-        prefix: str = "pubsub:",
-    ) -> None:
-        super().__init__(
-            queue_size=queue_size,
-            queue_max_bytes=queue_max_bytes,
-            overflow_policy=overflow_policy,
-            max_subscriptions_per_connection=max_subscriptions_per_connection,
-            max_connections=max_connections,
-        )
+    def __init__(self, *, redis_url: str = "redis://127.0.0.1:6379/0", prefix: str = "pubsub:", **options: Any) -> None:
+        """``redis_url`` and the key ``prefix``, plus ``Hub``'s keyword arguments."""
+        super().__init__(**options)
         self.redis_url = redis_url
-        self.history_size = history_size
-        self.max_topics = max_topics
         self.keys = redis_scripts.Keys(prefix)
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.connected = False
@@ -147,16 +128,7 @@ class RedisBroker(Hub):
     @classmethod
     def from_settings(cls, settings: Settings) -> "RedisBroker":
         """A broker configured from ``Settings``."""
-        return cls(
-            redis_url=settings.redis_url,
-            history_size=settings.history_size,
-            queue_size=settings.queue_size,
-            queue_max_bytes=settings.queue_max_bytes,
-            overflow_policy=settings.overflow_policy,
-            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
-            max_topics=settings.max_topics,
-            max_connections=settings.max_connections,
-        )
+        return cls(redis_url=settings.redis_url, **cls.options(settings))
 
     # -- lifecycle -------------------------------------------------------------
 
