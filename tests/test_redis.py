@@ -343,3 +343,57 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def _connections(redis_server: Redis) -> list[dict]:
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    try:
+        return client.client_list()
+    finally:
+        client.close()
+
+
+async def test_each_process_holds_one_pubsub_connection_whatever_it_serves(cluster, ws_at, redis_server: Redis):
+    procs = cluster(3)
+    for name in ("a", "b", "c", "d"):
+        await Rest(procs[0].port).create(name)
+    for proc in procs:
+        for name in ("a", "b", "c", "d"):
+            await subscribed(ws_at, proc.port, name)
+            await subscribed(ws_at, proc.port, name)
+    for proc in procs:
+        mine = [c for c in _connections(redis_server) if f":{proc.pid}:" in c.get("name", "")]
+        assert len([c for c in mine if int(c["sub"]) + int(c["psub"]) > 0]) == 1, mine
+
+
+async def test_a_process_that_lost_its_bus_tells_subscribers_about_the_gap(cluster, ws_at, redis_server: Redis):
+    a, b = cluster(2, "--history_size=5")
+    await Rest(a.port).create("orders")
+    sub = await subscribed(ws_at, b.port, "orders")
+    pub = await ws_at(a.port)
+    await pub.publish("orders", 1)
+    assert [e["seq"] for e in await sub.events(1)] == [1]
+
+    # Freeze b, cut its bus connection, publish more than the history holds.
+    (bus,) = [
+        c for c in _connections(redis_server) if f":{b.pid}:" in c.get("name", "") and int(c["sub"]) > 0
+    ]
+    b.send_signal(signal.SIGSTOP)
+    try:
+        import redis
+
+        killer = redis.Redis(port=redis_server.port)
+        assert killer.client_kill_filter(_id=bus["id"]) == 1
+        killer.close()
+        for n in range(2, 12):
+            assert (await pub.publish("orders", n))["seq"] == n
+    finally:
+        b.send_signal(signal.SIGCONT)
+
+    gap = await sub.recv_type("info", timeout=10)
+    assert (gap["msg"], gap["first_seq"]) == ("history_gap", 7)
+    assert [e["seq"] for e in await sub.events(5)] == [7, 8, 9, 10, 11]
+    await pub.publish("orders", 12)
+    assert [e["seq"] for e in await sub.events(1)] == [12]

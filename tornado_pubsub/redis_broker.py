@@ -124,6 +124,7 @@ class RedisBroker(Hub):
         self._closing = False
         self._connects = 0
         self._redis: aioredis.Redis | None = None
+        self._bus_redis: aioredis.Redis | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RedisBroker":
@@ -134,15 +135,12 @@ class RedisBroker(Hub):
 
     async def start(self) -> None:
         """Connect the bus; serve degraded (and keep retrying) if Redis is not up yet."""
-        self._redis = aioredis.Redis.from_url(
-            self.redis_url,
-            # One immediate retry replaces a pooled connection that died with
-            # a Redis restart; a Redis that is really down fails at once.
-            retry=Retry(NoBackoff(), 1),
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            socket_keepalive=True,
-        )
+        # One immediate retry replaces a pooled connection that died with a
+        # Redis restart; a Redis that is really down fails at once.
+        self._redis = self._client(retries=1)
+        # The bus must never reconnect behind our back (redis-py would, and
+        # silently re-subscribe): a lost bus means missed events to catch up on.
+        self._bus_redis = self._client(retries=0)
         r = self._redis
         self._create = r.register_script(redis_scripts.CREATE)
         self._delete = r.register_script(redis_scripts.DELETE)
@@ -154,6 +152,17 @@ class RedisBroker(Hub):
             await asyncio.wait_for(self._ready.wait(), STARTUP_WAIT)
         except asyncio.TimeoutError:
             log_op("redis", logging.WARNING, node=self.node_id, outcome="unreachable_at_startup")
+
+    def _client(self, retries: int) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            self.redis_url,
+            retry=Retry(NoBackoff(), retries),
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            socket_keepalive=True,
+            # Shows which process a connection belongs to in CLIENT LIST.
+            client_name=f"tornado-pubsub:{self.node_id}",
+        )
 
     async def stop(self) -> None:
         """Stop the bus and remove this process's figures from the cluster totals."""
@@ -171,6 +180,8 @@ class RedisBroker(Hub):
         except (RedisError, OSError, asyncio.TimeoutError):
             pass  # the figures expire after NODE_TTL anyway
         await self._redis.aclose()
+        if self._bus_redis is not None:
+            await self._bus_redis.aclose()
 
     # -- Redis calls ---------------------------------------------------------------
 
@@ -426,10 +437,10 @@ class RedisBroker(Hub):
 
     async def _bus(self) -> None:
         """Hold the one pub/sub connection; reconnect with backoff for as long as we run."""
-        assert self._redis is not None
+        assert self._bus_redis is not None
         delay = BACKOFF_MIN
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            pubsub = self._bus_redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.bus)
                 await self._confirmed(pubsub)
