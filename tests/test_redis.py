@@ -397,3 +397,33 @@ async def test_a_process_that_lost_its_bus_tells_subscribers_about_the_gap(clust
     assert [e["seq"] for e in await sub.events(5)] == [7, 8, 9, 10, 11]
     await pub.publish("orders", 12)
     assert [e["seq"] for e in await sub.events(1)] == [12]
+
+
+async def test_a_server_started_before_redis_serves_degraded_until_redis_comes(tmp_path: Path, ws_at):
+    redis = Redis(tmp_path)  # not started yet: its port is free
+    server = PubSub(tmp_path, "--broker=redis", f"--redis-url={redis.url}")
+    server.ready = lambda: http_status(server.base + "/health") == 503  # type: ignore[method-assign]
+    server.start()
+    try:
+        status, body = await Rest(server.port).call("POST", "/topics", {"name": "orders"})
+        assert (status, body["error"]["code"]) == (503, "INTERNAL")
+        redis.start()
+        wait_until(lambda: http_status(server.base + "/health") == 200, "connect to redis", server)
+        await Rest(server.port).create("orders")
+        sub = await subscribed(ws_at, server.port, "orders")
+        await Rest(server.port).call("POST", "/topics/orders/messages", {"payload": 1})
+        assert [e["seq"] for e in await sub.events(1)] == [1]
+    finally:
+        assert server.stop() == 0
+        redis.stop()
+
+
+async def test_a_process_that_shuts_down_leaves_the_cluster_figures_at_once(cluster, ws_at):
+    a, b = cluster(2)
+    await Rest(a.port).create("orders")
+    await subscribed(ws_at, a.port, "orders")
+    await subscribed(ws_at, b.port, "orders")
+    assert (await Rest(a.port).call("GET", "/health"))[1]["subscribers"] == 2
+    assert b.stop() == 0
+    status, health = await Rest(a.port).call("GET", "/health")
+    assert (status, health["processes"], health["subscribers"]) == (200, 1, 1)
