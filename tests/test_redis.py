@@ -305,7 +305,11 @@ async def test_processes_flag_runs_workers_that_share_the_port(cluster, ws_at):
         await pub.publish("orders", n)
     for sub in subs:
         assert [e["seq"] for e in await sub.events(5)] == [1, 2, 3, 4, 5]
-    status, health = await Rest(server.port).call("GET", "/health")
+    for _ in range(100):  # a worker registers once it reached Redis (bounded wait)
+        status, health = await Rest(server.port).call("GET", "/health")
+        if health["processes"] == 3:
+            break
+        await asyncio.sleep(0.1)
     assert health["processes"] == 3 and health["subscribers"] == 6
 
     assert server.stop() == 0  # SIGTERM reaches every worker, each drains and exits 0
