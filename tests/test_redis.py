@@ -431,3 +431,28 @@ async def test_a_process_that_shuts_down_leaves_the_cluster_figures_at_once(clus
     assert b.stop() == 0
     status, health = await Rest(a.port).call("GET", "/health")
     assert (status, health["processes"], health["subscribers"]) == (200, 1, 1)
+
+
+async def test_errors_and_limits_are_the_same_as_in_memory_and_cluster_wide(cluster, ws_at):
+    a, b = cluster(2, "--max_topics=2")
+    client = await ws_at(b.port)
+    for frame in (
+        {"type": "subscribe", "topic": "nope", "client_id": "c"},
+        {"type": "unsubscribe", "topic": "nope", "client_id": "c"},
+        {"type": "publish", "topic": "nope", "message": {"id": new_id(), "payload": 1}},
+    ):
+        assert (await client.request(frame))["error"]["code"] == "TOPIC_NOT_FOUND"
+    await Rest(a.port).create("one")
+    reply = await client.request({"type": "unsubscribe", "topic": "one", "client_id": "c", "request_id": "u"})
+    assert (reply["type"], reply["request_id"]) == ("ack", "u")  # not subscribed: still acked
+    await Rest(b.port).create("two")
+    status, body = await Rest(a.port).call("POST", "/topics", {"name": "three"})
+    assert (status, body["error"]["code"]) == (429, "LIMIT_EXCEEDED")
+    assert (await Rest(b.port).call("DELETE", "/topics/nope"))[0] == 404
+
+    first = await client.subscribe("one", request_id="s1")
+    again = await client.subscribe("one", request_id="s2")
+    assert (again["type"], again["epoch"]) == ("ack", first["epoch"])
+    await (await ws_at(a.port)).publish("one", "once")
+    assert [e["message"]["payload"] for e in await client.events(1)] == ["once"]
+    assert await client.nothing_within(0.3)  # subscribed twice, delivered once
