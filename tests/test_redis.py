@@ -456,3 +456,17 @@ async def test_errors_and_limits_are_the_same_as_in_memory_and_cluster_wide(clus
     await (await ws_at(a.port)).publish("one", "once")
     assert [e["message"]["payload"] for e in await client.events(1)] == ["once"]
     assert await client.nothing_within(0.3)  # subscribed twice, delivered once
+
+
+async def test_workers_do_not_outlive_a_killed_parent(cluster):
+    (server,) = cluster(1, "--processes=2")
+    children = _children(server.pid)
+    assert len(children) == 2
+    server.stop(signal.SIGKILL)
+    try:
+        for pid in children:
+            wait_until(lambda: _state(pid) in ("gone", "Z"), f"worker {pid} to exit", timeout=10)
+    finally:
+        for pid in children:  # never leave an orphan behind, even when failing
+            if _state(pid) not in ("gone", "Z"):
+                os.kill(pid, signal.SIGKILL)

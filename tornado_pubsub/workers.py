@@ -32,10 +32,12 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
     stopping = False
 
     def start(index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: its own event loop, the shared sockets
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            _drain_when_orphaned(parent)
             code = 0
             try:
                 asyncio.run(serve(settings, sockets))  # type: ignore[arg-type]
@@ -83,3 +85,18 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
     for sock in sockets:
         sock.close()
     return 1 if failed else 0
+
+
+def _drain_when_orphaned(parent: int) -> None:
+    """Ask Linux to send this worker SIGTERM if the parent dies (even by SIGKILL),
+    so workers never outlive their supervisor holding the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's signal forwarding is all there is
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
