@@ -693,6 +693,7 @@ class RedisBroker(Hub):
     async def _cluster(self) -> tuple[dict[str, list[Any]], dict[str, list[int]], int]:
         """``({topic: [epoch, last_seq]}, {topic: [subscribers, dropped]}, live processes)``."""
         redis = self._check_redis()
+        self._rewrite = True  # this process's drop counts as of now, not of the last refresh
         await self._write_node()
         try:
             now = time.time()
