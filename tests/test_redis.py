@@ -470,3 +470,21 @@ async def test_workers_do_not_outlive_a_killed_parent(cluster):
         for pid in children:  # never leave an orphan behind, even when failing
             if _state(pid) not in ("gone", "Z"):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_drops_on_one_process_show_in_stats_everywhere(cluster, ws_at):
+    a, b = cluster(2, "--queue_size=4")
+    await Rest(a.port).create("orders")
+    await subscribed(ws_at, b.port, "orders")  # and never reads again
+    pub = await ws_at(a.port)
+    big = "x" * 60000
+    for _ in range(300):  # far more than the socket buffers and the queue hold
+        assert (await pub.publish("orders", big))["type"] == "ack"
+    dropped = 0
+    for _ in range(150):  # b reports its drops every few seconds (bounded wait)
+        dropped = (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
+        if dropped:
+            break
+        await asyncio.sleep(0.1)
+    assert 0 < dropped < 300
+    assert (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"] >= dropped
