@@ -50,6 +50,7 @@ from .errors import BAD_REQUEST, INTERNAL, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_N
 from .history import Event
 from .hub import Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 from .logs import log_op
+from .redis_figures import NodeFigures
 from .settings import Settings
 
 # Reconnect backoff of the bus: doubles from MIN up to MAX seconds.
@@ -60,10 +61,6 @@ STARTUP_WAIT = 5.0
 # How long an operation waits for this process's own bus to catch up with
 # Redis before acking anyway (the bus is normally sub-millisecond behind).
 BUS_WAIT = 5.0
-# A process rewrites its figures every NODE_REFRESH s; they expire after
-# NODE_TTL s, so a crashed process stops counting within NODE_TTL.
-NODE_REFRESH = 5.0
-NODE_TTL = 15.0
 
 _UNAVAILABLE = "the message store (redis) is unavailable; retry later"
 _UNAVAILABLE_STATUS = 503
@@ -113,11 +110,11 @@ class RedisBroker(Hub):
         # Callers waiting for the bus to reach a seq: (topic, epoch) -> [(seq, future)].
         self._waiters: dict[tuple[str, str], list[tuple[float, asyncio.Future[None]]]] = {}
         self._deletes: dict[str, list[asyncio.Future[int]]] = {}
-        self._dirty: set[str] = set()
         # Subscriptions being made here, already counted in this process's figures.
         self._joining: dict[str, int] = {}
-        self._rewrite = True
-        self._writer: asyncio.Task[None] | None = None
+        self.figures = NodeFigures(
+            self.keys, self.node_id, self._figures_of, lambda: set(self._local) | set(self._joining), lambda: self.connected
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._run_id: str | None = None
@@ -141,13 +138,14 @@ class RedisBroker(Hub):
         # The bus must never reconnect behind our back (redis-py would, and
         # silently re-subscribe): a lost bus means missed events to catch up on.
         self._bus_redis = self._client(retries=0)
+        self.figures.redis = self._redis
         r = self._redis
         self._create = r.register_script(redis_scripts.CREATE)
         self._delete = r.register_script(redis_scripts.DELETE)
         self._publish = r.register_script(redis_scripts.PUBLISH)
         self._snapshot = r.register_script(redis_scripts.SNAPSHOT)
         self._restore = r.register_script(redis_scripts.RESTORE)
-        self._tasks = [asyncio.ensure_future(self._bus()), asyncio.ensure_future(self._refresh())]
+        self._tasks = [asyncio.ensure_future(self._bus()), asyncio.ensure_future(self.figures.refresh_forever())]
         try:
             await asyncio.wait_for(self._ready.wait(), STARTUP_WAIT)
         except asyncio.TimeoutError:
@@ -167,18 +165,12 @@ class RedisBroker(Hub):
     async def stop(self) -> None:
         """Stop the bus and remove this process's figures from the cluster totals."""
         self._closing = True
-        for task in self._tasks + ([self._writer] if self._writer else []):
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.figures.leave()
         if self._redis is None:
             return
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.zrem(self.keys.nodes, self.node_id)
-            pipe.delete(self.keys.node(self.node_id))
-            await asyncio.wait_for(pipe.execute(), 1.0)
-        except (RedisError, OSError, asyncio.TimeoutError):
-            pass  # the figures expire after NODE_TTL anyway
         await self._redis.aclose()
         if self._bus_redis is not None:
             await self._bus_redis.aclose()
@@ -209,8 +201,12 @@ class RedisBroker(Hub):
         return None if lt is None else lt.subscribers
 
     def _subscriptions_changed(self, name: str) -> None:
-        self._dirty.add(name)
-        self._kick_writer()
+        self.figures.changed(name)
+
+    def _figures_of(self, name: str) -> tuple[int, int]:
+        lt = self._local.get(name)
+        subscribers = (len(lt.subscribers) if lt is not None else 0) + self._joining.get(name, 0)
+        return subscribers, lt.dropped if lt is not None else 0
 
     def topic_count(self) -> int:
         return len(self._known)
@@ -305,13 +301,12 @@ class RedisBroker(Hub):
         pending = self._pending.setdefault(topic_name, {})
         pending[id(buffer)] = buffer
         joining = topic_name not in sub.topics
-        if joining:  # counted cluster-wide before the ack is queued
+        if joining:
             self._joining[topic_name] = self._joining.get(topic_name, 0) + 1
-            self._dirty.add(topic_name)
         try:
             snap, _ = await asyncio.gather(
                 self._run(self._snapshot, self._topic_keys(topic_name)[:3], [topic_name, mode, n, epoch or ""]),
-                self._write_node(),
+                self._count_joining(topic_name),
             )
             if snap is None:
                 raise PubSubError(TOPIC_NOT_FOUND, f"topic {topic_name!r} does not exist")
@@ -373,12 +368,18 @@ class RedisBroker(Hub):
                 self.evict_slow(sub)
                 return
 
+    async def _count_joining(self, name: str) -> None:
+        # Counted in this process's figures before the ack is queued, so a
+        # /stats anywhere right after the ack includes the new subscriber.
+        self.figures.changed(name)
+        await self.figures.sync()
+
     async def unsubscribe(self, sub: Subscriber, topic_name: str) -> bool:
         """End ``sub``'s subscription; acked even if there was none (returns False then)."""
         self._check_open()
         if topic_name in sub.topics:
             self._detach(sub, topic_name)
-            await self._write_node()
+            await self.figures.sync()
             return True
         redis = self._check_redis()
         try:
@@ -419,7 +420,7 @@ class RedisBroker(Hub):
     def _end_local(self, lt: LocalTopic) -> int:
         if self._local.get(lt.name) is lt:
             del self._local[lt.name]
-        self._dirty.add(lt.name)
+        self.figures.changed(lt.name)
         return self.end_topic(lt.name, lt.subscribers)
 
     @staticmethod
@@ -509,8 +510,8 @@ class RedisBroker(Hub):
         self._known = {n.decode(): [e.decode(), int(s or 0)] for (n, e), s in zip(table.items(), seqs)}
         if self._connects:
             await self._catch_up()
-        self._rewrite = True
-        await self._write_node(must=True)
+        self.figures.rewrite()
+        await self.figures.write()
 
     async def _catch_up(self) -> None:
         """Queue, for each local topic, the events published while the bus was down."""
@@ -587,7 +588,6 @@ class RedisBroker(Hub):
             if not done.done():
                 done.set_result(told)
         self._progress(name, epoch, float("inf"))
-        self._kick_writer()
 
     # -- waiting for the bus ---------------------------------------------------------------
 
@@ -622,104 +622,26 @@ class RedisBroker(Hub):
         else:
             del self._waiters[(name, epoch)]
 
-    # -- this process's figures ----------------------------------------------------------------
-
-    def _kick_writer(self) -> asyncio.Task[None] | None:
-        if self._closing or self._redis is None:
-            return None
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.ensure_future(self._write_loop())
-        return self._writer
-
-    async def _write_node(self, must: bool = False) -> None:
-        """Wait until this process's figures in Redis match its local state.
-
-        Errors are swallowed (the figures are rewritten on reconnect) unless
-        ``must``.
-        """
-        if must:
-            await self._write_once()
-            return
-        writer = self._kick_writer()
-        if writer is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), BUS_WAIT)
-            except asyncio.TimeoutError:
-                pass
-
-    async def _write_loop(self) -> None:
-        # One writer, so figures reach Redis in the order they changed.
-        while (self._dirty or self._rewrite) and self.connected and not self._closing:
-            try:
-                await self._write_once()
-            except (RedisError, OSError):
-                return  # rewritten in full after the bus reconnects
-
-    async def _write_once(self) -> None:
-        assert self._redis is not None
-        key = self.keys.node(self.node_id)
-        rewrite, names = self._rewrite, self._dirty
-        self._rewrite, self._dirty = False, set()
-        if rewrite:
-            names = names | set(self._local) | set(self._joining)
-        pipe = self._redis.pipeline(transaction=True)
-        if rewrite:
-            pipe.delete(key)
-        for name in names:
-            lt = self._local.get(name)
-            count = (len(lt.subscribers) if lt is not None else 0) + self._joining.get(name, 0)
-            dropped = lt.dropped if lt is not None else 0
-            if count or dropped:
-                pipe.hset(key, mapping={f"s:{name}": count, f"d:{name}": dropped})
-            else:
-                pipe.hdel(key, f"s:{name}", f"d:{name}")
-        pipe.hset(key, "alive", 1)
-        pipe.expire(key, int(NODE_TTL))
-        pipe.zadd(self.keys.nodes, {self.node_id: time.time() + NODE_TTL})
-        try:
-            await pipe.execute()
-        except BaseException:
-            self._dirty |= names
-            self._rewrite = self._rewrite or rewrite
-            raise
-
-    async def _refresh(self) -> None:
-        """Keep this process counted (and its drop figures current) while it runs."""
-        while not self._closing:
-            await asyncio.sleep(NODE_REFRESH)
-            self._rewrite = True
-            self._kick_writer()
-
     async def _cluster(self) -> tuple[dict[str, list[Any]], dict[str, list[int]], int]:
         """``({topic: [epoch, last_seq]}, {topic: [subscribers, dropped]}, live processes)``."""
         redis = self._check_redis()
-        self._rewrite = True  # this process's drop counts as of now, not of the last refresh
-        await self._write_node()
+        self.figures.rewrite()  # this process's drop counts as of now, not of the last refresh
+        await self.figures.sync()
         try:
-            now = time.time()
             pipe = redis.pipeline(transaction=False)
             pipe.hgetall(self.keys.topics)
-            pipe.zremrangebyscore(self.keys.nodes, "-inf", now)
-            pipe.zrangebyscore(self.keys.nodes, now, "+inf")
+            self.figures.read_live(pipe, time.time())
             table, _, nodes = await pipe.execute()
             names = sorted(n.decode() for n in table)
             pipe = redis.pipeline(transaction=False)
             for name in names:
                 pipe.get(self.keys.topic(name)[0])
-            for node in nodes:
-                pipe.hgetall(self.keys.node(node.decode()))
+            self.figures.read_figures(pipe, nodes)
             replies = await pipe.execute()
         except (RedisError, OSError):
             raise _unavailable() from None
         topics = {name: [table[name.encode()].decode(), int(seq or 0)] for name, seq in zip(names, replies)}
-        figures: dict[str, list[int]] = {}
-        for fields in replies[len(names):]:
-            for field, value in fields.items():
-                kind, _, name = field.decode().partition(":")
-                if name and kind in ("s", "d"):
-                    pair = figures.setdefault(name, [0, 0])
-                    pair[0 if kind == "s" else 1] += int(value)
-        return topics, figures, len(nodes)
+        return topics, NodeFigures.sum(replies[len(names):]), len(nodes)
 
     # -- introspection ---------------------------------------------------------------------------
 
