@@ -134,7 +134,7 @@ async def run(ports: list[int], subscribers: int, messages: int, payload_size: i
             raise SystemExit(f"publish failed: {reply}")
         acks += reply["type"] == "ack"
     published = time.perf_counter()
-    finished = max(await asyncio.gather(*receivers))
+    finished = max(await asyncio.gather(*receivers), default=published)
     for conn in subs + [admin]:
         conn.close()
     seconds = finished - started
@@ -143,7 +143,7 @@ async def run(ports: list[int], subscribers: int, messages: int, payload_size: i
     return {
         "seconds": round(seconds, 3),
         "publish_per_sec": round(messages / (published - started)),
-        "deliveries_per_sec": round(subscribers * messages / seconds),
+        "deliveries_per_sec": round(subscribers * messages / seconds) if subscribers else None,
         # The share of the wall time this client spent on a CPU: near 1.0 means
         # the client, not the server, was the limit.
         "client_cpu_share": round(client_cpu / seconds, 2),
