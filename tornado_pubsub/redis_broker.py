@@ -55,7 +55,7 @@ from .settings import Settings
 
 # Reconnect backoff of the bus: doubles from MIN up to MAX seconds.
 BACKOFF_MIN = 0.1
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 # How long start() waits for Redis before serving degraded (and retrying).
 STARTUP_WAIT = 5.0
 # How long an operation waits for this process's own bus to catch up with
