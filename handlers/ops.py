@@ -10,14 +10,15 @@ from .base import JsonHandler
 
 
 class HealthHandler(JsonHandler):
-    """``GET /health``: 200 ``ok``, or 503 ``draining`` during shutdown. No key needed."""
+    """``GET /health``: 200 ``ok``; 503 ``draining`` during shutdown or ``degraded``
+    while the Redis broker has lost Redis. No key needed."""
 
     public = True
 
     async def get(self) -> None:
         body: dict[str, Any] = {"status": "draining" if self.broker.draining else "ok"}
-        body.update(await self.broker.health())
-        self.send_json(body, 503 if self.broker.draining else 200)
+        body.update(await self.broker.health())  # a broker without its store says "degraded"
+        self.send_json(body, 200 if body["status"] == "ok" else 503)
 
 
 class StatsHandler(JsonHandler):

@@ -8,6 +8,7 @@ import sys
 from .logs import configure_logging
 from .server import serve
 from .settings import SettingsError, load_settings
+from .workers import run_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.api_key)
     try:
+        if settings.processes > 1:
+            return run_workers(settings, serve)
         asyncio.run(serve(settings))
     except OSError as exc:  # e.g. the port is taken: one line, not a traceback
         print(f"tornado-pubsub: cannot listen on {settings.address}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)

@@ -13,10 +13,21 @@ from handlers import dashboard, ops, topics, ws
 from handlers.base import NotFoundHandler
 
 from .broker import Broker
+from .hub import Hub
 from .context import Context
 from .logs import log_op, redact_uri
 from .metrics import registry_for
 from .settings import Settings
+
+
+def make_broker(settings: Settings) -> Hub:
+    """The broker backend ``settings.broker`` names (the caller awaits its ``start()``)."""
+    if settings.broker == "redis":
+        # Imported here so the in-memory default needs no redis package.
+        from .redis_broker import RedisBroker
+
+        return RedisBroker.from_settings(settings)
+    return Broker.from_settings(settings)
 
 
 def make_context(broker: Broker, settings: Settings) -> Context:
@@ -96,7 +107,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Application:
     """The standalone tornado-pubsub application (the tests use this too)."""
-    broker = broker or Broker.from_settings(settings)
+    broker = broker or make_broker(settings)
     context = make_context(broker, settings)
     app = tornado.web.Application(_bind(context), **tornado_settings(settings, context))
     app.pubsub = context  # type: ignore[attr-defined]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .app import make_app, server_options
+from .app import make_app, make_broker, server_options
 from .broker import Broker
 from .errors import CLOSE_GOING_AWAY
 from .logs import log_op
@@ -25,16 +26,18 @@ class Server:
 
     def __init__(self, settings: Settings, broker: Broker | None = None) -> None:
         self.settings = settings
-        self.broker = broker or Broker.from_settings(settings)
+        self.broker = broker or make_broker(settings)
         self.app = make_app(settings, self.broker)
         self.http = HTTPServer(self.app, **server_options(settings))
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
 
-    def listen(self) -> int:
-        """Bind and start accepting; returns the bound port (useful with port 0)."""
-        sockets = bind_sockets(self.settings.port, self.settings.address)
+    def listen(self, sockets: list[socket.socket] | None = None) -> int:
+        """Start accepting on ``sockets`` (bound here when None); returns the bound
+        port (useful with port 0)."""
+        if sockets is None:
+            sockets = bind_sockets(self.settings.port, self.settings.address)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         log_op(
@@ -44,6 +47,7 @@ class Server:
             overflow_policy=self.settings.overflow_policy,
             queue_size=self.settings.queue_size,
             history_size=self.settings.history_size,
+            broker=self.settings.broker,
             auth=self.settings.api_key is not None,
             outcome="listening",
         )
@@ -91,6 +95,7 @@ class Server:
         self._cut_off()  # peers that ignored the close frame
         await asyncio.sleep(0)  # let their on_close run and log the disconnect
         self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
+        await broker.stop()
         log_op(
             "shutdown",
             signal=cause,
@@ -113,9 +118,10 @@ class Server:
         await self._stopped.wait()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Run a server until SIGTERM or SIGINT has drained it."""
     server = Server(settings)
-    server.listen()
+    await server.broker.start()
+    server.listen(sockets)
     server.install_signal_handlers()
     await server.wait_stopped()

@@ -22,6 +22,8 @@ DEFAULT_CONFIG = "conf/pubsub.conf"
 OVERFLOW_POLICIES = ("drop_oldest", "disconnect")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
+BROKERS = ("memory", "redis")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class SettingsError(ValueError):
@@ -48,6 +50,9 @@ class Settings:
     api_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     behind_proxy: bool = False
+    broker: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    processes: int = 1
     log_level: str = "info"
     log_format: str = "json"
 
@@ -77,6 +82,9 @@ _HELP = {
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
     "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
     "behind_proxy": (bool, "trust X-Real-IP / X-Forwarded-For from a reverse proxy"),
+    "broker": (str, "memory (one process, no dependencies) or redis (several processes act as one server)"),
+    "redis_url": (str, "Redis to use with --broker=redis, e.g. redis://127.0.0.1:6379/0"),
+    "processes": (int, "worker processes sharing the port (more than 1 needs --broker=redis)"),
     "log_level": (str, "debug, info, warning, error or critical"),
     "log_format": (str, "json (one JSON object per line) or text"),
 }
@@ -106,6 +114,18 @@ def _validate(s: Settings) -> None:
     need(s.max_topics >= 0, f"max_topics must be 0 or more, got {s.max_topics}")
     need(s.shutdown_timeout >= 0, f"shutdown_timeout must be 0 or more, got {s.shutdown_timeout}")
     need(s.api_key is None or s.api_key != "", "api_key must not be empty (leave it unset for no auth)")
+    need(s.broker in BROKERS, f"broker must be one of {', '.join(BROKERS)}, got {s.broker!r}")
+    need(
+        s.redis_url.startswith(REDIS_SCHEMES),
+        f"redis_url must start with {', '.join(REDIS_SCHEMES)}, got {s.redis_url.split('@')[-1]!r}",
+    )
+    need(1 <= s.processes <= 256, f"processes must be between 1 and 256, got {s.processes}")
+    # Each process would keep its own topics: a publish on one would never
+    # reach subscribers on another, and a topic made on one is a 404 on the next.
+    need(
+        s.processes == 1 or s.broker == "redis",
+        f"processes={s.processes} needs --broker=redis: with the memory broker each process would be an island",
+    )
     need(s.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     need(s.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
 
@@ -217,6 +237,7 @@ def load_settings(
     kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()
     kwargs["log_level"] = str(kwargs["log_level"]).lower()
     kwargs["log_format"] = str(kwargs["log_format"]).lower()
+    kwargs["broker"] = str(kwargs["broker"]).lower()
     if kwargs["api_key"] == "" and "api_key" not in flags and ENV_PREFIX + "API_KEY" not in environ:
         kwargs["api_key"] = None
     return Settings(**kwargs)

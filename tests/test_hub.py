@@ -1,0 +1,77 @@
+"""The local hub both brokers share, exercised through the in-memory broker
+with no socket: what lands in a subscriber's queue, in which order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tornado_pubsub.broker import Broker
+from tornado_pubsub.hub import Subscriber, plan_resume
+
+
+def frames_of(sub: Subscriber) -> list[dict]:
+    return [json.loads(item if isinstance(item, bytes) else item.data) for item in sub.queue.drain_nowait()]
+
+
+@pytest.mark.parametrize(
+    ("since_seq", "given_epoch", "first_seq", "expected"),
+    [
+        (5, "e1", 3, (True, 5)),  # everything after 5 is retained
+        (1, "e1", 3, (False, 1)),  # 2 was evicted
+        (2, "e1", 3, (True, 2)),  # 3 is the oldest retained and the next wanted
+        (8, "e1", 3, (True, 8)),  # nothing new
+        (9, "e1", 3, (False, 0)),  # a seq this incarnation never reached
+        (5, "e0", 3, (False, 0)),  # another incarnation: replay everything
+        (5, None, 3, (True, 5)),  # no epoch: taken as the current one
+        (5, "e1", None, (False, 5)),  # history empty (size 0) yet messages after 5
+    ],
+)
+def test_plan_resume(since_seq, given_epoch, first_seq, expected):
+    assert plan_resume("e1", 8, first_seq, since_seq, given_epoch) == expected
+
+
+async def test_subscribe_queues_ack_then_replay_then_live_events():
+    broker = Broker(history_size=3)
+    await broker.create_topic("t")
+    for n in range(5):
+        await broker.publish("t", n)
+    sub = broker.connect("127.0.0.1", lambda *a: None)
+    await broker.subscribe(sub, "t", "c", last_n=10, request_id="r")
+    await broker.publish("t", 5)
+    frames = frames_of(sub)
+    assert frames[0]["type"] == "ack" and frames[0]["request_id"] == "r" and frames[0]["last_seq"] == 5
+    assert [f["seq"] for f in frames[1:]] == [3, 4, 5, 6]
+
+
+async def test_resume_with_evicted_history_sends_history_gap_before_the_replay():
+    broker = Broker(history_size=2)
+    topic = await broker.create_topic("t")
+    for n in range(4):
+        await broker.publish("t", n)
+    sub = broker.connect(None, lambda *a: None)
+    result = await broker.subscribe(sub, "t", "c", since_seq=1, epoch=topic.epoch)
+    assert result.recovered is False and result.replayed == 2
+    ack, gap, *events = frames_of(sub)
+    assert ack["recovered"] is False
+    assert (gap["msg"], gap["first_seq"], gap["epoch"]) == ("history_gap", 3, topic.epoch)
+    assert [e["seq"] for e in events] == [3, 4]
+
+
+async def test_delete_and_disconnect_release_every_subscription():
+    broker = Broker()
+    await broker.create_topic("a")
+    await broker.create_topic("b")
+    one = broker.connect(None, lambda *a: None)
+    two = broker.connect(None, lambda *a: None)
+    for sub in (one, two):
+        await broker.subscribe(sub, "a", "c")
+        await broker.subscribe(sub, "b", "c")
+    assert broker.subscriptions == 4
+    frames_of(one)
+    assert await broker.delete_topic("a") == 2
+    assert [f["msg"] for f in frames_of(one)] == ["topic_deleted"]
+    assert broker.subscriptions == 2 and list(one.topics) == ["b"]
+    assert broker.disconnect(two) == 1
+    assert broker.subscriptions == 1 and "c2" not in broker.connections

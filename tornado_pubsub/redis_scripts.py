@@ -1,0 +1,124 @@
+"""Key names and Lua scripts of the Redis backend.
+
+Every change to shared state is one script, so it is atomic: a publish takes
+its seq (INCR), is retained (XADD with the seq as the stream id, trimmed to
+``history_size``) and is announced on the bus (PUBLISH) in one step, which is
+what gives every process the same per-topic order.  All scripts touch one
+Redis; Redis Cluster is not supported (the keys of a topic and the topic
+table would live in different slots).
+
+Bus messages (one channel for everything, so each process needs one pub/sub
+connection and sees creations, deletions and events in one total order)::
+
+    e\\n<topic>\\n<epoch>\\n<seq>\\n<body>    an event; body = {"id","ts","payload"} JSON
+    c\\n<topic>\\n<epoch>                    a topic was created
+    d\\n<topic>\\n<epoch>                    a topic was deleted
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Every key name, under one prefix."""
+
+    def __init__(self, prefix: str = "pubsub:") -> None:
+        self.prefix = prefix
+        self.topics = prefix + "topics"  # hash: topic -> epoch
+        self.nodes = prefix + "nodes"  # zset: node id -> expiry (unix seconds)
+        self.bus = prefix + "bus"  # the pub/sub channel
+
+    def topic(self, name: str) -> list[str]:
+        """``[seq counter, history stream, message id -> seq hash]`` of a topic."""
+        p = self.prefix
+        return [f"{p}seq:{name}", f"{p}log:{name}", f"{p}ids:{name}"]
+
+    def node(self, node_id: str) -> str:
+        """The hash of one process's figures: ``s:<topic>`` subscribers, ``d:<topic>`` drops."""
+        return f"{self.prefix}node:{node_id}"
+
+
+# KEYS: topics, seq, log, ids.  ARGV: name, epoch, max_topics, bus.
+# Returns 1 created, 0 exists, -1 topic limit reached.
+CREATE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return -1 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], 'c\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return 1
+"""
+
+# KEYS: topics, seq, log, ids.  ARGV: name, bus.  Returns the deleted epoch or nil.
+DELETE = """
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('PUBLISH', ARGV[2], 'd\\n' .. ARGV[1] .. '\\n' .. epoch)
+return epoch
+"""
+
+# KEYS: topics, seq, log, ids.  ARGV: name, id key (lower-case id), body,
+# history_size, bus.  Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
+# A message id still in the history is not published again (idempotency
+# lasts as long as the message is retained, as in memory).
+PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return false end
+local size = tonumber(ARGV[4])
+if size > 0 then
+  local earlier = redis.call('HGET', KEYS[4], ARGV[2])
+  if earlier then return {epoch, tonumber(earlier), 1} end
+end
+local seq = redis.call('INCR', KEYS[2])
+if size > 0 then
+  redis.call('XADD', KEYS[3], '0-' .. seq, 'b', ARGV[3], 'i', ARGV[2])
+  redis.call('HSET', KEYS[4], ARGV[2], seq)
+  local excess = redis.call('XLEN', KEYS[3]) - size
+  if excess > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', excess)) do
+      redis.call('HDEL', KEYS[4], entry[2][4])
+      redis.call('XDEL', KEYS[3], entry[1])
+    end
+  end
+end
+redis.call('PUBLISH', ARGV[5], 'e\\n' .. ARGV[1] .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. ARGV[3])
+return {epoch, seq, 0}
+"""
+
+# KEYS: topics, seq, log.  ARGV: name, mode, n, epoch the client saw ('' if none).
+# mode 'after': retained entries with seq > n (all of them when n belongs to
+# another incarnation); 'last': the newest n, newest first; 'none': no entries.
+# Returns nil (no topic) or {epoch, last_seq, oldest retained seq (0: none), entries}.
+SNAPSHOT = """
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return false end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local first = 0
+if oldest[1] then first = tonumber(string.match(oldest[1][1], '%-(%d+)$')) end
+local n = tonumber(ARGV[3])
+local entries = {}
+if ARGV[2] == 'after' then
+  if (ARGV[4] ~= '' and ARGV[4] ~= epoch) or n > last then n = 0 end
+  entries = redis.call('XRANGE', KEYS[3], '0-' .. (n + 1), '+')
+elseif ARGV[2] == 'last' and n > 0 then
+  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', n)
+end
+return {epoch, last, first, entries}
+"""
+
+# KEYS: topics, seq.  ARGV: name, epoch, last_seq.
+# After Redis lost its data (a restart without persistence), the processes
+# put back the topics they knew, with their epoch and a seq counter that
+# never goes backwards.  Returns 1 if the topic was missing.
+RESTORE = """
+local created = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
+end
+return created
+"""

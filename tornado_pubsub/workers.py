@@ -1,0 +1,102 @@
+"""``--processes N``: N worker processes accepting on one port.
+
+The parent binds the listening socket (with ``SO_REUSEPORT``), forks the
+workers, forwards SIGTERM/SIGINT to them so each drains gracefully, and
+restarts a worker that crashed.  Only meaningful with the Redis broker (the
+settings refuse it otherwise): the workers share nothing but Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from typing import Callable
+
+from tornado.netutil import bind_sockets
+
+from .logs import log_op
+from .settings import Settings
+
+# A worker that keeps crashing is not restarted forever.
+MAX_RESTARTS = 10
+
+
+def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socket]], object]) -> int:
+    """Fork ``settings.processes`` workers running ``serve``; return once all have exited."""
+    sockets = bind_sockets(settings.port, settings.address, reuse_port=hasattr(socket, "SO_REUSEPORT"))
+    port = sockets[0].getsockname()[1]
+    children: dict[int, int] = {}
+    stopping = False
+
+    def start(index: int) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker: its own event loop, the shared sockets
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            _drain_when_orphaned(parent)
+            code = 0
+            try:
+                asyncio.run(serve(settings, sockets))  # type: ignore[arg-type]
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's loop
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children[pid] = index
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    for index in range(settings.processes):
+        start(index)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log_op("workers", processes=settings.processes, port=port, pids=sorted(children), outcome="started")
+
+    restarts = 0
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not stopping and restarts < MAX_RESTARTS:
+            restarts += 1
+            log_op("workers", pid=pid, exit_code=code, restarts=restarts, outcome="restarting")
+            start(index)
+        elif code != 0:
+            failed = True
+    for sock in sockets:
+        sock.close()
+    return 1 if failed else 0
+
+
+def _drain_when_orphaned(parent: int) -> None:
+    """Ask Linux to send this worker SIGTERM if the parent dies (even by SIGKILL),
+    so workers never outlive their supervisor holding the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's signal forwarding is all there is
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
