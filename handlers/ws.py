@@ -18,7 +18,8 @@ from typing import Any, Awaitable, Callable
 import tornado.web
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import StreamClosedError
+from tornado import gen
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
@@ -27,6 +28,7 @@ from tornado_pubsub.context import Context
 from tornado_pubsub.errors import (
     BAD_REQUEST,
     CLOSE_NORMAL,
+    CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
     INTERNAL,
     LIMIT_EXCEEDED,
@@ -35,6 +37,7 @@ from tornado_pubsub.errors import (
     PubSubError,
 )
 from tornado_pubsub.logs import log_op, redact_uri
+from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -82,6 +85,63 @@ class Heartbeat:
                 sock.drop("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
 
 
+# After refusing an oversized frame, how long we keep reading (and discarding)
+# what the client still sends, so our close frame is not destroyed by a TCP
+# reset: closing a socket with unread input makes the kernel send RST.
+LINGER = 2.0
+
+
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol with two repairs, both covered by
+    tests/test_fuzz_ws.py (they use Tornado 6.6 internals; it is pinned):
+
+    - a text frame that is not valid UTF-8 is answered like any other
+      unreadable frame (``BAD_REQUEST``, the connection stays usable) instead
+      of a silent TCP abort that leaves the client guessing;
+    - a frame over ``max_message_size`` gets its close frame 1009 delivered:
+      Tornado aborts at once, and the unread rest of the frame turns the
+      close into a reset that discards the 1009 on the client side.
+    """
+
+    _close_sent: int | None = None
+    _lingering = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated:
+            self._close_sent = code
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        if self._lingering:
+            return
+        if self._close_sent == CLOSE_TOO_BIG and self.stream is not None and not self.stream.closed():
+            self._lingering = True
+            self.client_terminated = self.server_terminated = True
+            asyncio.ensure_future(_drain_then_close(self.stream))
+            return
+        super()._abort()
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x1 and not self._frame_compressed and not self.client_terminated:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._message_bytes_in += len(data)
+                return self._run_callback(self.handler.on_invalid_text)  # type: ignore[attr-defined]
+        return super()._handle_message(opcode, data)
+
+
+async def _drain_then_close(stream: IOStream) -> None:
+    deadline = IOLoop.current().time() + LINGER
+    try:
+        while True:
+            await gen.with_timeout(deadline, stream.read_bytes(65536, partial=True))
+    except (StreamClosedError, gen.TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
+
+
 class PubSubSocket(tornado.websocket.WebSocketHandler):
     """One client connection speaking the tornado-pubsub protocol."""
 
@@ -93,6 +153,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._greeting: object | None = None
+        self.budget = TokenBucket(self.config.max_frames_per_second)
 
     # -- handshake ---------------------------------------------------------
 
@@ -126,6 +188,12 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return _Protocol(self, False, protocol.params)
+        return protocol
+
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
         allowed = origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
@@ -148,10 +216,25 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
+        # A peer must show it is alive within handshake_timeout: any frame, or
+        # the pong every WebSocket client sends for this ping by itself.  A
+        # socket that upgraded and went silent would otherwise hold a
+        # connection slot until the first heartbeat timeout.
+        opened = self.last_seen = time.monotonic()
+        self._ping_quietly()
+        self._greeting = IOLoop.current().call_later(self.config.handshake_timeout, self._check_greeted, opened)
         log_op("connect", conn_id=self.sub.id, remote=remote, outcome="ok")
+
+    def _check_greeted(self, opened: float) -> None:
+        self._greeting = None
+        if self.last_seen <= opened:
+            self.drop("handshake timeout", CLOSE_NORMAL, "no frame or pong within handshake_timeout")
 
     def on_close(self) -> None:
         self.context.heartbeat.discard(self)
+        if self._greeting is not None:
+            IOLoop.current().remove_timeout(self._greeting)
+            self._greeting = None
         if self._writer is not None:
             self._writer.cancel()
         sub = self.sub
@@ -179,6 +262,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         if self.sub is None or self.sub.closed:
             return
         self.sub.send(notice)
+        self._ping_quietly()
+
+    def _ping_quietly(self) -> None:
         try:
             self.ping(b"")
         except _CLOSED:
@@ -244,6 +330,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         data: Any = None
         try:
             data = schemas.parse_json(message)
+            if not self.budget.take():
+                raise PubSubError(
+                    LIMIT_EXCEEDED,
+                    f"more than {self.config.max_frames_per_second:g} frames per second; frame not processed",
+                )
             kind, frame = schemas.validate_frame(data)
             await _OPS[kind](self, sub, frame)
         except PubSubError as exc:
@@ -258,6 +349,12 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                 request_id=schemas.request_id_of(data),
             )
             self._reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
+
+    def on_invalid_text(self) -> None:
+        """A text frame that is not UTF-8 (see ``_Protocol``)."""
+        self.last_seen = time.monotonic()
+        if self.sub is not None and not self.sub.closed:
+            self._reply_error(PubSubError(BAD_REQUEST, "invalid JSON: text frame is not valid UTF-8"), None)
 
     def _reply_error(self, exc: PubSubError, request_id: str | None) -> None:
         """The one place a WebSocket error frame is rendered."""
