@@ -15,6 +15,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from tests import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
 from tornado_pubsub.app import make_app
 from tornado_pubsub.broker import Broker
 from tornado_pubsub.settings import Settings
