@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import tornado.httpclient
+import tornado.httpserver
 import tornado.websocket
 
 from tests import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
-from tornado_pubsub.app import make_app
+from tornado_pubsub.app import make_app, server_options
 from tornado_pubsub.broker import Broker
 from tornado_pubsub.settings import Settings
 
@@ -40,6 +41,17 @@ def app(settings: Settings, broker: Broker):
     application = make_app(settings, broker)
     yield application
     application.pubsub.heartbeat.stop()
+
+
+@pytest.fixture
+def http_server(request, io_loop, http_server_port, app, settings):
+    """pytest-tornasync's server, but with the HTTPServer options production uses
+    (body limit, handshake deadline), so limit tests test the real thing."""
+    server = tornado.httpserver.HTTPServer(app, **server_options(settings))
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=request.config.option.async_test_timeout)
 
 
 @pytest.fixture
