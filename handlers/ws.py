@@ -82,7 +82,7 @@ class Heartbeat:
     def _reap(self, sent_at: float) -> None:
         for sock in list(self.sockets):
             if sock.last_seen < sent_at:
-                sock.drop("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
+                sock.abandon("heartbeat timeout")
 
 
 # After refusing an oversized frame, how long we keep reading (and discarding)
@@ -228,7 +228,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def _check_greeted(self, opened: float) -> None:
         self._greeting = None
         if self.last_seen <= opened:
-            self.drop("handshake timeout", CLOSE_NORMAL, "no frame or pong within handshake_timeout")
+            self.abandon("handshake timeout")
 
     def on_close(self) -> None:
         self.context.heartbeat.discard(self)
@@ -274,6 +274,14 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         """Close this connection for ``cause`` (recorded in the disconnect log)."""
         self.close_cause = self.close_cause or cause
         self.close(code, reason)
+
+    def abandon(self, cause: str) -> None:
+        """Close a peer that stopped answering: send the close frame, but do not
+        wait the usual 5 s for its reply (it will not come); free the socket now."""
+        conn = self.ws_connection  # close() forgets it
+        self.drop(cause, CLOSE_NORMAL, cause)
+        if conn is not None and conn.stream is not None:
+            conn.stream.close()
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
