@@ -159,6 +159,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     # -- handshake ---------------------------------------------------------
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # Tornado would answer in plain text; every error of ours is JSON.
+            return self._refuse(400, BAD_REQUEST, "this endpoint speaks WebSocket only (Upgrade: websocket)")
         given = self.request.headers.get("X-API-Key")
         query_key = self.get_query_argument("api_key", None)
         if not (
