@@ -44,7 +44,7 @@ class Settings:
     max_subscriptions_per_connection: int = 1000
     max_connections: int = 20000
     max_topics: int = 10000
-    max_frames_per_second: float = 1000.0
+    max_frames_per_second: float = 10000.0
     max_body_size: int = 1048576
     handshake_timeout: float = 10.0
     shutdown_timeout: float = 5.0
