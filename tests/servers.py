@@ -10,6 +10,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,12 +86,11 @@ class ProcServer:
     """
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.flags = ["--port=0", "--config=/dev/null", *flags]
+        self.port = free_port()
+        self.flags = [f"--port={self.port}", "--config=/dev/null", *flags]
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
         self.lines: list[str] = []
-        self._started = threading.Event()
         self._reader: threading.Thread | None = None
 
     def __enter__(self) -> "ProcServer":
@@ -103,19 +103,18 @@ class ProcServer:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._started.wait(15):
-            self.kill()
-            raise AssertionError("server did not start:\n" + "\n".join(self.lines))
+        deadline = time.monotonic() + 15
+        while not _accepts(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.kill()
+                raise AssertionError("server did not start:\n" + "\n".join(self.lines))
+            time.sleep(0.05)
         return self
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            if not self._started.is_set() and '"startup"' in line:
-                self.port = json.loads(line)["port"]
-                self._started.set()
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
@@ -150,6 +149,21 @@ class ProcServer:
     def records(self) -> list[dict[str, Any]]:
         """Every log line parsed as JSON (fails the test on a line that is not)."""
         return [json.loads(line) for line in self.lines if line.strip()]
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the child binds it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
