@@ -27,6 +27,7 @@ from tornado_pubsub.broker import Subscriber
 from tornado_pubsub.context import Context
 from tornado_pubsub.errors import (
     BAD_REQUEST,
+    CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
@@ -278,16 +279,23 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.close_cause = self.close_cause or cause
         self.close(code, reason)
 
-    def abandon(self, cause: str) -> None:
+    def abandon(self, cause: str, code: int = CLOSE_NORMAL) -> None:
         """Close a peer that stopped answering: send the close frame, but do not
         wait the usual 5 s for its reply (it will not come); free the socket now."""
         conn = self.ws_connection  # close() forgets it
-        self.drop(cause, CLOSE_NORMAL, cause)
+        self.drop(cause, code, cause)
         if conn is not None and conn.stream is not None:
             conn.stream.close()
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
+        sub = self.sub
+        if code == CLOSE_GOING_AWAY and sub is not None and not sub.idle():
+            # Shutdown's flush deadline passed and this peer still has not read
+            # its queue: it will not read our close frame either, and waiting
+            # for its reply would hold the process past shutdown_timeout.
+            self.abandon(reason, code)
+            return
         if last_frame is not None:
             self._write_now(last_frame)
         self.drop(reason, code, reason)
