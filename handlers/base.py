@@ -127,11 +127,19 @@ class JsonHandler(tornado.web.RequestHandler):
         self.clear()
         self.set_default_headers()
         self.set_status(status)
+        if status == 405:  # RFC 9110: a 405 must list the methods that would work
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
         if finish:
             self.finish(body)
         else:
             self.write(body)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler implements."""
+        base = tornado.web.RequestHandler
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower())]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (PubSubError, tornado.web.HTTPError)):
