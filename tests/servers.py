@@ -10,7 +10,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -86,8 +85,8 @@ class ProcServer:
     """
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.flags = [f"--port={self.port}", "--config=/dev/null", *flags]
+        self.port = 0
+        self.flags = ["--port=0", "--config=/dev/null", *flags]
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
@@ -103,12 +102,15 @@ class ProcServer:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # The child binds port 0 (no race with other servers for a "free" port);
+        # its port is read from the kernel's table of its listening sockets.
         deadline = time.monotonic() + 15
-        while not _accepts(self.port):
+        while not self.port:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.kill()
                 raise AssertionError("server did not start:\n" + "\n".join(self.lines))
             time.sleep(0.05)
+            self.port = _listening_port(self.proc.pid)
         return self
 
     def _read(self) -> None:
@@ -151,19 +153,23 @@ class ProcServer:
         return [json.loads(line) for line in self.lines if line.strip()]
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the child binds it next)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
+def _listening_port(pid: int) -> int:
+    """The TCP port ``pid`` listens on, from /proc (0 while it has none)."""
+    inodes = set()
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
     except OSError:
-        return False
+        return 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    return int(fields[1].rsplit(":", 1)[1], 16)
+    return 0
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:

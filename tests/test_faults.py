@@ -178,7 +178,7 @@ async def test_connect_subscribe_disconnect_cycles_leave_no_state_behind(rest, p
     assert_broker_empty(broker)
     assert broker.counters.connections_total >= 2001
     gc.collect()
-    assert [o for o in gc.get_objects() if isinstance(o, ws_handlers.PubSubSocket)] == []
+    assert [o for o in gc.get_objects() if isinstance(o, ws_handlers.PubSubSocket) and o.broker is broker] == []
 
 
 # -- memory, measured on a real server process --------------------------------------------
