@@ -22,8 +22,8 @@ from tornado_pubsub.errors import (
 )
 from tornado_pubsub.logs import log_op, redact_uri
 
-# Headroom above max_body_size for Tornado's own read limit: bodies are
-# counted and refused here (a JSON 413), Tornado's limit would answer a bare 400.
+# Tornado's own body limit, lifted per request: JsonHandler counts bodies and
+# refuses them itself with a JSON 413, where Tornado would answer a bare 400.
 _UNBOUNDED = 1 << 62
 
 # Tornado's own HTTPError statuses, mapped onto protocol codes.

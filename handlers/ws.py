@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable
 
 import tornado.web
 import tornado.websocket
-from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado import gen
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub import frames, schemas

@@ -9,9 +9,9 @@ class TokenBucket:
     """Allows ``rate`` events per second on average, in bursts of up to one
     second's worth (at least one).
 
-    One bucket per connection; ``take`` is O(1) and never waits, so a client
-    flooding frames costs us a clock read per frame, not a parse and a broker
-    call.
+    One bucket per connection; ``take`` is O(1) and never waits.  A frame
+    over budget is only decoded far enough to echo its request_id: it is not
+    validated and never reaches the broker.
     """
 
     __slots__ = ("rate", "burst", "tokens", "stamp")
