@@ -128,12 +128,12 @@ async def test_upgraded_socket_that_never_answers_is_closed_and_forgotten(port, 
     assert not broker.connections
 
 
-@pytest.mark.pubsub(handshake_timeout=0.3)
+@pytest.mark.pubsub(handshake_timeout=1.0)
 async def test_idle_client_that_answers_pings_is_kept(ws_connect):
     # Every WebSocket client answers pings by itself; such a client may take
     # its time before its first frame.
     client = await ws_connect()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)
     assert (await client.request({"type": "ping", "request_id": "late"}))["request_id"] == "late"
 
 
