@@ -88,7 +88,7 @@ async def test_ws_handshake_without_the_right_key_is_401(port, broker, which, wh
 async def test_ws_handshake_with_the_key_in_header_or_query_upgrades(port):
     assert (await ws_status(port, headers={"X-API-Key": KEY}))[0] == 101
     assert (await ws_status(port, "/ws?api_key=" + urllib.parse.quote(KEY)))[0] == 101
-    # A wrong header is not rescued by... nothing: either source alone suffices.
+    # Either source is enough: a right query parameter beside a wrong header passes.
     assert (await ws_status(port, "/ws?api_key=" + urllib.parse.quote(KEY), {"X-API-Key": "nope"}))[0] == 101
 
 
