@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
+from typing import Iterable
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from .accept import add_guarded_accept_handler
 from .app import make_app, server_options
 from .broker import Broker
 from .errors import CLOSE_GOING_AWAY
@@ -20,6 +23,15 @@ from .settings import Settings
 CLOSE_GRACE = 0.8
 
 
+class _HTTPServer(HTTPServer):
+    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``)."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_guarded_accept_handler(sock, self._handle_connection)
+
+
 class Server:
     """One listening tornado-pubsub process and its graceful shutdown."""
 
@@ -27,7 +39,7 @@ class Server:
         self.settings = settings
         self.broker = broker or Broker.from_settings(settings)
         self.app = make_app(settings, self.broker)
-        self.http = HTTPServer(self.app, **server_options(settings))
+        self.http = _HTTPServer(self.app, **server_options(settings))
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
