@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -84,7 +85,8 @@ class ProcServer:
     fills; ``lines`` holds every line so far.
     """
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *flags: str, env: dict[str, str] | None = None, nofile: int | None = None) -> None:
+        self.nofile = nofile  # RLIMIT_NOFILE for the child, to provoke EMFILE
         self.port = 0
         self.flags = ["--port=0", "--config=/dev/null", *flags]
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -99,6 +101,7 @@ class ProcServer:
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._limit if self.nofile else None,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,6 +115,9 @@ class ProcServer:
             time.sleep(0.05)
             self.port = _listening_port(self.proc.pid)
         return self
+
+    def _limit(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

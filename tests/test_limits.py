@@ -12,7 +12,9 @@ import tornado.httpclient
 import tornado.websocket
 
 from tests.conftest import new_id
+from tests.loadkit import connect
 from tests.rawws import RawWs
+from tests.servers import ProcServer
 
 
 async def handshake_status(port: int) -> tuple[int, dict]:
@@ -154,3 +156,23 @@ async def test_stalled_connections_do_not_exhaust_the_server(port, broker, ws_co
     assert len(broker.connections) == 1
     extra = [await ws_connect() for _ in range(40)]
     assert (await extra[-1].request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log():
+    # 64 descriptors, 100 connections that never send a request: accept()
+    # fails with EMFILE until the handshake deadline frees some.
+    with ProcServer("--handshake_timeout=1", "--log_level=warning", nofile=64) as server:
+        hogs = []
+        for _ in range(100):
+            hogs.append(await RawWs.open(server.port, upgrade=False))
+        await asyncio.sleep(2.0)
+        paused = [r for r in server.records() if r.get("event") == "accept"]
+        assert paused and all(r["error"] == "EMFILE" and r["outcome"] == "paused" for r in paused)
+        # One warning per 0.1 s pause at most; Tornado alone logged thousands
+        # of tracebacks a second here while spinning.
+        assert len(server.lines) < 100, len(server.lines)
+        for hog in hogs:
+            hog.close()
+        client = await connect(server.port)
+        assert (await client.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"
+        client.close()
