@@ -86,6 +86,11 @@ class Heartbeat:
                 sock.abandon("heartbeat timeout")
 
 
+# Error records one connection may log per second (bursts of as many); the
+# rest are counted and reported on its disconnect record, so a client sending
+# garbage at full speed cannot turn each bad frame into a log line.
+ERROR_LOGS_PER_SECOND = 20.0
+
 # After refusing an oversized frame, how long we keep reading (and discarding)
 # what the client still sends, so our close frame is not destroyed by a TCP
 # reset: closing a socket with unread input makes the kernel send RST.
@@ -156,6 +161,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self._writer: asyncio.Task[None] | None = None
         self._greeting: object | None = None
         self.budget = TokenBucket(self.config.max_frames_per_second)
+        self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
+        self.errors_unlogged = 0
 
     # -- handshake ---------------------------------------------------------
 
@@ -253,6 +260,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             remote=sub.remote,
             subscriptions=removed,
             dropped=sub.dropped,
+            errors_unlogged=self.errors_unlogged or None,
             close_code=self.close_code,
             reason=self.close_cause or self.close_reason or ("client closed" if self.close_code else "connection lost"),
             outcome="closed",
@@ -380,17 +388,20 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         sub = self.sub
         assert sub is not None
         self.broker.counters.error(exc.code)
-        log_op(
-            "error",
-            logging.WARNING if exc.code != INTERNAL else logging.ERROR,
-            conn_id=sub.id,
-            client_id=sub.client_id(),
-            remote=sub.remote,
-            request_id=request_id,
-            code=exc.code,
-            detail=exc.message,
-            outcome="rejected",
-        )
+        if exc.code == INTERNAL or self.error_logs.take():
+            log_op(
+                "error",
+                logging.WARNING if exc.code != INTERNAL else logging.ERROR,
+                conn_id=sub.id,
+                client_id=sub.client_id(),
+                remote=sub.remote,
+                request_id=request_id,
+                code=exc.code,
+                detail=exc.message,
+                outcome="rejected",
+            )
+        else:
+            self.errors_unlogged += 1
         sub.send(frames.error(exc.code, exc.message, request_id))
 
     async def _subscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:
