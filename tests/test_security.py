@@ -4,7 +4,9 @@ response, and log lines an attacker can neither forge nor read a key from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import urllib.parse
 
 import pytest
@@ -215,3 +217,24 @@ async def test_log_records_stay_one_json_line_and_never_show_the_key(logged_serv
     assert not any(r.get("event") == "forged" for r in records)
     assert any(r.get("client_id") == hostile for r in records), "the hostile client_id is logged verbatim, escaped"
     assert not any(KEY in line for line in lines), [line for line in lines if KEY in line]
+
+
+async def test_a_flood_of_bad_frames_is_answered_in_full_but_logged_in_moderation(ws_connect, broker, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_pubsub")
+    client = await ws_connect()
+    total = 300
+    for i in range(total):
+        client.send(b"\x00binary garbage")
+    replies = [await client.recv() for _ in range(total)]
+    assert all(r["type"] == "error" and r["error"]["code"] == "BAD_REQUEST" for r in replies)
+    (conn_id,) = broker.connections
+    client.close()
+    for _ in range(200):
+        if not broker.connections:
+            break
+        await asyncio.sleep(0.01)
+    records = [r for r in caplog.records if getattr(r, "conn_id", None) == conn_id]
+    logged = [r for r in records if r.getMessage() == "error"]
+    (closed,) = [r for r in records if r.getMessage() == "disconnect"]
+    assert len(logged) < 100, len(logged)
+    assert len(logged) + closed.errors_unlogged == total
