@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import socket
 from typing import Any, Callable
 
@@ -66,3 +67,29 @@ def add_guarded_accept_handler(sock: socket.socket, callback: Callable[[socket.s
 
     io_loop.add_handler(sock, accept_handler, IOLoop.READ)
     return remove
+
+
+# Descriptors the process needs besides one per connection: listening
+# sockets, the event loop, log files, connections still in their handshake.
+RESERVED_DESCRIPTORS = 256
+
+
+def raise_descriptor_limit(connections: int) -> tuple[int, bool]:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit so ``connections``
+    WebSockets fit; returns the soft limit now in force and whether it is enough.
+
+    Only the standalone server calls this: an embedding application owns its
+    process limits.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + RESERVED_DESCRIPTORS if connections else hard
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    enough = soft == resource.RLIM_INFINITY or soft >= connections + RESERVED_DESCRIPTORS
+    return soft, enough

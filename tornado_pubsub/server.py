@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import time
@@ -11,7 +12,7 @@ from typing import Iterable
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .accept import add_guarded_accept_handler
+from .accept import add_guarded_accept_handler, raise_descriptor_limit
 from .app import make_app, server_options
 from .broker import Broker
 from .errors import CLOSE_GOING_AWAY
@@ -111,6 +112,17 @@ class Server:
 
 async def serve(settings: Settings) -> None:
     """Run a server until SIGTERM or SIGINT has drained it."""
+    descriptors, enough = raise_descriptor_limit(settings.max_connections)
+    if not enough:
+        # Past the descriptor limit accept() fails (see accept.py) before
+        # max_connections is reached: say so once, at startup.
+        log_op(
+            "startup",
+            logging.WARNING,
+            max_connections=settings.max_connections,
+            descriptor_limit=descriptors,
+            outcome="max_connections exceeds the file descriptor limit (raise ulimit -n)",
+        )
     server = Server(settings)
     server.listen()
     server.install_signal_handlers()
