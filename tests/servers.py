@@ -85,8 +85,11 @@ class ProcServer:
     fills; ``lines`` holds every line so far.
     """
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None, nofile: int | None = None) -> None:
-        self.nofile = nofile  # RLIMIT_NOFILE for the child, to provoke EMFILE
+    def __init__(
+        self, *flags: str, env: dict[str, str] | None = None, nofile: int | tuple[int, int] | None = None
+    ) -> None:
+        # RLIMIT_NOFILE (soft, hard) for the child, to provoke EMFILE.
+        self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.port = 0
         self.flags = ["--port=0", "--config=/dev/null", *flags]
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -117,7 +120,8 @@ class ProcServer:
         return self
 
     def _limit(self) -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -135,6 +139,15 @@ class ProcServer:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise AssertionError("no VmRSS in /proc status")
+
+    def descriptor_limit(self) -> int:
+        """The child's soft RLIMIT_NOFILE, from /proc."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/limits", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+        raise AssertionError("no open-files line in /proc limits")
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown)."""

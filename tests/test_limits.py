@@ -176,3 +176,20 @@ async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log(
         client = await connect(server.port)
         assert (await client.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"
         client.close()
+
+
+async def test_standalone_server_raises_its_descriptor_limit_for_max_connections():
+    with ProcServer("--max_connections=1000", nofile=(64, 4096)) as server:
+        assert server.descriptor_limit() == 1000 + 256
+
+
+async def test_standalone_server_warns_when_max_connections_cannot_fit():
+    with ProcServer("--max_connections=20000", "--log_level=warning", nofile=64) as server:
+        assert server.descriptor_limit() == 64
+        for _ in range(100):  # the warning is written before the port opens; the reader may lag
+            warnings = [r for r in server.records() if r.get("event") == "startup" and r.get("level") == "WARNING"]
+            if warnings:
+                break
+            await asyncio.sleep(0.02)
+        (warning,) = warnings
+        assert warning["descriptor_limit"] == 64 and warning["max_connections"] == 20000
