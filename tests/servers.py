@@ -133,21 +133,19 @@ class ProcServer:
 
     def rss_kib(self) -> int:
         """The child's resident set size in KiB, from /proc."""
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS in /proc status")
+        return self._proc_number("status", "VmRSS:", 1)
 
     def descriptor_limit(self) -> int:
         """The child's soft RLIMIT_NOFILE, from /proc."""
+        return self._proc_number("limits", "Max open files", 3)
+
+    def _proc_number(self, name: str, prefix: str, column: int) -> int:
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/limits", encoding="ascii") as f:
+        with open(f"/proc/{self.proc.pid}/{name}", encoding="ascii") as f:
             for line in f:
-                if line.startswith("Max open files"):
-                    return int(line.split()[3])
-        raise AssertionError("no open-files line in /proc limits")
+                if line.startswith(prefix):
+                    return int(line.split()[column])
+        raise AssertionError(f"no {prefix!r} line in /proc/{self.proc.pid}/{name}")
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown)."""
