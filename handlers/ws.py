@@ -83,7 +83,7 @@ class Heartbeat:
     def _reap(self, sent_at: float) -> None:
         for sock in list(self.sockets):
             if sock.last_seen < sent_at:
-                sock.abandon("heartbeat timeout")
+                sock.abort("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
 
 
 # Error records one connection may log per second (bursts of as many); the
@@ -159,6 +159,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._stream: IOStream | None = None  # kept: close() forgets ws_connection
         self._greeting: object | None = None
         self.budget = TokenBucket(self.config.max_frames_per_second)
         self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
@@ -168,8 +169,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            # Tornado would answer in plain text; every error of ours is JSON.
-            return self._refuse(400, BAD_REQUEST, "this endpoint speaks WebSocket only (Upgrade: websocket)")
+            # Tornado would answer this with a plain-text 400; keep errors JSON.
+            return self._refuse(400, BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)')
         given = self.request.headers.get("X-API-Key")
         query_key = self.get_query_argument("api_key", None)
         if not (
@@ -225,6 +226,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
             return
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
+        self._stream = getattr(self.ws_connection, "stream", None)
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
         # A peer must show it is alive within handshake_timeout: any frame, or
@@ -239,7 +241,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def _check_greeted(self, opened: float) -> None:
         self._greeting = None
         if self.last_seen <= opened:
-            self.abandon("handshake timeout")
+            self.abort("handshake timeout", CLOSE_NORMAL, "handshake timeout")
 
     def on_close(self) -> None:
         self.context.heartbeat.discard(self)
@@ -287,13 +289,12 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.close_cause = self.close_cause or cause
         self.close(code, reason)
 
-    def abandon(self, cause: str, code: int = CLOSE_NORMAL) -> None:
-        """Close a peer that stopped answering: send the close frame, but do not
-        wait the usual 5 s for its reply (it will not come); free the socket now."""
-        conn = self.ws_connection  # close() forgets it
-        self.drop(cause, code, cause)
-        if conn is not None and conn.stream is not None:
-            conn.stream.close()
+    def abort(self, cause: str, code: int, reason: str) -> None:
+        """Send a close frame (unless one was sent) and drop the TCP connection
+        at once, without waiting for the peer's close reply (Tornado waits 5 s)."""
+        self.drop(cause, code, reason)
+        if self._stream is not None:
+            self._stream.close()  # on_close runs from the stream's close callback
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
@@ -302,7 +303,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             # Shutdown's flush deadline passed and this peer still has not read
             # its queue: it will not read our close frame either, and waiting
             # for its reply would hold the process past shutdown_timeout.
-            self.abandon(reason, code)
+            self.abort(reason, code, reason)
             return
         if last_frame is not None:
             self._write_now(last_frame)

@@ -44,14 +44,14 @@ def app(settings: Settings, broker: Broker):
 
 
 @pytest.fixture
-def http_server(request, io_loop, http_server_port, app, settings):
-    """pytest-tornasync's server, but with the HTTPServer options production uses
-    (body limit, handshake deadline), so limit tests test the real thing."""
+def http_server(io_loop, http_server_port, app, settings):
+    """pytest-tornasync's server, but built with the production ``server_options``
+    (max_body_size, xheaders, ...) so tests see what users see."""
     server = tornado.httpserver.HTTPServer(app, **server_options(settings))
     server.add_socket(http_server_port[0])
     yield server
     server.stop()
-    io_loop.run_sync(server.close_all_connections, timeout=request.config.option.async_test_timeout)
+    io_loop.run_sync(server.close_all_connections, timeout=10)
 
 
 @pytest.fixture

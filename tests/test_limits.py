@@ -13,7 +13,7 @@ import tornado.websocket
 
 from tests.conftest import new_id
 from tests.loadkit import connect
-from tests.rawws import RawWs
+from tests.rawsocket import RawWs
 from tests.servers import ProcServer
 
 
