@@ -22,13 +22,21 @@ from tornado_pubsub.errors import (
 )
 from tornado_pubsub.logs import log_op, redact_uri
 
+# Tornado's own body limit, lifted per request: JsonHandler counts bodies and
+# refuses them itself with a JSON 413, where Tornado would answer a bare 400.
+_UNBOUNDED = 1 << 62
+
 # Tornado's own HTTPError statuses, mapped onto protocol codes.
 _CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 401: UNAUTHORIZED}
 
 
+@tornado.web.stream_request_body
 class JsonHandler(tornado.web.RequestHandler):
     """JSON in, JSON out; every failure becomes ``{"error": {code, message}}``.
 
+    Bodies are streamed so an oversized one is refused with a JSON 413 as soon
+    as its Content-Length is known (the connection then closes), and a chunked
+    one is counted, never held beyond ``max_body_size``.
     Subclasses set ``public = True`` to skip the API-key check.
     """
 
@@ -38,10 +46,36 @@ class JsonHandler(tornado.web.RequestHandler):
         self.context = context
         self.broker = context.broker
         self.config = context.settings
+        self._body = bytearray()
+        self._body_size = 0
 
     def prepare(self) -> None:
+        self._bound_body()
         if not self.public and not key_matches(self.config.api_key, self.request.headers.get("X-API-Key")):
             raise PubSubError(UNAUTHORIZED, "missing or invalid X-API-Key header")
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.config.max_body_size:
+            raise self._too_large()
+
+    def _bound_body(self) -> None:
+        # Our count in data_received enforces the limit; Tornado's would close
+        # the connection with a bare 400 instead of our JSON error.  Refusing
+        # before the body is read makes Tornado close the connection after
+        # the reply, so a huge declared body is never read.
+        self.request.connection.set_max_body_size(_UNBOUNDED)  # type: ignore[union-attr]
+
+    def _too_large(self) -> PubSubError:
+        return PubSubError(BAD_REQUEST, f"request body is larger than max_body_size ({self.config.max_body_size} bytes)", 413)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= self.config.max_body_size:
+            self._body += chunk
+
+    @property
+    def body_size(self) -> int:
+        """Bytes of request body received (counted even past ``max_body_size``)."""
+        return self._body_size
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -54,9 +88,11 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def body_json(self, schema: Schema) -> dict[str, Any]:
         """The request body, decoded and validated; BAD_REQUEST otherwise."""
-        if not self.request.body:
+        if self._body_size > self.config.max_body_size:
+            raise self._too_large()
+        if not self._body:
             raise PubSubError(BAD_REQUEST, "request body must be a JSON object")
-        return schemas.load(schema, schemas.parse_json(self.request.body))
+        return schemas.load(schema, schemas.parse_json(bytes(self._body)))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, PubSubError):
@@ -96,11 +132,19 @@ class JsonHandler(tornado.web.RequestHandler):
         self.clear()
         self.set_default_headers()
         self.set_status(status)
+        if status == 405:  # RFC 9110: a 405 must list the methods that would work
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
         if finish:
             self.finish(body)
         else:
             self.write(body)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler implements."""
+        base = tornado.web.RequestHandler
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower())]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (PubSubError, tornado.web.HTTPError)):
@@ -121,6 +165,7 @@ class NotFoundHandler(JsonHandler):
     public = True
 
     def prepare(self) -> None:
+        self._bound_body()
         raise PubSubError(NOT_FOUND, f"no route for {self.request.path}", 404)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tornado_pubsub import metrics
@@ -38,10 +39,29 @@ class MetricsHandler(JsonHandler):
         self.finish(metrics.render(self.context.registry))
 
 
+#: conf/openapi.json, the REST API's OpenAPI 3 document (tests/test_openapi.py
+#: checks the server against it).
+OPENAPI_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "openapi.json")
+
+
+class OpenApiHandler(JsonHandler):
+    """``GET /openapi.json``: the REST API's OpenAPI 3 document. No key needed."""
+
+    public = True
+    _document: bytes | None = None
+
+    def get(self) -> None:
+        if OpenApiHandler._document is None:  # read once; it ships with the code
+            with open(OPENAPI_PATH, "rb") as f:
+                OpenApiHandler._document = f.read()
+        self.finish(OpenApiHandler._document)
+
+
 def routes(prefix: str = "") -> list[tuple[str, type]]:
     """This module's URL patterns under ``prefix``."""
     return [
         (rf"{prefix}/health", HealthHandler),
         (rf"{prefix}/stats", StatsHandler),
         (rf"{prefix}/metrics", MetricsHandler),
+        (rf"{prefix}/openapi.json", OpenApiHandler),
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tornado_pubsub import schemas
-from tornado_pubsub.errors import TOPIC_NOT_FOUND, PubSubError
+from tornado_pubsub.errors import BAD_REQUEST, TOPIC_NOT_FOUND, PubSubError
 from tornado_pubsub.logs import log_op
 
 from .base import JsonHandler
@@ -47,6 +47,11 @@ class TopicMessagesHandler(JsonHandler):
 
     async def post(self, name: str) -> None:
         name = _existing_name(name)
+        limit = self.config.max_message_size
+        if self.body_size > limit:
+            # The same bound as a WebSocket publish frame, so no path admits
+            # a message that a WebSocket publisher could not send.
+            raise PubSubError(BAD_REQUEST, f"message is larger than max_message_size ({limit} bytes)", 413)
         body = self.body_json(_PUBLISH)
         result = await self.broker.publish(name, body["payload"], body.get("id"))
         result.log(remote=self.request.remote_ip, via="http")

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import tornado.web
 import tornado.websocket
+from tornado import gen
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -26,7 +27,9 @@ from tornado_pubsub.broker import Subscriber
 from tornado_pubsub.context import Context
 from tornado_pubsub.errors import (
     BAD_REQUEST,
+    CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
+    CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
     FORBIDDEN,
     INTERNAL,
@@ -37,6 +40,7 @@ from tornado_pubsub.errors import (
     PubSubError,
 )
 from tornado_pubsub.logs import log_op, redact_uri
+from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -91,6 +95,68 @@ class Heartbeat:
                 sock.abort("heartbeat timeout", CLOSE_NORMAL, "heartbeat timeout")
 
 
+# Error records one connection may log per second (bursts of as many); the
+# rest are counted and reported on its disconnect record, so a client sending
+# garbage at full speed cannot turn each bad frame into a log line.
+ERROR_LOGS_PER_SECOND = 20.0
+
+# After refusing an oversized frame, how long we keep reading (and discarding)
+# what the client still sends, so our close frame is not destroyed by a TCP
+# reset: closing a socket with unread input makes the kernel send RST.
+LINGER = 2.0
+
+
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol with two repairs, both covered by
+    tests/test_fuzz_ws.py (they use Tornado 6.6 internals; it is pinned):
+
+    - a text frame that is not valid UTF-8 is answered like any other
+      unreadable frame (``BAD_REQUEST``, the connection stays usable) instead
+      of a silent TCP abort that leaves the client guessing;
+    - a frame over ``max_message_size`` gets its close frame 1009 delivered:
+      Tornado aborts at once, and the unread rest of the frame turns the
+      close into a reset that discards the 1009 on the client side.
+    """
+
+    _close_sent: int | None = None
+    _lingering = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated:
+            self._close_sent = code
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        if self._lingering:
+            return
+        if self._close_sent == CLOSE_TOO_BIG and self.stream is not None and not self.stream.closed():
+            self._lingering = True
+            self.client_terminated = self.server_terminated = True
+            asyncio.ensure_future(_drain_then_close(self.stream))
+            return
+        super()._abort()
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x1 and not self._frame_compressed and not self.client_terminated:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._message_bytes_in += len(data)
+                return self._run_callback(self.handler.on_invalid_text)  # type: ignore[attr-defined]
+        return super()._handle_message(opcode, data)
+
+
+async def _drain_then_close(stream: IOStream) -> None:
+    deadline = IOLoop.current().time() + LINGER
+    try:
+        while True:
+            await gen.with_timeout(deadline, stream.read_bytes(65536, partial=True))
+    except (StreamClosedError, gen.TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
+
+
 class PubSubSocket(tornado.websocket.WebSocketHandler):
     """One client connection speaking the tornado-pubsub protocol."""
 
@@ -103,6 +169,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.close_cause: str | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stream: IOStream | None = None  # kept: close() forgets ws_connection
+        self._greeting: object | None = None
+        self.budget = TokenBucket(self.config.max_frames_per_second)
+        self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
+        self.errors_unlogged = 0
 
     # -- handshake ---------------------------------------------------------
 
@@ -166,6 +236,12 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         code = METHOD_NOT_ALLOWED if status_code == 405 else INTERNAL if status_code >= 500 else BAD_REQUEST
         self._refuse(status_code, code, self._reason)
 
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return _Protocol(self, False, protocol.params)
+        return protocol
+
     def check_origin(self, origin: str) -> bool:
         """Allow same-origin handshakes and those from ``allowed_origins``; see ``auth.origin_allowed``."""
         return origin_allowed(origin, self.request.headers.get("Host", ""), self.config.allowed_origins)
@@ -185,10 +261,25 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self._stream = getattr(self.ws_connection, "stream", None)
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
+        # A peer must show it is alive within handshake_timeout: any frame, or
+        # the pong every WebSocket client sends for this ping by itself.  A
+        # socket that upgraded and went silent would otherwise hold a
+        # connection slot until the first heartbeat timeout.
+        opened = self.last_seen = time.monotonic()
+        self._ping_quietly()
+        self._greeting = IOLoop.current().call_later(self.config.handshake_timeout, self._check_greeted, opened)
         log_op("connect", conn_id=self.sub.id, remote=remote, outcome="ok")
+
+    def _check_greeted(self, opened: float) -> None:
+        self._greeting = None
+        if self.last_seen <= opened:
+            self.abort("handshake timeout", CLOSE_NORMAL, "handshake timeout")
 
     def on_close(self) -> None:
         self.context.heartbeat.discard(self)
+        if self._greeting is not None:
+            IOLoop.current().remove_timeout(self._greeting)
+            self._greeting = None
         if self._writer is not None:
             self._writer.cancel()
         sub = self.sub
@@ -203,6 +294,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             remote=sub.remote,
             subscriptions=removed,
             dropped=sub.dropped,
+            errors_unlogged=self.errors_unlogged or None,
             close_code=self.close_code,
             reason=self.close_cause or self.close_reason or ("client closed" if self.close_code else "connection lost"),
             outcome="closed",
@@ -216,6 +308,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         if self.sub is None or self.sub.closed:
             return
         self.sub.send(notice)
+        self._ping_quietly()
+
+    def _ping_quietly(self) -> None:
         try:
             self.ping(b"")
         except _CLOSED:
@@ -235,6 +330,13 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def _close_from_broker(self, code: int, reason: str, last_frame: bytes | None) -> None:
         # The broker evicts slow consumers and closes everyone at shutdown.
+        sub = self.sub
+        if code == CLOSE_GOING_AWAY and sub is not None and not sub.idle():
+            # Shutdown's flush deadline passed and this peer still has not read
+            # its queue: it will not read our close frame either, and waiting
+            # for its reply would hold the process past shutdown_timeout.
+            self.abort(reason, code, reason)
+            return
         if last_frame is not None:
             self._write_now(last_frame)
         self.drop(reason, code, reason)
@@ -289,6 +391,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         data: Any = None
         try:
             data = schemas.parse_json(message)
+            if not self.budget.take():
+                raise PubSubError(
+                    LIMIT_EXCEEDED,
+                    f"more than {self.config.max_frames_per_second:g} frames per second; frame not processed",
+                )
             kind, frame = schemas.validate_frame(data)
             await _OPS[kind](self, sub, frame)
         except PubSubError as exc:
@@ -304,22 +411,31 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             )
             self._reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
 
+    def on_invalid_text(self) -> None:
+        """A text frame that is not UTF-8 (see ``_Protocol``)."""
+        self.last_seen = time.monotonic()
+        if self.sub is not None and not self.sub.closed:
+            self._reply_error(PubSubError(BAD_REQUEST, "invalid JSON: text frame is not valid UTF-8"), None)
+
     def _reply_error(self, exc: PubSubError, request_id: str | None) -> None:
         """The one place a WebSocket error frame is rendered."""
         sub = self.sub
         assert sub is not None
         self.broker.counters.error(exc.code)
-        log_op(
-            "error",
-            logging.WARNING if exc.code != INTERNAL else logging.ERROR,
-            conn_id=sub.id,
-            client_id=sub.client_id(),
-            remote=sub.remote,
-            request_id=request_id,
-            code=exc.code,
-            detail=exc.message,
-            outcome="rejected",
-        )
+        if exc.code == INTERNAL or self.error_logs.take():
+            log_op(
+                "error",
+                logging.WARNING if exc.code != INTERNAL else logging.ERROR,
+                conn_id=sub.id,
+                client_id=sub.client_id(),
+                remote=sub.remote,
+                request_id=request_id,
+                code=exc.code,
+                detail=exc.message,
+                outcome="rejected",
+            )
+        else:
+            self.errors_unlogged += 1
         sub.send(frames.error(exc.code, exc.message, request_id))
 
     async def _subscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:

@@ -98,10 +98,14 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {
         # X-Real-IP / X-Forwarded-For are only trusted behind our own proxy.
         "xheaders": settings.behind_proxy,
-        # REST bodies are bounded like WebSocket frames (plus room for the envelope).
-        "max_body_size": settings.max_message_size + 4096,
-        # Drop idle keep-alive HTTP connections; WebSockets are not affected.
-        "idle_connection_timeout": 300,
+        # Backstop for bodies no handler streams; JsonHandler answers 413 itself.
+        "max_body_size": settings.max_body_size,
+        # Tornado uses this as the deadline for a request's headers, so a client
+        # that connects and never finishes its handshake is dropped; idle
+        # keep-alive connections go the same way. WebSockets are not affected.
+        "idle_connection_timeout": settings.handshake_timeout,
+        # A body trickled in slower than this is abandoned (slowloris).
+        "body_timeout": max(settings.handshake_timeout, 30.0),
     }
 
 

@@ -15,6 +15,11 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .errors import BAD_REQUEST, PubSubError
 
+# Deepest nesting of arrays and objects accepted in a frame or body.  Python
+# itself gives up near 1000 levels, and clients in other languages earlier
+# (serde_json at 128): an event must stay readable by every subscriber.
+MAX_DEPTH = 128
+
 TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # \Z, not $: "$" also matches before a trailing newline, which would let "a\n" in.
 TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
@@ -197,10 +202,22 @@ def parse_json(text: str | bytes) -> Any:
         raise PubSubError(BAD_REQUEST, f"invalid JSON: {exc}") from None
 
 
+def _check_depth(value: Any) -> None:
+    """Refuse ``value`` if arrays and objects nest deeper than ``MAX_DEPTH``."""
+    stack = [(value, 1)]
+    while stack:  # iterative: a deep value must not exhaust our own stack
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > MAX_DEPTH:
+            raise PubSubError(BAD_REQUEST, f"JSON nested more than {MAX_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
 def load(schema: Schema, data: Any) -> dict[str, Any]:
     """Validate ``data`` with ``schema``; raise ``BAD_REQUEST`` naming the bad field."""
     if not isinstance(data, dict):
         raise PubSubError(BAD_REQUEST, "body must be a JSON object")
+    _check_depth(data)
     try:
         return schema.load(data)
     except ValidationError as exc:
@@ -230,6 +247,7 @@ def validate_frame(data: Any) -> tuple[str, dict[str, Any]]:
     """Validate an already-decoded frame; see ``parse_frame``."""
     if not isinstance(data, dict):
         raise PubSubError(BAD_REQUEST, "frame must be a JSON object")
+    _check_depth(data)
     kind = data.get("type")
     if kind is None:
         raise PubSubError(BAD_REQUEST, "type is required")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import time
+from typing import Iterable
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from .accept import add_guarded_accept_handler, raise_descriptor_limit
 from .app import make_app, make_broker, server_options
 from .broker import Broker
 from .errors import CLOSE_GOING_AWAY
@@ -21,6 +24,15 @@ from .settings import Settings
 CLOSE_GRACE = 0.8
 
 
+class _HTTPServer(HTTPServer):
+    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``)."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_guarded_accept_handler(sock, self._handle_connection)
+
+
 class Server:
     """One listening tornado-pubsub process and its graceful shutdown."""
 
@@ -28,7 +40,7 @@ class Server:
         self.settings = settings
         self.broker = broker or make_broker(settings)
         self.app = make_app(settings, self.broker)
-        self.http = HTTPServer(self.app, **server_options(settings))
+        self.http = _HTTPServer(self.app, **server_options(settings))
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
@@ -120,6 +132,17 @@ class Server:
 
 async def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Run a server until SIGTERM or SIGINT has drained it."""
+    descriptors, enough = raise_descriptor_limit(settings.max_connections)
+    if not enough:
+        # Past the descriptor limit accept() fails (see accept.py) before
+        # max_connections is reached: say so once, at startup.
+        log_op(
+            "descriptor_limit",
+            logging.WARNING,
+            max_connections=settings.max_connections,
+            descriptor_limit=descriptors,
+            outcome="max_connections exceeds the file descriptor limit (raise ulimit -n)",
+        )
     server = Server(settings)
     await server.broker.start()
     server.listen(sockets)

@@ -46,6 +46,9 @@ class Settings:
     max_subscriptions_per_connection: int = 1000
     max_connections: int = 20000
     max_topics: int = 10000
+    max_frames_per_second: float = 10000.0
+    max_body_size: int = 1048576
+    handshake_timeout: float = 10.0
     shutdown_timeout: float = 5.0
     api_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
@@ -78,6 +81,9 @@ _HELP = {
     "max_subscriptions_per_connection": (int, "subscriptions one connection may hold"),
     "max_connections": (int, "concurrent WebSocket connections (0: unlimited)"),
     "max_topics": (int, "topics that may exist at once (0: unlimited)"),
+    "max_frames_per_second": (float, "inbound frames per second one connection may send (burst: one second's worth)"),
+    "max_body_size": (int, "largest REST request body in bytes (larger: 413)"),
+    "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping"),
     "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
     "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
@@ -112,6 +118,9 @@ def _validate(s: Settings) -> None:
     )
     need(s.max_connections >= 0, f"max_connections must be 0 or more, got {s.max_connections}")
     need(s.max_topics >= 0, f"max_topics must be 0 or more, got {s.max_topics}")
+    need(s.max_frames_per_second > 0, f"max_frames_per_second must be positive, got {s.max_frames_per_second}")
+    need(s.max_body_size >= 256, f"max_body_size must be at least 256, got {s.max_body_size}")
+    need(s.handshake_timeout > 0, f"handshake_timeout must be positive, got {s.handshake_timeout}")
     need(s.shutdown_timeout >= 0, f"shutdown_timeout must be 0 or more, got {s.shutdown_timeout}")
     need(s.api_key is None or s.api_key != "", "api_key must not be empty (leave it unset for no auth)")
     need(s.broker in BROKERS, f"broker must be one of {', '.join(BROKERS)}, got {s.broker!r}")
