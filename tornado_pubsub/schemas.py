@@ -249,7 +249,10 @@ def validate_frame(data: Any) -> tuple[str, dict[str, Any]]:
     A well-formed ``publish`` (the hot frame) is checked by ``_fast_publish``;
     everything else, and every frame it is unsure of, goes through the schema.
     """
-    if data.__class__ is dict and data.get("type") == "publish":
+    if not isinstance(data, dict):
+        raise PubSubError(BAD_REQUEST, "frame must be a JSON object")
+    _check_depth(data)
+    if data.get("type") == "publish":
         frame = _fast_publish(data)
         if frame is not None:
             return "publish", frame
@@ -257,10 +260,10 @@ def validate_frame(data: Any) -> tuple[str, dict[str, Any]]:
 
 
 def validate_frame_schema(data: Any) -> tuple[str, dict[str, Any]]:
-    """Validate a decoded frame with the marshmallow schemas (the schema of record)."""
+    """Validate a decoded frame with the marshmallow schemas (the schema of record);
+    ``validate_frame`` has already refused non-objects and deep nesting."""
     if not isinstance(data, dict):
         raise PubSubError(BAD_REQUEST, "frame must be a JSON object")
-    _check_depth(data)
     kind = data.get("type")
     if kind is None:
         raise PubSubError(BAD_REQUEST, "type is required")
