@@ -21,6 +21,7 @@ from tornado import gen
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
+from handlers import wsframe
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
 from tornado_pubsub.broker import Subscriber
@@ -43,6 +44,27 @@ from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+def _send(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
+    """Write ``data`` to ``stream``; None when the kernel took all of it at once.
+
+    With Tornado's write buffer empty the bytes go straight to the socket: one
+    ``send`` and no Future or buffer bookkeeping per batch.  What the kernel
+    does not take, and any socket error, goes through ``stream.write``, so
+    Tornado buffers, reports and closes exactly as usual.  Valid because this
+    handler never negotiates per-message compression (see ``wsframe``).
+    """
+    if stream.__class__ is IOStream and not stream.writing():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # EAGAIN, or an error stream.write will meet and report
+            sent = 0
+        if sent == len(data):
+            return None
+        if sent:
+            data = memoryview(data)[sent:]  # type: ignore[assignment]
+    return stream.write(data)
 
 
 def _retrieve(future: "asyncio.Future[None]") -> None:
@@ -349,10 +371,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     async def _write_loop(self, sub: Subscriber) -> None:
         """Drain ``sub``'s queue onto the socket: everything queued goes out as
-        one batch, and the next batch waits until the socket took this one."""
+        one batch of pre-framed bytes in one write, and the next batch waits
+        until the socket took this one, so the queue stays the only buffer."""
         queue = sub.queue
         counters = self.broker.counters
-        write = self.write_message
+        stream = self._stream
         try:
             while True:
                 first = await queue.get()
@@ -361,22 +384,23 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                     batch += queue.drain_nowait()
                 sub.inflight = len(batch)
                 events = 0
-                future = None
+                messages: list[bytes] = []
                 for item in batch:
-                    if isinstance(item, bytes):
-                        future = write(item)
-                    else:
-                        future = write(item.data)
+                    if item.__class__ is not bytes:
+                        item = item.data  # an Event: its frame bytes, shared by every subscriber
                         events += 1
-                    future.add_done_callback(_retrieve)
-                await future
+                    messages.append(item)
+                if stream is None or stream.closed() or self.ws_connection is None or self.ws_connection.is_closing():
+                    break
+                pending = _send(stream, wsframe.text_frames(messages))
+                if pending is not None:
+                    await pending
                 counters.delivered += events
                 sub.inflight = 0
         except _CLOSED:
+            pass
+        finally:
             sub.inflight = 0
-        except asyncio.CancelledError:
-            sub.inflight = 0
-            raise
 
     # -- frames from the client -------------------------------------------------
 
