@@ -198,7 +198,13 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     # -- handshake ---------------------------------------------------------
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
+    def prepare(self) -> None:
+        # Checked here rather than in an overridden get(): Tornado's get()
+        # coroutine stays suspended for the connection's whole life, and a
+        # wrapper around it would keep a second coroutine frame (~800 bytes)
+        # alive per idle connection.  Finishing here skips get() entirely.
+        if self.request.method != "GET":
+            return  # Tornado answers other methods with 405 (see write_error)
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             # Tornado would answer this with a plain-text 400; keep errors JSON.
             return self._refuse(400, BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)')
@@ -217,7 +223,6 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         limit = self.broker.max_connections
         if limit and len(self.broker.connections) >= limit:
             return self._refuse(503, LIMIT_EXCEEDED, f"connection limit of {limit} reached")
-        await super().get(*args, **kwargs)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer the handshake with a JSON error instead of upgrading."""
@@ -280,6 +285,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
             return
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
+        # Tornado keeps each handler's template namespace (~1 KB) alive until
+        # close in case a WebSocket handler renders templates; ours never does.
+        self.ui = None  # type: ignore[assignment]
         self._stream = getattr(self.ws_connection, "stream", None)
         self._writer = asyncio.ensure_future(self._write_loop(self.sub))
         self.context.heartbeat.add(self)
