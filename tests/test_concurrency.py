@@ -17,8 +17,10 @@ TOPICS = [f"topic{i}" for i in range(5)]
 
 async def run_scenario(publishers: int, per_publisher: int, subscribers: int, joiners: int) -> None:
     # Queues large enough that nobody drops: this test is about the broker's
-    # ordering and bookkeeping, not backpressure (dropped must stay 0).
-    flags = ["--queue_size=100000", "--queue_max_bytes=268435456", "--history_size=500", "--log_level=warning"]
+    # ordering and bookkeeping, not backpressure (dropped must stay 0), and a
+    # history that holds every message, so a late joiner always recovers however
+    # fast the publishers are.
+    flags = ["--queue_size=100000", "--queue_max_bytes=268435456", "--history_size=10000", "--log_level=warning"]
     with ProcServer(*flags) as server:
         rest = Rest(server.port)
         for topic in TOPICS:
