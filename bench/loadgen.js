@@ -317,6 +317,38 @@ function closedLoop({ pub, topics, total, window, complete, stallMs = 5000 }) {
   });
 }
 
+// `n` subscriber connections, subscriber i on topics[i % topics.length], each
+// expecting `m` events; a message counts as complete once all `perTopic`
+// subscribers of its topic have it (that drives closedLoop's window).
+async function subscribers(n, topics, m, { isolation = false } = {}) {
+  const perTopic = Math.ceil(n / topics.length);
+  const recv = topics.map(() => new Uint32Array(m + 2));
+  const complete = { count: 0, onProgress: () => {} };
+  const socks = await connectMany(n);
+  const tallies = socks.map((_, i) => new Tally(m, isolation ? Buffer.from(`"topic":"${topics[i % topics.length]}"`) : null));
+  await Promise.all(socks.map((ws, i) => subscribe(ws, topics[i % topics.length], (data) => {
+    const seq = tallies[i].take(data);
+    if (seq && ++recv[i % topics.length][seq] === perTopic) { complete.count++; complete.onProgress(); }
+  })));
+  return { socks, tallies, complete };
+}
+
+// Run closedLoop and measure it: wall time from the first publish to the last
+// completion, the load generator's CPU and the server's CPU per event.
+async function measured(loop) {
+  const pid = num('pid', 0);
+  const cpu0 = process.cpuUsage();
+  const scpu0 = cpuSecs(pid);
+  const st = await closedLoop(loop);
+  const cpu = process.cpuUsage(cpu0);
+  const secs = ((st.lastRecv || now()) - st.firstSend) / 1000;
+  const received = sum(loop.tallies, 'unique');
+  return {
+    st, secs, received, loadgen_cpu: (cpu.user + cpu.system) / 1e6 / secs,
+    ...serverCost(pid, scpu0, received),
+  };
+}
+
 // -- scenarios ---------------------------------------------------------------
 
 // S subscribers on one topic; closed-loop publish of M messages.
@@ -326,30 +358,17 @@ async function fanout() {
   const W = num('window', 100);
   const topic = `fan-${RUN}`;
   await createTopic(topic);
-  const recv = new Uint32Array(M + 2);
-  const complete = { count: 0, onProgress: () => {} };
-  const subs = await connectMany(S);
-  const tallies = subs.map(() => new Tally(M));
-  await Promise.all(subs.map((ws, i) => subscribe(ws, topic, (data) => {
-    const seq = tallies[i].take(data);
-    if (seq && ++recv[seq] === S) { complete.count++; complete.onProgress(); }
-  })));
+  const { socks, tallies, complete } = await subscribers(S, [topic], M);
   const pub = await publisher();
   await sleep(200);
-  const cpu0 = process.cpuUsage();
-  const scpu0 = cpuSecs(num('pid', 0));
-  const st = await closedLoop({ pub, topics: [topic], total: M, window: W, complete });
-  const scost = serverCost(num('pid', 0), scpu0, sum(tallies, 'unique'));
-  const cpu = process.cpuUsage(cpu0);
-  const secs = ((st.lastRecv || now()) - st.firstSend) / 1000;
-  const received = sum(tallies, 'unique');
-  for (const ws of [...subs, pub.ws]) ws.terminate();
+  const m = await measured({ pub, topics: [topic], total: M, window: W, complete, tallies });
+  for (const ws of [...socks, pub.ws]) ws.terminate();
   return {
-    subs: S, messages: M, window: W, seconds: secs,
-    events_per_sec: received / secs, msgs_per_sec: complete.count / secs,
-    expected: S * M, received, lost: S * M - received, duplicates: sum(tallies, 'dups'),
-    out_of_order: sum(tallies, 'reorders'), stalled: st.stalled, publish_errors: pub.errors,
-    loadgen_cpu: (cpu.user + cpu.system) / 1e6 / secs, ...scost,
+    subs: S, messages: M, window: W, seconds: m.secs,
+    events_per_sec: m.received / m.secs, msgs_per_sec: complete.count / m.secs,
+    expected: S * M, received: m.received, lost: S * M - m.received, duplicates: sum(tallies, 'dups'),
+    out_of_order: sum(tallies, 'reorders'), stalled: m.st.stalled, publish_errors: pub.errors,
+    loadgen_cpu: m.loadgen_cpu, server_cpu_s: m.server_cpu_s, server_us_per_event: m.server_us_per_event,
   };
 }
 
@@ -361,31 +380,18 @@ async function topics() {
   const W = num('window', 200);
   const names = Array.from({ length: T }, (_, i) => `top-${RUN}-${i}`);
   for (const n of names) await createTopic(n);
-  const recv = names.map(() => new Uint32Array(M + 2));
-  const complete = { count: 0, onProgress: () => {} };
-  const subs = await connectMany(T * K);
-  const tallies = subs.map((_, i) => new Tally(M, Buffer.from(`"topic":"${names[i % T]}"`)));
-  await Promise.all(subs.map((ws, i) => subscribe(ws, names[i % T], (data) => {
-    const seq = tallies[i].take(data);
-    if (seq && ++recv[i % T][seq] === K) { complete.count++; complete.onProgress(); }
-  })));
+  const { socks, tallies, complete } = await subscribers(T * K, names, M, { isolation: true });
   const pub = await publisher();
   await sleep(200);
-  const cpu0 = process.cpuUsage();
-  const scpu0 = cpuSecs(num('pid', 0));
-  const st = await closedLoop({ pub, topics: names, total: T * M, window: W, complete });
-  const scost = serverCost(num('pid', 0), scpu0, sum(tallies, 'unique'));
-  const cpu = process.cpuUsage(cpu0);
-  const secs = ((st.lastRecv || now()) - st.firstSend) / 1000;
-  const received = sum(tallies, 'unique');
-  for (const ws of [...subs, pub.ws]) ws.terminate();
+  const m = await measured({ pub, topics: names, total: T * M, window: W, complete, tallies });
+  for (const ws of [...socks, pub.ws]) ws.terminate();
   return {
-    topics: T, subs_per_topic: K, messages_per_topic: M, window: W, seconds: secs,
-    events_per_sec: received / secs, msgs_per_sec: complete.count / secs,
-    expected: T * K * M, received, lost: T * K * M - received, duplicates: sum(tallies, 'dups'),
+    topics: T, subs_per_topic: K, messages_per_topic: M, window: W, seconds: m.secs,
+    events_per_sec: m.received / m.secs, msgs_per_sec: complete.count / m.secs,
+    expected: T * K * M, received: m.received, lost: T * K * M - m.received, duplicates: sum(tallies, 'dups'),
     out_of_order: sum(tallies, 'reorders'), foreign_events: sum(tallies, 'foreign'),
-    stalled: st.stalled, publish_errors: pub.errors,
-    loadgen_cpu: (cpu.user + cpu.system) / 1e6 / secs, ...scost,
+    stalled: m.st.stalled, publish_errors: pub.errors,
+    loadgen_cpu: m.loadgen_cpu, server_cpu_s: m.server_cpu_s, server_us_per_event: m.server_us_per_event,
   };
 }
 
@@ -477,14 +483,7 @@ async function slowconsumer() {
   const pid = num('pid', 0);
   const topic = `slow-${RUN}`;
   await createTopic(topic);
-  const recv = new Uint32Array(M + 2);
-  const complete = { count: 0, onProgress: () => {} };
-  const healthy = await connectMany(H);
-  const tallies = healthy.map(() => new Tally(M));
-  await Promise.all(healthy.map((ws, i) => subscribe(ws, topic, (data) => {
-    const seq = tallies[i].take(data);
-    if (seq && ++recv[seq] === H) { complete.count++; complete.onProgress(); }
-  })));
+  const { socks: healthy, tallies, complete } = await subscribers(H, [topic], M);
   const slow = await connect();
   let slowClose = null;
   slow.on('close', (code) => { slowClose = code; });
@@ -505,26 +504,22 @@ async function slowconsumer() {
       await sleep(20);
     }
   })();
-  const cpu0 = process.cpuUsage();
-  const st = await closedLoop({ pub, topics: [topic], total: M, window: W, complete, stallMs: 10000 });
-  const cpu = process.cpuUsage(cpu0);
-  const secs = ((st.lastRecv || now()) - st.firstSend) / 1000;
+  const m = await measured({ pub, topics: [topic], total: M, window: W, complete, tallies, stallMs: 10000 });
   polling = false;
   await poller;
   await sleep(300);
   clearInterval(rssTimer);
   const end = rssKb(pid);
   const sorted = healthLat.sort((a, b) => a - b);
-  const received = sum(tallies, 'unique');
   for (const ws of [...healthy, pub.ws, slow]) ws.terminate();
   return {
-    healthy_subs: H, messages: M, window: W, seconds: secs, msgs_per_sec: complete.count / secs,
-    expected: H * M, received, lost: H * M - received, duplicates: sum(tallies, 'dups'),
-    out_of_order: sum(tallies, 'reorders'), stalled: st.stalled,
+    healthy_subs: H, messages: M, window: W, seconds: m.secs, msgs_per_sec: complete.count / m.secs,
+    expected: H * M, received: m.received, lost: H * M - m.received, duplicates: sum(tallies, 'dups'),
+    out_of_order: sum(tallies, 'reorders'), stalled: m.st.stalled,
     rss_base_kb: base, rss_peak_kb: peak, rss_end_kb: end, rss_growth_kb: peak - base,
     health_samples: sorted.length, health_p50_ms: percentile(sorted, 50), health_p99_ms: percentile(sorted, 99),
     health_max_ms: sorted.length ? sorted[sorted.length - 1] : null,
-    slow_closed_with: slowClose, loadgen_cpu: (cpu.user + cpu.system) / 1e6 / secs,
+    slow_closed_with: slowClose, loadgen_cpu: m.loadgen_cpu,
   };
 }
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 import tornado.web
 import tornado.websocket
@@ -44,6 +44,36 @@ from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+# Frames one connection may handle back to back before yielding a loop pass.
+INLINE_BURST = 32
+
+
+def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
+    """Run ``coro`` until it first suspends: None if it finished, else a Task
+    that finishes it as ``asyncio`` would have."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_resume(coro, yielded))
+
+
+async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    while True:
+        try:
+            if yielded is None:  # a bare yield (asyncio.sleep(0)): one loop pass
+                await asyncio.sleep(0)
+            else:  # the future it awaits; send() below hands it the outcome
+                await asyncio.wait([yielded])
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 def _send(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
@@ -195,6 +225,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.budget = TokenBucket(self.config.max_frames_per_second)
         self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
         self.errors_unlogged = 0
+        self._inline = 0  # frames handled back to back (see on_message)
 
     # -- handshake ---------------------------------------------------------
 
@@ -412,7 +443,25 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     # -- frames from the client -------------------------------------------------
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> "asyncio.Future[None] | None":
+        # The in-memory broker's operations complete without suspending, so
+        # the frame is handled right here: no Task per frame, and Tornado goes
+        # on to the next buffered frame at once, so the writers later send
+        # everything those frames queued in one batch each.  A backend that
+        # does suspend (Redis) gets a Task, which Tornado awaits before it
+        # reads on, so frames are still handled one at a time, in order.
+        pending = run_inline(self._handle_frame(message))
+        if pending is None:
+            self._inline += 1
+            if self._inline < INLINE_BURST:
+                return None
+            # Buffered frames are read without a loop pass in between: after a
+            # burst, give timers, writers and other connections their turn.
+            pending = asyncio.ensure_future(asyncio.sleep(0))
+        self._inline = 0
+        return pending
+
+    async def _handle_frame(self, message: str | bytes) -> None:
         self.last_seen = time.monotonic()
         sub = self.sub
         if sub is None or sub.closed:
