@@ -8,11 +8,7 @@ function and for real event frames read off a raw socket.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import os
-import struct
 import uuid
 
 import pytest
@@ -20,6 +16,7 @@ from tornado.concurrent import Future
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from handlers.wsframe import text_frames, text_header
+from tests.rawframes import client_frame, raw_frame, raw_ws
 
 # Every length class of the header: 7-bit, 16-bit and 64-bit lengths and their edges.
 SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000]
@@ -67,59 +64,13 @@ async def test_batch_is_the_concatenation_of_tornado_frames():
 # -- on the wire -------------------------------------------------------------
 
 
-async def _raw_ws(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
-
-
-def _client_frame(text: str) -> bytes:
-    data = text.encode()
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-    if len(data) < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | len(data))
-    else:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, len(data))
-    return head + mask + masked
-
-
-async def _raw_frame(reader: asyncio.StreamReader) -> bytes:
-    """The next whole data frame, header included, exactly as it came off the
-    socket (the server's WebSocket pings are skipped)."""
-    while (frame := await _any_frame(reader))[0] & 0x0F == 0x9:
-        pass
-    return frame
-
-
-async def _any_frame(reader: asyncio.StreamReader) -> bytes:
-    head = await asyncio.wait_for(reader.readexactly(2), 5)
-    size = head[1] & 0x7F
-    extra = b""
-    if size == 126:
-        extra = await reader.readexactly(2)
-        size = struct.unpack("!H", extra)[0]
-    elif size == 127:
-        extra = await reader.readexactly(8)
-        size = struct.unpack("!Q", extra)[0]
-    return head + extra + await asyncio.wait_for(reader.readexactly(size), 5)
-
-
 @pytest.mark.pubsub(max_message_size=1_000_000)  # room for a 64-bit-length event frame
 async def test_event_frames_on_the_wire_match_plain_write_message(rest, ws_connect, port):
     await rest.create("wire")
-    reader, writer = await _raw_ws(port)
+    reader, writer = await raw_ws(port)
     try:
-        writer.write(_client_frame(json.dumps({"type": "subscribe", "topic": "wire", "client_id": "raw"})))
-        ack = await _raw_frame(reader)
+        writer.write(client_frame(json.dumps({"type": "subscribe", "topic": "wire", "client_id": "raw"})))
+        ack = await raw_frame(reader)
         assert json.loads(ack[2:])["type"] == "ack"
         assert ack == await plain_frames([ack[2:]])
 
@@ -129,7 +80,7 @@ async def test_event_frames_on_the_wire_match_plain_write_message(rest, ws_conne
             reply = await pub.publish("wire", payload, str(uuid.uuid4()))
             assert reply["type"] == "ack", reply
         for payload in payloads:
-            raw = await _raw_frame(reader)
+            raw = await raw_frame(reader)
             body = raw[2 + {126: 2, 127: 8}.get(raw[1] & 0x7F, 0) :]
             assert json.loads(body)["message"]["payload"] == payload
             assert raw == await plain_frames([body])
