@@ -273,6 +273,10 @@ async def stream_with_kills(rest, clients, kill) -> tuple[Recorder, PubSubClient
     return seen, subscriber, publisher
 
 
+# History holds the whole stream: these tests are about resuming, and on a
+# loaded machine a reconnect can take longer than 100 publishes (eviction and
+# its history_gap are tested on their own below).
+@pytest.mark.pubsub(history_size=1000)
 @pytest.mark.parametrize("abort", [close_frame, tcp_reset], ids=["server_close", "tcp_reset"])
 async def test_subscriber_sees_every_seq_once_across_killed_connections(app, rest, clients, abort):
     async def kill() -> None:
@@ -284,6 +288,7 @@ async def test_subscriber_sees_every_seq_once_across_killed_connections(app, res
     assert subscriber.reconnects == len(KILL_AT)
 
 
+@pytest.mark.pubsub(history_size=1000)
 async def test_publisher_reset_mid_stream_stores_each_message_once(app, broker, rest, clients):
     async def kill() -> None:
         for handler in server_sockets(app, subscribed=False) + await resubscribed(app):
