@@ -334,10 +334,8 @@ class Hub:
             self.subscriptions += 1
             self._subscriptions_changed(name)
         replayed = 0
-        for event in replay:
-            if not sub.queue.offer(event):
-                self.evict_slow(sub)
-                break
+        for event in replay:  # the whole replay, whatever the queue's bounds
+            sub.queue.offer_replay(event)
             replayed += 1
         return SubscribeResult(name, epoch, last_seq, replayed, recovered, already)
 

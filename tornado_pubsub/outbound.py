@@ -9,9 +9,30 @@ from tornado.queues import Queue
 
 from .history import Event
 
-#: What a queue holds: an Event shared with other subscribers, or the bytes of
-#: one control frame (ack, error, pong, info) meant for this connection only.
-Item = Event | bytes
+class Replayed:
+    """A retained event queued by a replay or resume (``last_n``/``since_seq``).
+
+    The contract promises the whole replay with no gap, however it compares
+    with the queue's bounds, so these are exempt from the bounds and never
+    dropped.  That costs one reference per event: the bytes are the event's
+    own, already held by the topic's history.
+    """
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    @property
+    def data(self) -> bytes:
+        """The event frame's bytes."""
+        return self.event.data
+
+
+#: What a queue holds: an Event shared with other subscribers, a Replayed
+#: event, or the bytes of one control frame (ack, error, pong, info) meant for
+#: this connection only.
+Item = Event | Replayed | bytes
 
 
 # Shared stand-ins (see OutboundQueue.__init__): an empty tuple fails loudly
@@ -31,8 +52,10 @@ class _Waiters(list):  # type: ignore[type-arg]
 
 
 def item_size(item: Item) -> int:
-    """Bytes an item will put on the wire (its frame's payload)."""
-    return len(item) if isinstance(item, bytes) else len(item.data)
+    """Bytes an item counts against the queue's bound (a replayed event: none)."""
+    if item.__class__ is bytes:
+        return len(item)  # type: ignore[arg-type]
+    return 0 if item.__class__ is Replayed else len(item.data)  # type: ignore[union-attr]
 
 
 class OutboundQueue(Queue):
@@ -46,6 +69,8 @@ class OutboundQueue(Queue):
 
     A single frame larger than ``max_bytes`` is still admitted into an empty
     queue, so one big message can never wedge a connection forever.
+    ``offer_replay`` queues a replayed event outside the bounds (see
+    ``Replayed``).
     """
 
     def __init__(
@@ -65,6 +90,7 @@ class OutboundQueue(Queue):
         self._finished = _NEVER_JOINED
         self._getters = _Waiters()  # type: ignore[assignment]
         self.max_bytes = max_bytes
+        self.replayed = 0  # Replayed items queued: not counted against maxsize
         self.drop_oldest = drop_oldest
         self.on_drop = on_drop
         self.nbytes = 0
@@ -81,16 +107,23 @@ class OutboundQueue(Queue):
 
     def _get(self) -> Item:
         item = self._queue.pop(0)
+        if item.__class__ is Replayed:
+            self.replayed -= 1
         self.nbytes -= item_size(item)
         return item
 
+    def full(self) -> bool:
+        # The bounds are enforced by offer(), which knows replayed events are
+        # exempt; put_nowait() must not refuse what offer() admitted.
+        return False
+
     def _fits(self, size: int) -> bool:
-        count = len(self._queue)
+        count = len(self._queue) - self.replayed
         return count == 0 or (count < self.maxsize and self.nbytes + size <= self.max_bytes)
 
     def _drop_oldest_event(self) -> bool:
         for index, item in enumerate(self._queue):
-            if not isinstance(item, bytes):
+            if item.__class__ is Event:  # live events only: replays and control frames stay
                 del self._queue[index]
                 self.nbytes -= len(item.data)
                 self.on_drop(item)
@@ -106,14 +139,21 @@ class OutboundQueue(Queue):
         self.put_nowait(item)
         return True
 
+    def offer_replay(self, event: Event) -> None:
+        """Queue a retained event of a replay or resume; always admitted."""
+        self.replayed += 1
+        self.put_nowait(Replayed(event))
+
     def drain_nowait(self) -> list[Item]:
         """Take everything queued right now (the writer sends it as one batch)."""
         items = self._queue
         self._queue = []
         self.nbytes = 0
+        self.replayed = 0
         return items
 
     def clear(self) -> None:
         """Discard everything queued (the connection is going away)."""
         self._queue.clear()
         self.nbytes = 0
+        self.replayed = 0

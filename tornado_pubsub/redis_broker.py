@@ -364,9 +364,8 @@ class RedisBroker(Hub):
             if event is None:  # deleted while we read its history
                 self._end_local(lt)
                 return
-            if event.seq > last_seq and not sub.queue.offer(Event(event.seq, event.id, event.data, lt)):
-                self.evict_slow(sub)
-                return
+            if event.seq > last_seq:  # part of the seam: queued whole, like the replay
+                sub.queue.offer_replay(Event(event.seq, event.id, event.data, lt))
 
     async def _count_joining(self, name: str) -> None:
         # Counted in this process's figures before the ack is queued, so a
