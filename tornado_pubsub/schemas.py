@@ -198,8 +198,16 @@ def parse_json(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise PubSubError(BAD_REQUEST, "invalid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PubSubError(BAD_REQUEST, f"invalid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        # exc.msg alone: its str() would add a hint meant for Python programmers.
+        reason = "unexpected byte order mark" if "BOM" in exc.msg else exc.msg.lower()
+        raise PubSubError(BAD_REQUEST, f"invalid JSON: {reason} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise PubSubError(BAD_REQUEST, "invalid JSON: not valid UTF-8") from None
+    except ValueError as exc:
+        # Our own non-finite-number refusals, or Python's limit on integer digits.
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
+        raise PubSubError(BAD_REQUEST, f"invalid JSON: {reason}") from None
 
 
 def _check_depth(value: Any) -> None:
