@@ -19,14 +19,21 @@ async def publish_many(ws_connect, topic: str, count: int, payload: str = "x") -
         assert reply["type"] == "ack", reply
 
 
-@pytest.mark.pubsub(queue_size=10)
-async def test_last_n_larger_than_queue_size_replays_every_message(rest, ws_connect):
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param("drop_oldest", marks=pytest.mark.pubsub(queue_size=10)),
+        pytest.param("disconnect", marks=pytest.mark.pubsub(queue_size=10, overflow_policy="disconnect")),
+    ],
+)
+async def test_last_n_larger_than_queue_size_replays_every_message(rest, ws_connect, policy):
     await rest.create("r")
     await publish_many(ws_connect, "r", 50)
     sub = await ws_connect()
     ack = await sub.subscribe("r", last_n=50, request_id="s")
     assert ack["type"] == "ack" and ack["request_id"] == "s"
     assert [e["seq"] for e in await sub.events(50)] == list(range(1, 51))
+    assert (await sub.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"  # still connected
     assert (await rest.call("GET", "/stats"))[1]["topics"]["r"]["dropped"] == 0
 
 
@@ -42,17 +49,6 @@ async def test_resume_larger_than_queue_max_bytes_is_recovered_whole(rest, ws_co
     assert [e["seq"] for e in events] == list(range(1, 101))
     assert all(len(e["message"]["payload"]) == 60000 for e in events)
     assert (await rest.call("GET", "/stats"))[1]["topics"]["big"]["dropped"] == 0
-
-
-@pytest.mark.pubsub(queue_size=10, overflow_policy="disconnect")
-async def test_replay_larger_than_queue_does_not_disconnect(rest, ws_connect):
-    await rest.create("r")
-    await publish_many(ws_connect, "r", 50)
-    sub = await ws_connect()
-    ack = await sub.subscribe("r", last_n=50, request_id="s")
-    assert ack["type"] == "ack" and ack["request_id"] == "s"
-    assert [e["seq"] for e in await sub.events(50)] == list(range(1, 51))
-    assert (await sub.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"
 
 
 async def test_live_overflow_behind_a_replay_drops_live_events_only():
