@@ -88,10 +88,6 @@ class Broker(Hub):
         del self._topics[name]
         return self.end_topic(name, topic.subscribers)
 
-    def has_topic(self, name: str) -> bool:
-        """True if ``name`` currently exists."""
-        return name in self._topics
-
     # -- publish / subscribe ---------------------------------------------------
 
     async def publish(self, topic_name: str, payload: Any, message_id: str | None = None) -> PublishResult:

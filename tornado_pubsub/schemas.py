@@ -20,7 +20,6 @@ from .errors import BAD_REQUEST, PubSubError
 # (serde_json at 128): an event must stay readable by every subscriber.
 MAX_DEPTH = 128
 
-TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # \Z, not $: "$" also matches before a trailing newline, which would let "a\n" in.
 TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 MAX_ID_LENGTH = 128
@@ -241,18 +240,9 @@ def request_id_of(frame: Any) -> str | None:
     return None
 
 
-def parse_frame(text: str) -> tuple[str, dict[str, Any]]:
-    """Parse one client frame into ``(type, fields)``.
-
-    Raises ``PubSubError(BAD_REQUEST)``; the caller reads a request_id for the
-    error reply with ``request_id_of`` on the decoded JSON.
-    """
-    data = parse_json(text)
-    return validate_frame(data)
-
-
 def validate_frame(data: Any) -> tuple[str, dict[str, Any]]:
-    """Validate an already-decoded frame; see ``parse_frame``.
+    """Validate a frame decoded by ``parse_json`` into ``(type, fields)``;
+    raises ``PubSubError(BAD_REQUEST)`` naming the field.
 
     A well-formed ``publish`` (the hot frame) is checked by ``_fast_publish``;
     everything else, and every frame it is unsure of, goes through the schema.
