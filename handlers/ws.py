@@ -21,7 +21,7 @@ from tornado import gen
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
-from handlers import wsframe
+from handlers.wsframe import text_frame
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
 from tornado_pubsub.broker import Subscriber
@@ -41,6 +41,7 @@ from tornado_pubsub.errors import (
     PubSubError,
 )
 from tornado_pubsub.logs import log_op, redact_uri
+from tornado_pubsub.outbound import Replayed
 from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
@@ -423,15 +424,21 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                     batch += queue.drain_nowait()
                 sub.inflight = len(batch)
                 events = 0
-                messages: list[bytes] = []
+                parts: list[bytes] = []
                 for item in batch:
-                    if item.__class__ is not bytes:
-                        item = item.data  # an Event: its frame bytes, shared by every subscriber
-                        events += 1
-                    messages.append(item)
+                    kind = item.__class__
+                    if kind is bytes:  # a control frame, for this connection only
+                        parts.append(text_frame(item))  # type: ignore[arg-type]
+                        continue
+                    event = item.event if kind is Replayed else item  # type: ignore[union-attr]
+                    wire = event.wire
+                    if wire is None:  # the first writer to send this event frames it for all
+                        wire = event.wire = text_frame(event.data)
+                    parts.append(wire)
+                    events += 1
                 if stream is None or stream.closed() or self.ws_connection is None or self.ws_connection.is_closing():
                     break
-                pending = _send(stream, wsframe.text_frames(messages))
+                pending = _send(stream, b"".join(parts))
                 if pending is not None:
                     await pending
                 counters.delivered += events

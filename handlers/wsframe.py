@@ -4,7 +4,8 @@ The bytes are exactly those Tornado's ``WebSocketProtocol13`` writes for
 ``write_message(data)`` on a server connection without per-message
 compression (FIN + opcode 1, unmasked, 7/16/64-bit length), so a writer can
 frame a whole batch itself and hand it to the stream in one write instead of
-one write, one Future and one Task per frame.
+one write, one Future and one Task per frame.  An event's frame is built once
+and cached on the event (``Event.wire``) for every subscriber.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ def text_header(size: int) -> bytes:
     return _LONG(_TEXT, 127, size)
 
 
-def text_frames(messages: list[bytes]) -> bytes:
-    """``messages`` framed back to back, ready for one stream write."""
-    parts: list[bytes] = []
-    for data in messages:
-        parts.append(text_header(len(data)))
-        parts.append(data)
-    return b"".join(parts)
+def text_frame(data: bytes) -> bytes:
+    """``data`` as one complete text frame, ready to be written."""
+    return text_header(len(data)) + data

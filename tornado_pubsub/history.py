@@ -9,18 +9,22 @@ from typing import Any, Iterator
 class Event:
     """One published message, rendered once and shared by every subscriber.
 
-    ``data`` is the complete ``event`` frame; queues hold this object, never a
-    per-subscriber copy.  ``dropped`` points at the counter owner (the topic)
-    so a queue that drops the event can count it without knowing topics.
+    ``data`` is the complete ``event`` frame (JSON); queues hold this object,
+    never a per-subscriber copy.  ``owner`` (the topic) holds the ``dropped``
+    counter, so a queue that drops the event can count it without knowing
+    topics.  ``wire`` is the transport's encoding of ``data`` (a WebSocket
+    frame), cached by the first writer that sends it so every other
+    subscriber's writer reuses it: framing is done once per message.
     """
 
-    __slots__ = ("seq", "id", "data", "owner")
+    __slots__ = ("seq", "id", "data", "owner", "wire")
 
     def __init__(self, seq: int, message_id: str, data: bytes, owner: Any) -> None:
         self.seq = seq
         self.id = message_id
         self.data = data
         self.owner = owner
+        self.wire: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Event(seq={self.seq}, id={self.id!r})"
