@@ -26,6 +26,7 @@ class RawWs:
         self.sock = sock
         self.buffer = b""
         self.close_code: int | None = None
+        self.last_wire = b""  # the last frame received, header included, exactly as sent
 
     @classmethod
     async def connect(
@@ -93,14 +94,15 @@ class RawWs:
 
     async def recv_frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
         """The next frame as ``(opcode, payload)``; records the close code of a close frame."""
-        first, second = await self._read_exactly(2, timeout)
-        n = second & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self._read_exactly(2, timeout))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self._read_exactly(8, timeout))
+        head = await self._read_exactly(2, timeout)
+        n = head[1] & 0x7F
+        if n in (126, 127):
+            extended = await self._read_exactly(2 if n == 126 else 8, timeout)
+            head += extended
+            (n,) = struct.unpack("!H" if len(extended) == 2 else "!Q", extended)
         payload = await self._read_exactly(n, timeout)
-        opcode = first & 0x0F
+        self.last_wire = head + payload
+        opcode = head[0] & 0x0F
         if opcode == OP_CLOSE:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
         return opcode, payload
@@ -113,6 +115,13 @@ class RawWs:
                 return None
             if opcode == OP_TEXT:
                 return json.loads(payload)
+
+    async def recv_wire(self, timeout: float = 5.0) -> bytes:
+        """The next data frame exactly as the server put it on the wire, header
+        included (pings skipped, not answered)."""
+        while (await self.recv_frame(timeout))[0] == OP_PING:
+            pass
+        return self.last_wire
 
     async def recv_until_close(self, limit: int = 100000, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Every text frame up to the server's close frame (at most ``limit`` frames)."""

@@ -9,11 +9,10 @@ oldest-first and counted, never half-written.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
-from tests.rawframes import client_frame, raw_frame, raw_ws
+from tests.rawws import RawWs
 
 MESSAGES = 400
 PAYLOAD = "p" * 8000  # 400 x 8 KB: far more than the socket buffers and the queue hold
@@ -22,10 +21,10 @@ PAYLOAD = "p" * 8000  # 400 x 8 KB: far more than the socket buffers and the que
 @pytest.mark.pubsub(queue_size=20)
 async def test_stalled_reader_gets_whole_frames_in_order_and_drops_are_counted(rest, ws_connect, port):
     await rest.create("stall")
-    reader, writer = await raw_ws(port, rcvbuf=4096)
+    peer = await RawWs.connect(port, rcvbuf=4096)
     try:
-        writer.write(client_frame(json.dumps({"type": "subscribe", "topic": "stall", "client_id": "slow"})))
-        assert json.loads((await raw_frame(reader))[2:])["type"] == "ack"
+        await peer.send_json({"type": "subscribe", "topic": "stall", "client_id": "slow"})
+        assert (await peer.recv_json())["type"] == "ack"
 
         pub = await ws_connect()
         for n in range(MESSAGES):  # the raw client reads nothing meanwhile
@@ -37,8 +36,7 @@ async def test_stalled_reader_gets_whole_frames_in_order_and_drops_are_counted(r
 
         seqs = []
         while not seqs or seqs[-1] < MESSAGES:
-            frame = await raw_frame(reader)
-            body = json.loads(frame[4:] if frame[1] & 0x7F == 126 else frame[2:])
+            body = await peer.recv_json()
             if body["type"] == "event":
                 assert body["message"]["payload"] == PAYLOAD
                 seqs.append(body["seq"])
@@ -47,4 +45,4 @@ async def test_stalled_reader_gets_whole_frames_in_order_and_drops_are_counted(r
         await asyncio.sleep(0.1)
         assert (await rest.call("GET", "/stats"))[1]["topics"]["stall"]["dropped"] == dropped
     finally:
-        writer.close()
+        peer.close()

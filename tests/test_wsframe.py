@@ -16,7 +16,7 @@ from tornado.concurrent import Future
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from handlers.wsframe import text_frame, text_header
-from tests.rawframes import client_frame, raw_frame, raw_ws
+from tests.rawws import RawWs
 
 # Every length class of the header: 7-bit, 16-bit and 64-bit lengths and their edges.
 SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000]
@@ -67,10 +67,10 @@ async def test_batch_is_the_concatenation_of_tornado_frames():
 @pytest.mark.pubsub(max_message_size=1_000_000)  # room for a 64-bit-length event frame
 async def test_event_frames_on_the_wire_match_plain_write_message(rest, ws_connect, port):
     await rest.create("wire")
-    reader, writer = await raw_ws(port)
+    peer = await RawWs.connect(port)
     try:
-        writer.write(client_frame(json.dumps({"type": "subscribe", "topic": "wire", "client_id": "raw"})))
-        ack = await raw_frame(reader)
+        await peer.send_json({"type": "subscribe", "topic": "wire", "client_id": "raw"})
+        ack = await peer.recv_wire()
         assert json.loads(ack[2:])["type"] == "ack"
         assert ack == await plain_frames([ack[2:]])
 
@@ -80,9 +80,9 @@ async def test_event_frames_on_the_wire_match_plain_write_message(rest, ws_conne
             reply = await pub.publish("wire", payload, str(uuid.uuid4()))
             assert reply["type"] == "ack", reply
         for payload in payloads:
-            raw = await raw_frame(reader)
+            raw = await peer.recv_wire()
             body = raw[2 + {126: 2, 127: 8}.get(raw[1] & 0x7F, 0) :]
             assert json.loads(body)["message"]["payload"] == payload
             assert raw == await plain_frames([body])
     finally:
-        writer.close()
+        peer.close()
