@@ -13,7 +13,7 @@ import pytest
 
 from handlers import ws as ws_handlers
 from tests.loadkit import Collector, assert_gapless, connect, publish_many
-from tests.rawsocket import RawWs
+from tests.rawws import RawWs
 from tests.servers import ProcServer
 
 

@@ -22,7 +22,7 @@ import tornado.websocket
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.rawsocket import BINARY, CLOSE, TEXT, RawWs
+from tests.rawws import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_TEXT as TEXT, RawWs
 from tests.servers import ThreadServer
 from tornado_pubsub.schemas import MAX_DEPTH
 from tornado_pubsub.settings import Settings

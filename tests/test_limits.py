@@ -13,7 +13,7 @@ import tornado.websocket
 
 from tests.conftest import new_id
 from tests.loadkit import connect
-from tests.rawsocket import RawWs
+from tests.rawws import RawWs
 from tests.servers import ProcServer
 
 
@@ -112,7 +112,7 @@ async def _next_reply(client) -> dict:
 async def test_connection_that_never_sends_its_handshake_is_dropped(port):
     silent = await RawWs.open(port, upgrade=False)
     partial = await RawWs.open(port, upgrade=False)
-    partial.writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+    partial.send_raw(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
     assert await silent.at_eof(timeout=10)
     assert await partial.at_eof(timeout=10)
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Rest, WsClient
 from tests.loadkit import Collector, assert_gapless, connect, publish_frame
-from tests.rawsocket import RawWs
+from tests.rawws import RawWs
 from tests.servers import ProcServer
 
 SHUTDOWN_TIMEOUT = 2.0
