@@ -92,7 +92,9 @@ class ProcServer:
         self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.port = 0
         self.flags = ["--port=0", "--config=/dev/null", *flags]
-        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        # The developer's own PUBSUB_* settings must not leak into a test's server.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}
+        self.env = {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -147,15 +149,40 @@ class ProcServer:
                     return int(line.split()[column])
         raise AssertionError(f"no {prefix!r} line in /proc/{self.proc.pid}/{name}")
 
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM or SIGINT: graceful shutdown)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
 
     def wait(self, timeout: float) -> int:
-        """The exit code, waiting at most ``timeout`` seconds."""
+        """The exit code, waiting at most ``timeout`` seconds (blocks the caller)."""
         assert self.proc is not None
         return self.proc.wait(timeout)
+
+    async def exit_code(self, timeout: float = 15) -> int:
+        """The exit code, polled so the test's own loop keeps running meanwhile;
+        every log line is collected by then."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, f"the server did not exit within {timeout} s"
+            await asyncio.sleep(0.02)
+        if self._reader is not None:
+            self._reader.join(5)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        """Everything the server has printed so far."""
+        return "\n".join(self.lines)
 
     def kill(self) -> None:
         """Kill our child (by its PID) if it is still running."""

@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from typing import Iterator
 
 import pytest
+
+from .servers import ProcServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 30.0  # upper bound for any one command or wait
@@ -25,59 +26,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Server:
-    """``python -m tornado_pubsub --port=0`` in a subprocess; the port is read from its startup record."""
-
-    def __init__(self, *flags: str) -> None:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pubsub-server-", suffix=".log")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tornado_pubsub", "--port=0", *flags],
-            cwd=ROOT,
-            env=_env(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://127.0.0.1:{self._port()}"
-
-    def _port(self) -> int:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited: {self.output()}"
-            for line in self.output().splitlines():
-                if '"event": "startup"' in line:
-                    return json.loads(line)["port"]
-            time.sleep(0.05)
-        raise AssertionError(f"server did not start: {self.output()}")
-
-    def output(self) -> str:
-        with open(self.log.name) as f:
-            return f.read()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-        self.log.close()
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProcServer]:
+    with ProcServer() as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.stop()
+def keyed_server() -> Iterator[ProcServer]:
+    with ProcServer("--api_key=s3cret") as s:
+        yield s
 
 
-@pytest.fixture(scope="module")
-def keyed_server() -> Iterator[Server]:
-    s = Server("--api_key=s3cret")
-    yield s
-    s.stop()
-
-
-def cli(server: Server | None, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
     """Run ``python -m tornado_pubsub.cli ARGS`` with PUBSUB_URL pointing at ``server``."""
     if server is not None:
         env.setdefault("PUBSUB_URL", server.url)
@@ -102,7 +63,7 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def wait_subscribers(server: Server, topic: str, count: int) -> None:
+def wait_subscribers(server: ProcServer, topic: str, count: int) -> None:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         topics = json.loads(cli(server, "topics").stdout)["topics"]
@@ -112,7 +73,7 @@ def wait_subscribers(server: Server, topic: str, count: int) -> None:
     raise AssertionError(f"{topic} never had {count} subscribers")
 
 
-def start_sub(server: Server, *args: str) -> subprocess.Popen:
+def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tornado_pubsub.cli", "sub", *args],
         cwd=ROOT,

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import tornado.httpclient
@@ -17,81 +12,23 @@ import tornado.websocket
 
 from .conftest import WsClient, new_id
 from .rawws import RawWs
-from .support import wait_until
+from .servers import ProcServer
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "shutdown-test-key-42"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m tornado_pubsub`` on a free port, its stdout kept in a file."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.log_path = tmp_path / "server.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tornado_pubsub", f"--port={self.port}", *args],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def ready(self) -> None:
-        async def up() -> bool:
-            assert self.proc.poll() is None, f"server exited early:\n{self.log()}"
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await wait_until(up, 15, "the server to listen")
-
-    async def exit_code(self, timeout: float = 15) -> int:
-        async def exited() -> bool:
-            return self.proc.poll() is not None
-
-        await wait_until(exited, timeout, "the server to exit")
-        return self.proc.returncode
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.log().splitlines() if line.strip()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # only the process this test started, by its handle
-            self.proc.wait(5)
-        self._log.close()
-
-
 @pytest.fixture
-def start_server(tmp_path):
-    servers: list[ServerProcess] = []
+def start_server():
+    servers: list[ProcServer] = []
 
-    async def start(*args: str) -> ServerProcess:
-        server = ServerProcess(tmp_path, *args)
+    async def start(*args: str) -> ProcServer:
+        server = ProcServer(*args).__enter__()  # returns once it listens
         servers.append(server)
-        await server.ready()
         return server
 
     yield start
     for server in servers:
-        server.stop()
+        server.kill()  # only the process this test started, by its handle
 
 
 class KeepAlive:
@@ -129,7 +66,7 @@ async def ws(port: int, key: str | None = None) -> WsClient:
     return WsClient(await tornado.websocket.websocket_connect(request))
 
 
-async def stuck_with_backlog(server: ServerProcess, count: int = 300) -> tuple[KeepAlive, RawWs, WsClient]:
+async def stuck_with_backlog(server: ProcServer, count: int = 300) -> tuple[KeepAlive, RawWs, WsClient]:
     """Topic "t" with a subscriber that does not read and a publisher that sent
     ``count`` 16 KiB messages (more than the stuck socket's kernel buffers take),
     so the server holds a backlog.  Returns (HTTP probe, stuck reader, publisher)."""
