@@ -15,6 +15,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from .frames import timestamp
+
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
 
@@ -40,7 +42,14 @@ def redact_uri(uri: str) -> str:
     return _API_KEY_PARAM.sub(r"\1" + REDACTED, uri)
 
 
-class _RedactingJson(JsonFormatter):
+class _FrameTime(logging.Formatter):
+    """Timestamps in the same form as every frame's ``ts``."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return timestamp(record.created)
+
+
+class _RedactingJson(_FrameTime, JsonFormatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -49,11 +58,6 @@ class _RedactingJson(JsonFormatter):
         )
         self.redactor = redactor
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from .frames import timestamp
-
-        return timestamp(record.created)
-
     def format(self, record: logging.LogRecord) -> str:
         return self.redactor(super().format(record))
 
@@ -61,17 +65,12 @@ class _RedactingJson(JsonFormatter):
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class _RedactingText(logging.Formatter):
+class _RedactingText(_FrameTime):
     """``ts level event key=value ...`` for people reading a terminal."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(message)s")
         self.redactor = redactor
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from .frames import timestamp
-
-        return timestamp(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
