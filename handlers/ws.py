@@ -21,7 +21,7 @@ from tornado import gen
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
-from handlers.wsframe import text_frame
+from handlers.wsframe import text_header
 from tornado_pubsub import frames, schemas
 from tornado_pubsub.auth import key_matches, origin_allowed
 from tornado_pubsub.broker import Subscriber
@@ -41,7 +41,6 @@ from tornado_pubsub.errors import (
     PubSubError,
 )
 from tornado_pubsub.logs import log_op, redact_uri
-from tornado_pubsub.outbound import Replayed
 from tornado_pubsub.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
@@ -426,16 +425,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
                 events = 0
                 parts: list[bytes] = []
                 for item in batch:
-                    kind = item.__class__
-                    if kind is bytes:  # a control frame, for this connection only
-                        parts.append(text_frame(item))  # type: ignore[arg-type]
-                        continue
-                    event = item.event if kind is Replayed else item  # type: ignore[union-attr]
-                    wire = event.wire
-                    if wire is None:  # the first writer to send this event frames it for all
-                        wire = event.wire = text_frame(event.data)
-                    parts.append(wire)
-                    events += 1
+                    if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+                        item = item.data  # type: ignore[union-attr]
+                        events += 1
+                    parts.append(text_header(len(item)))  # type: ignore[arg-type]
+                    parts.append(item)  # type: ignore[arg-type]
                 if stream is None or stream.closed() or self.ws_connection is None or self.ws_connection.is_closing():
                     break
                 pending = _send(stream, b"".join(parts))

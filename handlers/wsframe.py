@@ -4,8 +4,7 @@ The bytes are exactly those Tornado's ``WebSocketProtocol13`` writes for
 ``write_message(data)`` on a server connection without per-message
 compression (FIN + opcode 1, unmasked, 7/16/64-bit length), so a writer can
 frame a whole batch itself and hand it to the stream in one write instead of
-one write, one Future and one Task per frame.  An event's frame is built once
-and cached on the event (``Event.wire``) for every subscriber.
+one write, one Future and one Task per frame.
 """
 
 from __future__ import annotations
@@ -25,8 +24,3 @@ def text_header(size: int) -> bytes:
     if size <= 0xFFFF:
         return _MEDIUM(_TEXT, 126, size)
     return _LONG(_TEXT, 127, size)
-
-
-def text_frame(data: bytes) -> bytes:
-    """``data`` as one complete text frame, ready to be written."""
-    return text_header(len(data)) + data

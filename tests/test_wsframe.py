@@ -15,7 +15,7 @@ import pytest
 from tornado.concurrent import Future
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
-from handlers.wsframe import text_frame, text_header
+from handlers.wsframe import text_header
 from tests.rawws import RawWs
 
 # Every length class of the header: 7-bit, 16-bit and 64-bit lengths and their edges.
@@ -58,7 +58,7 @@ async def test_text_frame_is_byte_identical_to_tornado_write_message(size):
 
 async def test_batch_is_the_concatenation_of_tornado_frames():
     messages = [_message(size) for size in SIZES]
-    assert b"".join(text_frame(m) for m in messages) == await plain_frames(messages)
+    assert b"".join(text_header(len(m)) + m for m in messages) == await plain_frames(messages)
 
 
 # -- on the wire -------------------------------------------------------------

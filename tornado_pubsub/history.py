@@ -12,19 +12,17 @@ class Event:
     ``data`` is the complete ``event`` frame (JSON); queues hold this object,
     never a per-subscriber copy.  ``owner`` (the topic) holds the ``dropped``
     counter, so a queue that drops the event can count it without knowing
-    topics.  ``wire`` is the transport's encoding of ``data`` (a WebSocket
-    frame), cached by the first writer that sends it so every other
-    subscriber's writer reuses it: framing is done once per message.
+    topics.  Nothing else is kept per event: a slow reader's queue retains
+    exactly the bytes its bound counts.
     """
 
-    __slots__ = ("seq", "id", "data", "owner", "wire")
+    __slots__ = ("seq", "id", "data", "owner")
 
     def __init__(self, seq: int, message_id: str, data: bytes, owner: Any) -> None:
         self.seq = seq
         self.id = message_id
         self.data = data
         self.owner = owner
-        self.wire: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Event(seq={self.seq}, id={self.id!r})"
