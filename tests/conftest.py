@@ -52,6 +52,22 @@ def http_server(io_loop, http_server_port, app, settings):
     yield server
     server.stop()
     io_loop.run_sync(server.close_all_connections, timeout=10)
+    io_loop.run_sync(lambda: close_websockets(app), timeout=10)
+
+
+async def close_websockets(app) -> None:
+    """Close the WebSockets a test left open, as the server's shutdown would.
+
+    ``close_all_connections`` does not reach upgraded connections.  Left open
+    when pytest-tornasync closes the loop, their pending tasks are collected
+    during some later test, and asyncio's "Task was destroyed but it is
+    pending!" lands in that test's logs.
+    """
+    left = list(app.pubsub.heartbeat.sockets)
+    for sock in left:
+        sock.abort("test teardown", 1001, "server stopped")
+    for _ in range(5 if left else 0):  # loop passes for their tasks to see the close and end
+        await asyncio.sleep(0)
 
 
 @pytest.fixture

@@ -38,7 +38,9 @@ def pubsub(settings):
 @pytest.fixture
 def app(pubsub):
     """Overrides conftest's standalone app: a host application with pub/sub mounted under /pubsub."""
-    return tornado.web.Application([(r"/", HostHandler)] + pubsub.routes)
+    host = tornado.web.Application([(r"/", HostHandler)] + pubsub.routes)
+    host.pubsub = pubsub.context  # where conftest's teardown finds the sockets left open
+    return host
 
 
 async def test_host_routes_and_prefixed_pubsub_routes_share_one_server(rest):
