@@ -3,7 +3,8 @@
 Per-connection memory is a benchmark figure (bench/, the ``connections``
 scenario); these tests pin down the shape behind it, which a refactor could
 silently undo: once upgraded, a connection holds exactly two tasks (its frame
-loop and its writer) and Tornado's handshake coroutine chain has finished.
+loop and its writer), Tornado's handshake coroutine chain has finished, and
+the handshake-only state is gone while the connection keeps working.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ async def test_an_idle_connection_holds_its_frame_loop_and_writer_and_nothing_el
     }
     # Tornado's per-request task (_execute -> get -> accept_connection) has ended.
     assert not [t for t in asyncio.all_tasks() if "RequestHandler._execute" in repr(t.get_coro())]
+
+
+async def test_released_handshake_state_leaves_the_connection_fully_working(rest, ws_connect, broker):
+    await rest.create("t")
+    sub = await ws_connect()
+    await sub.subscribe("t")
+    (handler,) = server_handlers(broker)
+    assert len(handler.request.headers) == 0 and len(handler._headers) == 0
+    assert handler.ui is None
+    pub = await ws_connect()
+    ack = await pub.publish("t", {"n": 1})
+    assert ack["seq"] == 1
+    (event,) = await sub.events(1)
+    assert event["message"]["payload"] == {"n": 1}
+    assert (await sub.request({"type": "ping", "request_id": "p"}))["type"] == "pong"
+    assert (await rest.call("GET", "/stats"))[1]["topics"]["t"]["subscribers"] == 1
 
 
 async def test_a_crash_in_the_frame_loop_is_logged_and_drops_only_that_connection(
