@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from . import frames
-from .errors import BAD_REQUEST, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
+from .errors import LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
 from .history import Event, History
 from .hub import Closer, Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 
@@ -105,10 +105,7 @@ class Broker(Hub):
             if earlier is not None:
                 return PublishResult(topic.name, earlier.id, earlier.seq, True)
         seq = topic.last_seq + 1
-        try:
-            data = frames.event(topic.name, message_id, payload, frames.timestamp(), seq)
-        except (ValueError, TypeError, RecursionError):
-            raise PubSubError(BAD_REQUEST, "message.payload cannot be encoded as JSON (nested too deeply?)") from None
+        data = frames.event(topic.name, message_id, payload, frames.timestamp(), seq)
         topic.last_seq = seq
         topic.messages += 1
         self.counters.published += 1

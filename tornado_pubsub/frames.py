@@ -10,6 +10,8 @@ import json
 import time
 from typing import Any
 
+from .errors import BAD_REQUEST, PubSubError
+
 _encode_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
@@ -26,6 +28,16 @@ def encode(obj: dict[str, Any]) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _encode_ascii(obj).encode("ascii")
+
+
+def encode_published(obj: dict[str, Any]) -> bytes:
+    """``encode`` for what carries a publisher's payload (an event frame, a
+    Redis stream record): a payload JSON cannot hold is the publisher's
+    ``BAD_REQUEST``, raised here for every backend."""
+    try:
+        return encode(obj)
+    except (ValueError, TypeError, RecursionError):
+        raise PubSubError(BAD_REQUEST, "message.payload cannot be encoded as JSON (nested too deeply?)") from None
 
 
 def timestamp(now: float | None = None) -> str:
@@ -54,7 +66,7 @@ def ack(topic: str, request_id: str | None = None, **extra: Any) -> bytes:
 
 def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes:
     """``event`` frame shared by every subscriber of one published message."""
-    return encode(
+    return encode_published(
         {
             "type": "event",
             "topic": topic,

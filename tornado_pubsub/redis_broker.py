@@ -46,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import frames, redis_scripts
-from .errors import BAD_REQUEST, INTERNAL, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
+from .errors import INTERNAL, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
 from .history import Event
 from .hub import Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 from .logs import log_op
@@ -255,10 +255,7 @@ class RedisBroker(Hub):
         """
         self._check_open()
         message_id = message_id or str(uuid.uuid4())
-        try:
-            body = frames.encode({"id": message_id, "ts": frames.timestamp(), "payload": payload})
-        except (ValueError, TypeError, RecursionError):
-            raise PubSubError(BAD_REQUEST, "message.payload cannot be encoded as JSON (nested too deeply?)") from None
+        body = frames.encode_published({"id": message_id, "ts": frames.timestamp(), "payload": payload})
         args = [topic_name, message_id.lower(), body, self.history_size, self.keys.bus]
         reply = await self._run(self._publish, self._topic_keys(topic_name), args)
         if reply is None:
