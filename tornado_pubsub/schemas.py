@@ -225,6 +225,10 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PubSubError(BAD_REQUEST, "body must be a JSON object")
     _check_depth(data)
+    return _load_checked(schema, data)
+
+
+def _load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
         return schema.load(data)
     except ValidationError as exc:
@@ -268,10 +272,7 @@ def validate_frame_schema(data: Any) -> tuple[str, dict[str, Any]]:
     schema = FRAME_SCHEMAS.get(kind) if isinstance(kind, str) else None
     if schema is None:
         raise PubSubError(BAD_REQUEST, f"type must be one of {_TYPES}")
-    try:
-        return kind, schema.load(data)
-    except ValidationError as exc:
-        raise PubSubError(BAD_REQUEST, _first_error(exc.messages)) from None
+    return kind, _load_checked(schema, data)
 
 
 def _fast_publish(data: dict[str, Any]) -> dict[str, Any] | None:
