@@ -122,6 +122,8 @@ def _origin_case(origin: str, allowed: tuple[str, ...], ok: bool):
         _origin_case("http://127.0.0.1.evil.example", (), False),
         _origin_case("http://app.example", ("http://app.example",), True),
         _origin_case("HTTP://APP.EXAMPLE/", ("http://app.example",), True),
+        # Settings built in code (embedding) skip the loader's normalizing.
+        _origin_case("http://app.example", (" HTTP://App.Example/",), True),
         _origin_case("http://other.example", ("http://app.example",), False),
         _origin_case("https://app.example", ("http://app.example",), False),
         _origin_case("http://anything.example", ("*",), True),

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 from tornado.options import Error as OptionsError
 from tornado.options import OptionParser
 
+from .auth import normalize_origin
+
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
 OVERFLOW_POLICIES = ("drop_oldest", "disconnect")
@@ -239,7 +241,7 @@ def load_settings(
             raise SettingsError(f"unexpected argument {rest[0]!r} (settings are --name=value)")
 
     values = parser.as_dict()
-    origins = tuple(o.strip().rstrip("/").lower() for o in (values["allowed_origins"] or "").split(",") if o.strip())
+    origins = tuple(normalize_origin(o) for o in (values["allowed_origins"] or "").split(",") if o.strip())
     fields = {f.name for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in fields}
     kwargs["allowed_origins"] = origins
