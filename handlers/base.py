@@ -12,22 +12,12 @@ from marshmallow import Schema
 from tornado_pubsub import schemas
 from tornado_pubsub.auth import key_matches
 from tornado_pubsub.context import Context
-from tornado_pubsub.errors import (
-    INTERNAL,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    BAD_REQUEST,
-    PubSubError,
-)
+from tornado_pubsub.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and
 # refuses them itself with a JSON 413, where Tornado would answer a bare 400.
 _UNBOUNDED = 1 << 62
-
-# Tornado's own HTTPError statuses, mapped onto protocol codes.
-_CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 401: UNAUTHORIZED}
 
 
 @tornado.web.stream_request_body
@@ -103,7 +93,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Tornado's own errors (404, 405, bad request line) and unexpected
         # exceptions land here; never leak a traceback or a path.
-        code = _CODE_FOR_STATUS.get(status_code, INTERNAL if status_code >= 500 else BAD_REQUEST)
+        code = code_for_status(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if status_code >= 500:
             message = "internal server error"
@@ -134,7 +124,7 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_status(status)
         if status == 405:  # RFC 9110: a 405 must list the methods that would work
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+        body = error_body(code, message)
         if finish:
             self.finish(body)
         else:

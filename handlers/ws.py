@@ -10,7 +10,6 @@ same queue, so replies keep their order with events.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from types import MappingProxyType
@@ -37,10 +36,10 @@ from tornado_pubsub.errors import (
     FORBIDDEN,
     INTERNAL,
     LIMIT_EXCEEDED,
-    METHOD_NOT_ALLOWED,
-    SHUTTING_DOWN,
     UNAUTHORIZED,
     PubSubError,
+    code_for_status,
+    error_body,
 )
 from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.ratelimit import TokenBucket
@@ -290,21 +289,20 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             # Tornado would answer this with a plain-text 400; keep errors JSON.
             return self._refuse(400, BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)')
-        given = self.request.headers.get("X-API-Key")
-        query_key = self.get_query_argument("api_key", None)
+        key = self.config.api_key
         if not (
-            key_matches(self.config.api_key, given) or (query_key is not None and key_matches(self.config.api_key, query_key))
+            key_matches(key, self.request.headers.get("X-API-Key"))
+            or key_matches(key, self.get_query_argument("api_key", None))
         ):
             return self._refuse(401, UNAUTHORIZED, "missing or invalid API key (X-API-Key header or api_key parameter)")
         origin = self.request.headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             # Refused here rather than by Tornado, whose 403 body is plain text.
             return self._refuse(403, FORBIDDEN, f"cross-origin handshake from origin {origin[:200]!r} not allowed")
-        if self.broker.draining:
-            return self._refuse(503, SHUTTING_DOWN, "the server is shutting down")
-        limit = self.broker.max_connections
-        if limit and len(self.broker.connections) >= limit:
-            return self._refuse(503, LIMIT_EXCEEDED, f"connection limit of {limit} reached")
+        try:
+            self.broker.check_admission()
+        except PubSubError as exc:  # draining, or the connection limit: 503 at the handshake
+            return self._refuse(503, exc.code, exc.message)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer the handshake with a JSON error instead of upgrading."""
@@ -320,7 +318,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         )
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(error_body(code, message))
 
     # Limits come from our settings, not the Application's: an application that
     # embeds these routes (``tornado_pubsub.embed``) never saw ``tornado_settings``.
@@ -342,8 +340,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Plain HTTP to /ws with another method: JSON, like every other error.
-        code = METHOD_NOT_ALLOWED if status_code == 405 else INTERNAL if status_code >= 500 else BAD_REQUEST
-        self._refuse(status_code, code, self._reason)
+        self._refuse(status_code, code_for_status(status_code), self._reason)
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -363,6 +360,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             self.sub = self.broker.connect(remote, self._close_from_broker)
         except PubSubError as exc:  # limit reached while the upgrade was in flight
             self.close_cause = exc.code
+            self.broker.counters.error(exc.code)
+            log_op("connect", logging.WARNING, remote=remote, code=exc.code, outcome="refused")
             self._write_now(frames.error(exc.code, exc.message))
             self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
             return

@@ -3,6 +3,8 @@ that map codes to HTTP statuses and WebSocket close codes."""
 
 from __future__ import annotations
 
+import json
+
 BAD_REQUEST = "BAD_REQUEST"
 TOPIC_NOT_FOUND = "TOPIC_NOT_FOUND"
 TOPIC_EXISTS = "TOPIC_EXISTS"
@@ -30,6 +32,21 @@ HTTP_STATUS = {
     SLOW_CONSUMER: 503,
 }
 
+# Statuses Tornado itself raises (unknown route, method, malformed request),
+# mapped onto protocol codes; any other 5xx is INTERNAL, any other 4xx BAD_REQUEST.
+_CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+
+
+def code_for_status(status: int) -> str:
+    """The protocol code for an HTTP error Tornado raised with ``status``."""
+    return _CODE_FOR_STATUS.get(status, INTERNAL if status >= 500 else BAD_REQUEST)
+
+
+def error_body(code: str, message: str) -> str:
+    """The JSON body of every HTTP error: REST replies and refused handshakes."""
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+
+
 # WebSocket close codes (RFC 6455 section 7.4.1) used by the contract.
 CLOSE_GOING_AWAY = 1001  # server shutdown
 CLOSE_TOO_BIG = 1009  # frame over max_message_size (Tornado sends it itself)
@@ -41,7 +58,8 @@ class PubSubError(Exception):
     """An operation refused with a protocol error code and a human message.
 
     Raised anywhere in the core or the handlers; rendered in exactly two
-    places: the WebSocket error frame and the HTTP error body.
+    places: the WebSocket error frame (``frames.error``) and the HTTP error
+    body (``error_body``).
     """
 
     def __init__(self, code: str, message: str, status: int | None = None) -> None:

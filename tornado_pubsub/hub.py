@@ -215,11 +215,16 @@ class Hub:
         if self.draining:
             raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
 
-    def connect(self, remote: str | None, closer: Closer) -> Subscriber:
-        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+    def check_admission(self) -> None:
+        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused
+        (the transport asks before its handshake, ``connect`` again after it)."""
         self._check_open()
         if self.max_connections and len(self.connections) >= self.max_connections:
             raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_connections} reached")
+
+    def connect(self, remote: str | None, closer: Closer) -> Subscriber:
+        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+        self.check_admission()
         sub = Subscriber(self, f"c{next(self._ids)}", remote, closer)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
