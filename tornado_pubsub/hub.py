@@ -282,8 +282,9 @@ class Hub:
     def fan_out(self, subscribers: Subscribers, event: Event) -> None:
         """Put ``event`` in every subscriber's queue, evicting those that overflow."""
         slow = None
+        size = len(event.data)
         for sub in subscribers:
-            if not sub.queue.offer(event):
+            if not sub.queue.offer(event, size):
                 slow = slow or []
                 slow.append(sub)
         if slow:  # evicting mutates ``subscribers``, so never inside the loop

@@ -102,8 +102,11 @@ class OutboundQueue(Queue):
         self._queue: list[Item] = []  # type: ignore[assignment]
 
     def _put(self, item: Item) -> None:
+        self._append(item, item_size(item))
+
+    def _append(self, item: Item, size: int) -> None:
         self._queue.append(item)
-        self.nbytes += item_size(item)
+        self.nbytes += size
 
     def _get(self) -> Item:
         item = self._queue.pop(0)
@@ -130,13 +133,23 @@ class OutboundQueue(Queue):
                 return True
         return False
 
-    def offer(self, item: Item) -> bool:
-        """Queue ``item`` without waiting; False means the consumer must go."""
-        size = item_size(item)
+    def offer(self, item: Item, size: int | None = None) -> bool:
+        """Queue ``item`` without waiting; False means the consumer must go.
+
+        ``size`` is ``item_size(item)``, passed by fan-out, which measures an
+        event once for all its subscribers."""
+        if size is None:
+            size = item_size(item)
         while not self._fits(size):
             if not (self.drop_oldest and self._drop_oldest_event()):
                 return False
-        self.put_nowait(item)
+        if self._getters:  # the writer is waiting: Queue hands it the item
+            self.put_nowait(item)
+        else:
+            # Fan-out runs this for every subscriber of every event: skip
+            # put_nowait's bookkeeping for timed-out getters and join(), which
+            # this queue never has, and store the item as _put would.
+            self._append(item, size)
         return True
 
     def offer_replay(self, event: Event) -> None:
