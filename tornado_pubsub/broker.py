@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from . import frames
-from .errors import LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
+from .errors import topic_exists, topic_limit, topic_not_found
 from .history import Event, History
 from .hub import Closer, Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 
@@ -28,18 +28,16 @@ __all__ = ["Broker", "Closer", "Counters", "PublishResult", "SubscribeResult", "
 class Topic:
     """One incarnation of a topic: its epoch, seq counter, history and subscribers."""
 
-    __slots__ = ("name", "epoch", "last_seq", "messages", "dropped", "history", "subscribers", "created")
+    __slots__ = ("name", "epoch", "last_seq", "dropped", "history", "subscribers")
 
     def __init__(self, name: str, history_size: int) -> None:
         self.name = name
         self.epoch = secrets.token_hex(8)  # a seq means something only with its epoch
-        self.last_seq = 0
-        self.messages = 0
+        self.last_seq = 0  # also the count of messages published: seqs start at 1, no gaps
         self.dropped = 0
         self.history = History(history_size)
         # Subscriber -> client_id; a dict keeps fan-out in subscription order.
         self.subscribers: Subscribers = {}
-        self.created = time.time()
 
 
 class Broker(Hub):
@@ -69,16 +67,16 @@ class Broker(Hub):
     def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
         if topic is None:
-            raise PubSubError(TOPIC_NOT_FOUND, f"topic {name!r} does not exist")
+            raise topic_not_found(name)
         return topic
 
     async def create_topic(self, name: str) -> Topic:
         """Create a topic with a fresh epoch; raises TOPIC_EXISTS or LIMIT_EXCEEDED."""
         self._check_open()
         if name in self._topics:
-            raise PubSubError(TOPIC_EXISTS, f"topic {name!r} already exists")
+            raise topic_exists(name)
         if self.max_topics and len(self._topics) >= self.max_topics:
-            raise PubSubError(LIMIT_EXCEEDED, f"topic limit of {self.max_topics} reached")
+            raise topic_limit(self.max_topics)
         topic = self._topics[name] = Topic(name, self.history_size)
         return topic
 
@@ -107,7 +105,6 @@ class Broker(Hub):
         seq = topic.last_seq + 1
         data = frames.event(topic.name, message_id, payload, frames.timestamp(), seq)
         topic.last_seq = seq
-        topic.messages += 1
         self.counters.published += 1
         event = Event(seq, message_id, data, topic)
         topic.history.append(event)
@@ -177,7 +174,7 @@ class Broker(Hub):
         """Per-topic counters: messages, subscribers, dropped, last_seq, epoch."""
         return {
             name: {
-                "messages": t.messages,
+                "messages": t.last_seq,
                 "subscribers": len(t.subscribers),
                 "dropped": t.dropped,
                 "last_seq": t.last_seq,

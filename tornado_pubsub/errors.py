@@ -70,3 +70,18 @@ class PubSubError(Exception):
 
     def __repr__(self) -> str:
         return f"PubSubError({self.code!r}, {self.message!r})"
+
+
+def topic_not_found(name: str) -> PubSubError:
+    """TOPIC_NOT_FOUND for ``name``, worded the same by every backend."""
+    return PubSubError(TOPIC_NOT_FOUND, f"topic {name!r} does not exist")
+
+
+def topic_exists(name: str) -> PubSubError:
+    """TOPIC_EXISTS for ``name``."""
+    return PubSubError(TOPIC_EXISTS, f"topic {name!r} already exists")
+
+
+def topic_limit(limit: int) -> PubSubError:
+    """LIMIT_EXCEEDED: no room for another topic."""
+    return PubSubError(LIMIT_EXCEEDED, f"topic limit of {limit} reached")

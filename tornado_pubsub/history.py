@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterator
+from typing import Any
 
 
 class Event:
@@ -41,12 +41,6 @@ class History:
         self._events: deque[Event] = deque()
         self._by_id: dict[str, Event] = {}
 
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def __iter__(self) -> Iterator[Event]:
-        return iter(self._events)
-
     @property
     def first_seq(self) -> int | None:
         """Seq of the oldest retained event, or None when empty."""
@@ -58,14 +52,14 @@ class History:
             return
         if len(self._events) == self.size:
             evicted = self._events.popleft()
-            if self._by_id.get(_id_key(evicted.id)) is evicted:
-                del self._by_id[_id_key(evicted.id)]
+            if self._by_id.get(id_key(evicted.id)) is evicted:
+                del self._by_id[id_key(evicted.id)]
         self._events.append(event)
-        self._by_id[_id_key(event.id)] = event
+        self._by_id[id_key(event.id)] = event
 
     def find(self, message_id: str) -> Event | None:
         """The retained event published with ``message_id``, if any."""
-        return self._by_id.get(_id_key(message_id))
+        return self._by_id.get(id_key(message_id))
 
     def last(self, n: int) -> list[Event]:
         """The newest ``n`` retained events, oldest first."""
@@ -84,6 +78,7 @@ class History:
         return list(self._events)[skip:] if skip else list(self._events)
 
 
-def _id_key(message_id: str) -> str:
-    # UUIDs are case-insensitive: "ABC..." and "abc..." are the same message.
+def id_key(message_id: str) -> str:
+    """The key a message id is deduplicated by, in memory and in Redis: UUIDs
+    are case-insensitive, so "ABC..." and "abc..." are the same message."""
     return message_id.lower()

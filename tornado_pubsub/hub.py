@@ -145,7 +145,7 @@ class Hub:
     A subclass supplies ``_subscribers_of(name)`` (the local subscribers of a
     topic, or None) and ``topic_count()``, and implements the public
     coroutines (create_topic, delete_topic, publish, subscribe, unsubscribe,
-    history_since, list_topics, topic_stats, health).
+    list_topics, topic_stats, health).
     """
 
     def __init__(

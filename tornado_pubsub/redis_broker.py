@@ -31,6 +31,7 @@ never going backwards).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ import secrets
 import socket
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -46,8 +47,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import frames, redis_scripts
-from .errors import INTERNAL, LIMIT_EXCEEDED, TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError
-from .history import Event
+from .errors import INTERNAL, PubSubError, topic_exists, topic_limit, topic_not_found
+from .history import Event, id_key
 from .hub import Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 from .logs import log_op
 from .redis_figures import NodeFigures
@@ -182,14 +183,21 @@ class RedisBroker(Hub):
             raise _unavailable()
         return self._redis
 
-    async def _run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script; a lost Redis becomes an error for the caller, never a silent drop."""
-        self._check_redis()
+    @contextlib.contextmanager
+    def _commands(self) -> Iterator[None]:
+        """Around Redis commands: a lost Redis becomes an error for the caller
+        (and a log record), never a silent drop."""
         try:
-            return await script(keys=keys, args=args)
+            yield
         except (RedisError, OSError) as exc:
             log_op("redis", logging.ERROR, node=self.node_id, detail=str(exc), outcome="command_failed")
             raise _unavailable() from None
+
+    async def _run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script (see ``_commands``)."""
+        self._check_redis()
+        with self._commands():
+            return await script(keys=keys, args=args)
 
     def _topic_keys(self, name: str) -> list[str]:
         return [self.keys.topics, *self.keys.topic(name)]
@@ -219,9 +227,9 @@ class RedisBroker(Hub):
         epoch = secrets.token_hex(8)
         created = await self._run(self._create, self._topic_keys(name), [name, epoch, self.max_topics, self.keys.bus])
         if created == 0:
-            raise PubSubError(TOPIC_EXISTS, f"topic {name!r} already exists")
+            raise topic_exists(name)
         if created == -1:
-            raise PubSubError(LIMIT_EXCEEDED, f"topic limit of {self.max_topics} reached")
+            raise topic_limit(self.max_topics)
         return LocalTopic(name, epoch)
 
     async def delete_topic(self, name: str) -> int:
@@ -232,7 +240,7 @@ class RedisBroker(Hub):
         try:
             epoch = await self._run(self._delete, self._topic_keys(name), [name, self.keys.bus])
             if epoch is None:
-                raise PubSubError(TOPIC_NOT_FOUND, f"topic {name!r} does not exist")
+                raise topic_not_found(name)
             try:
                 return await asyncio.wait_for(asyncio.shield(done), BUS_WAIT)
             except asyncio.TimeoutError:
@@ -256,10 +264,10 @@ class RedisBroker(Hub):
         self._check_open()
         message_id = message_id or str(uuid.uuid4())
         body = frames.encode_published({"id": message_id, "ts": frames.timestamp(), "payload": payload})
-        args = [topic_name, message_id.lower(), body, self.history_size, self.keys.bus]
+        args = [topic_name, id_key(message_id), body, self.history_size, self.keys.bus]
         reply = await self._run(self._publish, self._topic_keys(topic_name), args)
         if reply is None:
-            raise PubSubError(TOPIC_NOT_FOUND, f"topic {topic_name!r} does not exist")
+            raise topic_not_found(topic_name)
         epoch, seq, duplicate = reply[0].decode(), int(reply[1]), bool(reply[2])
         if not duplicate:
             self.counters.published += 1
@@ -306,7 +314,7 @@ class RedisBroker(Hub):
                 self._count_joining(topic_name),
             )
             if snap is None:
-                raise PubSubError(TOPIC_NOT_FOUND, f"topic {topic_name!r} does not exist")
+                raise topic_not_found(topic_name)
             current, last_seq, first = snap[0].decode(), int(snap[1]), int(snap[2]) or None
             # Everything up to the snapshot has been fanned out here before
             # the subscription joins, so later fan-outs are all after it.
@@ -378,21 +386,11 @@ class RedisBroker(Hub):
             await self.figures.sync()
             return True
         redis = self._check_redis()
-        try:
+        with self._commands():
             exists = await redis.hexists(self.keys.topics, topic_name)
-        except (RedisError, OSError):
-            raise _unavailable() from None
         if not exists:
-            raise PubSubError(TOPIC_NOT_FOUND, f"topic {topic_name!r} does not exist")
+            raise topic_not_found(topic_name)
         return False
-
-    async def history_since(self, topic_name: str, seq: int) -> list[Event]:
-        """Retained events of a topic with a seq above ``seq``."""
-        snap = await self._run(self._snapshot, self._topic_keys(topic_name)[:3], [topic_name, "after", seq, ""])
-        if snap is None:
-            raise PubSubError(TOPIC_NOT_FOUND, f"topic {topic_name!r} does not exist")
-        owner = self._local.get(topic_name) or LocalTopic(topic_name, snap[0].decode())
-        return [e for e in (self._entry_event(owner, entry) for entry in snap[3]) if e.seq > seq]
 
     # -- local incarnations ------------------------------------------------------------
 
@@ -428,7 +426,7 @@ class RedisBroker(Hub):
     def _entry_event(self, owner: LocalTopic, entry: Any) -> Event:
         entry_id, fields = entry
         seq = int(entry_id.split(b"-")[1])
-        return self._event(owner, seq, fields[b"b"] if isinstance(fields, dict) else fields[1])
+        return self._event(owner, seq, fields[1])  # a script reply: fields as a flat [name, value] list
 
     # -- the bus -----------------------------------------------------------------------
 
@@ -485,6 +483,10 @@ class RedisBroker(Hub):
         self.connected = False
         for (name, epoch) in list(self._waiters):
             self._progress(name, epoch, float("inf"))  # nobody waits on a dead bus
+        for waiting in self._deletes.values():  # deletes acked with "0 told here", as on BUS_WAIT's expiry
+            for done in waiting:
+                if not done.done():
+                    done.set_result(0)
 
     async def _resync(self) -> None:
         """After (re)connecting: put back topics if Redis lost them, reload the
@@ -623,7 +625,7 @@ class RedisBroker(Hub):
         redis = self._check_redis()
         self.figures.rewrite()  # this process's drop counts as of now, not of the last refresh
         await self.figures.sync()
-        try:
+        with self._commands():
             pipe = redis.pipeline(transaction=False)
             pipe.hgetall(self.keys.topics)
             self.figures.read_live(pipe, time.time())
@@ -634,8 +636,6 @@ class RedisBroker(Hub):
                 pipe.get(self.keys.topic(name)[0])
             self.figures.read_figures(pipe, nodes)
             replies = await pipe.execute()
-        except (RedisError, OSError):
-            raise _unavailable() from None
         topics = {name: [table[name.encode()].decode(), int(seq or 0)] for name, seq in zip(names, replies)}
         return topics, NodeFigures.sum(replies[len(names):]), len(nodes)
 
