@@ -79,7 +79,7 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def tornado_settings(settings: Settings, context: Context) -> dict[str, Any]:
+def tornado_settings(context: Context) -> dict[str, Any]:
     """Tornado ``Application`` settings derived from ours, each with its reason."""
     return {
         # WebSocket limits and pings are set by PubSubSocket itself (see there),
@@ -113,6 +113,6 @@ def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Ap
     """The standalone tornado-pubsub application (the tests use this too)."""
     broker = broker or make_broker(settings)
     context = make_context(broker, settings)
-    app = tornado.web.Application(_bind(context), **tornado_settings(settings, context))
+    app = tornado.web.Application(_bind(context), **tornado_settings(context))
     app.pubsub = context  # type: ignore[attr-defined]
     return app

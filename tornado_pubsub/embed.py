@@ -21,7 +21,7 @@ import tornado.web
 
 from .app import _bind, make_context
 from .broker import Broker, PublishResult
-from .errors import CLOSE_GOING_AWAY, TOPIC_EXISTS, PubSubError
+from .errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON, TOPIC_EXISTS, PubSubError
 from .logs import log_op
 from .settings import Settings
 
@@ -79,6 +79,6 @@ class PubSub:
     def close(self) -> None:
         """Refuse new work, close every pub/sub socket with 1001 and stop the heartbeat timer."""
         self.broker.begin_shutdown()
-        self.broker.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        self.broker.close_all(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         self.context.heartbeat.stop()
         log_op("shutdown", connections=len(self.broker.connections), via="inprocess", outcome="stopped")

@@ -51,6 +51,7 @@ def error_body(code: str, message: str) -> str:
 CLOSE_GOING_AWAY = 1001  # server shutdown
 CLOSE_TOO_BIG = 1009  # frame over max_message_size (Tornado sends it itself)
 CLOSE_TRY_AGAIN_LATER = 1013  # slow consumer under the disconnect policy
+SHUTDOWN_REASON = "server shutting down"  # the close reason sent with CLOSE_GOING_AWAY
 CLOSE_NORMAL = 1000  # heartbeat timeout: the peer stopped answering (reason says so)
 
 

@@ -31,7 +31,7 @@ class Redactor:
         self.secret = secret
 
     def __call__(self, text: str) -> str:
-        text = _API_KEY_PARAM.sub(r"\1" + REDACTED, text)
+        text = redact_uri(text)
         if self.secret and self.secret in text:
             text = text.replace(self.secret, REDACTED)
         return text

@@ -15,7 +15,8 @@ from tornado.netutil import bind_sockets
 from .accept import add_guarded_accept_handler, raise_descriptor_limit
 from .app import make_app, make_broker, server_options
 from .broker import Broker
-from .errors import CLOSE_GOING_AWAY
+from .context import Context
+from .errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON
 from .logs import log_op
 from .settings import Settings
 
@@ -40,6 +41,7 @@ class Server:
         self.settings = settings
         self.broker = broker or make_broker(settings)
         self.app = make_app(settings, self.broker)
+        self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
         self.port = settings.port
         self._stopped = asyncio.Event()
@@ -100,13 +102,13 @@ class Server:
                 break
         flushed = broker.idle()
         remaining = len(broker.connections)
-        broker.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        broker.close_all(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         grace = time.monotonic() + CLOSE_GRACE
         while broker.connections and time.monotonic() < grace:
             await asyncio.sleep(0.02)
         self._cut_off()  # peers that ignored the close frame
         await asyncio.sleep(0)  # let their on_close run and log the disconnect
-        self.app.pubsub.heartbeat.stop()  # type: ignore[attr-defined]
+        self.context.heartbeat.stop()
         await broker.stop()
         log_op(
             "shutdown",
@@ -122,8 +124,8 @@ class Server:
         # Drop every socket still open.  A write still pending when the loop
         # stops is cancelled by asyncio, and Tornado's callback on it logs a
         # CancelledError traceback; a closed stream fails it quietly instead.
-        for sock in list(self.app.pubsub.heartbeat.sockets):  # type: ignore[attr-defined]
-            sock.abort("shutdown", CLOSE_GOING_AWAY, "server shutting down")
+        for sock in list(self.context.heartbeat.sockets):
+            sock.abort("shutdown", CLOSE_GOING_AWAY, SHUTDOWN_REASON)
 
     async def wait_stopped(self) -> None:
         """Return once shutdown has finished."""
