@@ -92,17 +92,28 @@ def free_port() -> int:
 def server_command(name: str, port: int, args: argparse.Namespace) -> tuple[list[str], Path]:
     """The command line and working directory that start server ``name``."""
     py = sys.executable
-    if name == "ours":
-        return [py, "-m", "tornado_pubsub", f"--port={port}", "--log-level=info", *args.ours_arg], ROOT
-    if name == "base":
-        return [py, "-m", "tornado_pubsub", f"--port={port}", "--log-level=info", *args.ours_arg], Path(args.base)
+    if name in ("ours", "base"):
+        tree = ROOT if name == "ours" else Path(args.base)
+        return [py, "-m", "tornado_pubsub", f"--port={port}", "--log-level=info", *args.ours_arg], tree
     if name == "ref_tornado":
         return [py, str(BENCH / "ref_tornado.py"), f"--port={port}"], ROOT
-    if name == "ref_node":
-        return ["node", str(BENCH / "ref_node.js"), f"--port={port}"], ROOT
-    if name == "ref_node_batch":
-        return ["node", str(BENCH / "ref_node.js"), f"--port={port}", "--batch"], ROOT
+    if name in ("ref_node", "ref_node_batch"):
+        return ["node", str(BENCH / "ref_node.js"), f"--port={port}", *(["--batch"] if name == "ref_node_batch" else [])], ROOT
     raise ValueError(name)
+
+
+def queue_bound_kb(args: argparse.Namespace) -> float:
+    """Our queue's byte bound as the servers were started: the last
+    ``--ours-arg=--queue_max_bytes=N`` given, else the server's default."""
+    sys.path.insert(0, str(ROOT))
+    from tornado_pubsub.settings import Settings  # the project's environment runs this script
+
+    bound = Settings().queue_max_bytes
+    for arg in args.ours_arg:
+        name, _, value = arg.lstrip("-").partition("=")
+        if name.replace("-", "_") == "queue_max_bytes":
+            bound = int(value)
+    return bound / 1024
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -115,7 +126,8 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> No
                 if r.status == 200:
                     return
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"server on port {port} not healthy after {timeout}s")
 
 
@@ -293,7 +305,6 @@ def main() -> int:
     parser.add_argument("--servers", default="ours," + ",".join(REFERENCES), help="comma-separated subset")
     parser.add_argument("--base", help="another source tree to measure as server 'base' (before/after)")
     parser.add_argument("--ours-arg", action="append", default=[], help="extra flag for our server (repeatable)")
-    parser.add_argument("--queue-max-bytes", type=int, default=1048576, help="our queue byte bound (for the report)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per load generator run")
     parser.add_argument("--only", default="", help="run only configs whose label contains this (e.g. S=100)")
     parser.add_argument("--growth", action="store_true", help="run the growth plan (scaling table) instead of the suite")
@@ -328,7 +339,7 @@ def main() -> int:
                 t0 = time.monotonic()
                 result = measure(name, scenario, params, args)
                 if scenario == "slowconsumer" and name in ("ours", "base"):
-                    result["queue_bound_kb"] = args.queue_max_bytes / 1024
+                    result["queue_bound_kb"] = queue_bound_kb(args)
                 runs.setdefault(key, {}).setdefault(name, []).append(result)
                 metric = HEADLINE[scenario][0]
                 shown = result.get("error") or f"{metric}={fmt(result.get(metric), 1)}"
