@@ -1,6 +1,6 @@
 """``--processes N``: N worker processes accepting on one port.
 
-The parent binds the listening socket (with ``SO_REUSEPORT``), forks the
+The parent binds the listening socket once, forks the
 workers, forwards SIGTERM/SIGINT to them so each drains gracefully, and
 restarts a worker that crashed.  Only meaningful with the Redis broker (the
 settings refuse it otherwise): the workers share nothing but Redis.
@@ -26,12 +26,14 @@ MAX_RESTARTS = 10
 
 def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socket]], object]) -> int:
     """Fork ``settings.processes`` workers running ``serve``; return once all have exited."""
-    sockets = bind_sockets(settings.port, settings.address, reuse_port=hasattr(socket, "SO_REUSEPORT"))
+    # Bound once here and inherited by every worker (no SO_REUSEPORT: that
+    # would also let an unrelated process bind the same port beside us).
+    sockets = bind_sockets(settings.port, settings.address)
     port = sockets[0].getsockname()[1]
-    children: dict[int, int] = {}
+    children: set[int] = set()
     stopping = False
 
-    def start(index: int) -> None:
+    def start() -> None:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: its own event loop, the shared sockets
@@ -46,7 +48,7 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             finally:
                 sys.stdout.flush()
                 os._exit(code)
-        children[pid] = index
+        children.add(pid)
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
@@ -57,8 +59,8 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             except ProcessLookupError:
                 pass
 
-    for index in range(settings.processes):
-        start(index)
+    for _ in range(settings.processes):
+        start()
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log_op("workers", processes=settings.processes, port=port, pids=sorted(children), outcome="started")
@@ -72,14 +74,14 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
-        if index is None:
+        if pid not in children:
             continue
+        children.discard(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and not stopping and restarts < MAX_RESTARTS:
             restarts += 1
             log_op("workers", pid=pid, exit_code=code, restarts=restarts, outcome="restarting")
-            start(index)
+            start()
         elif code != 0:
             failed = True
     for sock in sockets:
