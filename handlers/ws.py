@@ -129,6 +129,13 @@ class Heartbeat:
     def discard(self, sock: "PubSubSocket") -> None:
         self.sockets.discard(sock)
 
+    def abort_all(self, cause: str, code: int, reason: str) -> int:
+        """Drop every open socket at once (see ``PubSubSocket.abort``); returns how many."""
+        sockets = list(self.sockets)
+        for sock in sockets:
+            sock.abort(cause, code, reason)
+        return len(sockets)
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.stop()

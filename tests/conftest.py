@@ -63,9 +63,7 @@ async def close_websockets(app) -> None:
     during some later test, and asyncio's "Task was destroyed but it is
     pending!" lands in that test's logs.
     """
-    left = list(app.pubsub.heartbeat.sockets)
-    for sock in left:
-        sock.abort("test teardown", 1001, "server stopped")
+    left = app.pubsub.heartbeat.abort_all("test teardown", 1001, "server stopped")
     for _ in range(5 if left else 0):  # loop passes for their tasks to see the close and end
         await asyncio.sleep(0)
 

@@ -124,8 +124,7 @@ class Server:
         # Drop every socket still open.  A write still pending when the loop
         # stops is cancelled by asyncio, and Tornado's callback on it logs a
         # CancelledError traceback; a closed stream fails it quietly instead.
-        for sock in list(self.context.heartbeat.sockets):
-            sock.abort("shutdown", CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        self.context.heartbeat.abort_all("shutdown", CLOSE_GOING_AWAY, SHUTDOWN_REASON)
 
     async def wait_stopped(self) -> None:
         """Return once shutdown has finished."""
