@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any, Awaitable, Callable
+
+import tornado.httpclient
+import tornado.websocket
 
 #: The contract's timestamp: ISO-8601 UTC, millisecond precision, ``Z`` suffix.
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
@@ -37,3 +41,16 @@ async def wait_subscribers(rest: Any, topic: str, expected: int, timeout: float 
         return await subscriber_count(rest, topic) == expected
 
     await wait_until(check, timeout, f"{expected} subscriber(s) on {topic!r}")
+
+
+async def handshake_status(port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """101 (and None) if the WebSocket handshake upgraded, else (status, JSON body)."""
+    request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        conn = await tornado.websocket.websocket_connect(request)
+    except tornado.httpclient.HTTPClientError as exc:
+        assert exc.response is not None
+        body = exc.response.body.decode()
+        return exc.code, json.loads(body) if body.startswith("{") else body
+    conn.close()
+    return 101, None

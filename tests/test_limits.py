@@ -5,27 +5,14 @@ stall are dropped instead of exhausting the server."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
-import tornado.httpclient
-import tornado.websocket
 
 from tests.conftest import new_id
 from tests.loadkit import connect
 from tests.rawws import RawWs
 from tests.servers import ProcServer
-
-
-async def handshake_status(port: int) -> tuple[int, dict]:
-    request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}/ws")
-    try:
-        conn = await tornado.websocket.websocket_connect(request)
-    except tornado.httpclient.HTTPClientError as exc:
-        assert exc.response is not None
-        return exc.code, json.loads(exc.response.body)
-    conn.close()
-    return 101, {}
+from tests.support import handshake_status
 
 
 @pytest.mark.pubsub(max_connections=2)

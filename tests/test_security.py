@@ -15,6 +15,7 @@ import tornado.websocket
 
 from tests.conftest import Rest, new_id
 from tests.servers import ProcServer
+from tests.support import handshake_status
 from tornado_pubsub import auth
 
 KEY = "s3cret-Key_0123456789"
@@ -28,19 +29,6 @@ PROTECTED = [
     ("DELETE", "/topics/secured", None),
 ]
 BAD_KEYS = {"missing": None, "wrong": KEY + "x", "empty": "", "prefix": KEY[:-1], "case": KEY.upper()}
-
-
-async def ws_status(port: int, path: str = "/ws", headers: dict[str, str] | None = None) -> tuple[int, object]:
-    """101 if the handshake upgraded, else (status, JSON body)."""
-    request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers=headers or {})
-    try:
-        conn = await tornado.websocket.websocket_connect(request)
-    except tornado.httpclient.HTTPClientError as exc:
-        assert exc.response is not None
-        body = exc.response.body.decode()
-        return exc.code, json.loads(body) if body.startswith("{") else body
-    conn.close()
-    return 101, None
 
 
 @pytest.mark.pubsub(api_key=KEY)
@@ -78,20 +66,20 @@ async def test_protected_routes_work_with_the_key_and_public_ones_without(port):
 async def test_ws_handshake_without_the_right_key_is_401(port, broker, which, where):
     key = BAD_KEYS[which]
     if where == "header":
-        status, body = await ws_status(port, headers={} if key is None else {"X-API-Key": key})
+        status, body = await handshake_status(port, headers={} if key is None else {"X-API-Key": key})
     else:
         query = "" if key is None else "?api_key=" + urllib.parse.quote(key)
-        status, body = await ws_status(port, "/ws" + query)
+        status, body = await handshake_status(port, "/ws" + query)
     assert status == 401 and body["error"]["code"] == "UNAUTHORIZED", (status, body)
     assert not broker.connections
 
 
 @pytest.mark.pubsub(api_key=KEY)
 async def test_ws_handshake_with_the_key_in_header_or_query_upgrades(port):
-    assert (await ws_status(port, headers={"X-API-Key": KEY}))[0] == 101
-    assert (await ws_status(port, "/ws?api_key=" + urllib.parse.quote(KEY)))[0] == 101
+    assert (await handshake_status(port, headers={"X-API-Key": KEY}))[0] == 101
+    assert (await handshake_status(port, "/ws?api_key=" + urllib.parse.quote(KEY)))[0] == 101
     # Either source is enough: a right query parameter beside a wrong header passes.
-    assert (await ws_status(port, "/ws?api_key=" + urllib.parse.quote(KEY), {"X-API-Key": "nope"}))[0] == 101
+    assert (await handshake_status(port, "/ws?api_key=" + urllib.parse.quote(KEY), {"X-API-Key": "nope"}))[0] == 101
 
 
 @pytest.mark.pubsub(api_key=KEY)
@@ -106,7 +94,7 @@ async def test_keys_are_compared_with_a_constant_time_function(rest, port, monke
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     await rest.call("GET", "/topics", headers={"X-API-Key": "guess"})
     assert calls and calls[-1][1] == b"guess"
-    await ws_status(port, headers={"X-API-Key": "guess2"})
+    await handshake_status(port, headers={"X-API-Key": "guess2"})
     assert calls[-1][1] == b"guess2"
 
 
@@ -130,14 +118,14 @@ def _origin_case(origin: str, allowed: tuple[str, ...], ok: bool):
     ],
 )
 async def test_cross_origin_handshake_is_refused_unless_allowed(port, broker, origin, ok):
-    status, _ = await ws_status(port, headers={"Origin": origin})
+    status, _ = await handshake_status(port, headers={"Origin": origin})
     assert (status == 101) is ok, (origin, status)
     if not ok:
         assert status == 403 and not broker.connections
 
 
 async def test_same_origin_handshake_is_accepted(port):
-    status, _ = await ws_status(port, headers={"Origin": f"http://127.0.0.1:{port}"})
+    status, _ = await handshake_status(port, headers={"Origin": f"http://127.0.0.1:{port}"})
     assert status == 101
 
 
