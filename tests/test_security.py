@@ -1,6 +1,7 @@
-"""Security: the API key on every protected route and on the WebSocket
-handshake, constant-time comparison, origin checks, no internals in any
-response, and log lines an attacker can neither forge nor read a key from."""
+"""Security: constant-time key comparison, no internals in any response, and
+log lines an attacker can neither forge nor read a key from.  The key on every
+protected route and on the WebSocket handshake, and origin checks, are in
+test_auth."""
 
 from __future__ import annotations
 
@@ -21,66 +22,6 @@ from tornado_pubsub import auth
 KEY = "s3cret-Key_0123456789"
 LEAKS = ("Traceback", 'File "', ".py", "/work/", "site-packages", "tornado_pubsub")
 
-PROTECTED = [
-    ("GET", "/topics", None),
-    ("POST", "/topics", {"name": "secured"}),
-    ("POST", "/topics/secured/messages", {"payload": 1}),
-    ("GET", "/stats", None),
-    ("DELETE", "/topics/secured", None),
-]
-BAD_KEYS = {"missing": None, "wrong": KEY + "x", "empty": "", "prefix": KEY[:-1], "case": KEY.upper()}
-
-
-@pytest.mark.pubsub(api_key=KEY)
-@pytest.mark.parametrize("method,path,body", PROTECTED)
-@pytest.mark.parametrize("which", sorted(BAD_KEYS))
-async def test_protected_route_without_the_right_key_is_401(rest, method, path, body, which):
-    key = BAD_KEYS[which]
-    headers = {} if key is None else {"X-API-Key": key}
-    status, reply = await rest.call(method, path, body, headers=headers)
-    assert status == 401, (status, reply)
-    assert reply["error"]["code"] == "UNAUTHORIZED"
-
-
-@pytest.mark.pubsub(api_key=KEY)
-async def test_rest_key_in_the_query_string_is_not_accepted(rest):
-    # The query parameter is for browsers' WebSocket handshakes only.
-    status, _ = await rest.call("GET", "/topics?api_key=" + urllib.parse.quote(KEY))
-    assert status == 401
-
-
-@pytest.mark.pubsub(api_key=KEY)
-async def test_protected_routes_work_with_the_key_and_public_ones_without(port):
-    keyed = Rest(port, {"X-API-Key": KEY})
-    for method, path, body in PROTECTED:
-        status, reply = await keyed.call(method, path, body)
-        assert status in (200, 201), (method, path, status, reply)
-    anonymous = Rest(port)
-    assert (await anonymous.call("GET", "/health"))[0] == 200
-    assert (await anonymous.call("GET", "/metrics"))[0] == 200
-
-
-@pytest.mark.pubsub(api_key=KEY)
-@pytest.mark.parametrize("which", sorted(BAD_KEYS))
-@pytest.mark.parametrize("where", ["header", "query"])
-async def test_ws_handshake_without_the_right_key_is_401(port, broker, which, where):
-    key = BAD_KEYS[which]
-    if where == "header":
-        status, body = await handshake_status(port, headers={} if key is None else {"X-API-Key": key})
-    else:
-        query = "" if key is None else "?api_key=" + urllib.parse.quote(key)
-        status, body = await handshake_status(port, "/ws" + query)
-    assert status == 401 and body["error"]["code"] == "UNAUTHORIZED", (status, body)
-    assert not broker.connections
-
-
-@pytest.mark.pubsub(api_key=KEY)
-async def test_ws_handshake_with_the_key_in_header_or_query_upgrades(port):
-    assert (await handshake_status(port, headers={"X-API-Key": KEY}))[0] == 101
-    assert (await handshake_status(port, "/ws?api_key=" + urllib.parse.quote(KEY)))[0] == 101
-    # Either source is enough: a right query parameter beside a wrong header passes.
-    assert (await handshake_status(port, "/ws?api_key=" + urllib.parse.quote(KEY), {"X-API-Key": "nope"}))[0] == 101
-
 
 @pytest.mark.pubsub(api_key=KEY)
 async def test_keys_are_compared_with_a_constant_time_function(rest, port, monkeypatch):
@@ -96,37 +37,6 @@ async def test_keys_are_compared_with_a_constant_time_function(rest, port, monke
     assert calls and calls[-1][1] == b"guess"
     await handshake_status(port, headers={"X-API-Key": "guess2"})
     assert calls[-1][1] == b"guess2"
-
-
-def _origin_case(origin: str, allowed: tuple[str, ...], ok: bool):
-    return pytest.param(origin, ok, marks=pytest.mark.pubsub(allowed_origins=allowed), id=f"{origin}-{allowed}")
-
-
-@pytest.mark.parametrize(
-    "origin,ok",
-    [
-        _origin_case("http://evil.example", (), False),
-        _origin_case("null", (), False),
-        _origin_case("http://127.0.0.1.evil.example", (), False),
-        _origin_case("http://app.example", ("http://app.example",), True),
-        _origin_case("HTTP://APP.EXAMPLE/", ("http://app.example",), True),
-        # Settings built in code (embedding) skip the loader's normalizing.
-        _origin_case("http://app.example", (" HTTP://App.Example/",), True),
-        _origin_case("http://other.example", ("http://app.example",), False),
-        _origin_case("https://app.example", ("http://app.example",), False),
-        _origin_case("http://anything.example", ("*",), True),
-    ],
-)
-async def test_cross_origin_handshake_is_refused_unless_allowed(port, broker, origin, ok):
-    status, _ = await handshake_status(port, headers={"Origin": origin})
-    assert (status == 101) is ok, (origin, status)
-    if not ok:
-        assert status == 403 and not broker.connections
-
-
-async def test_same_origin_handshake_is_accepted(port):
-    status, _ = await handshake_status(port, headers={"Origin": f"http://127.0.0.1:{port}"})
-    assert status == 101
 
 
 @pytest.mark.parametrize(
