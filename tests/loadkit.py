@@ -15,10 +15,10 @@ import tornado.websocket
 from tests.conftest import WsClient
 
 
-async def connect(port: int) -> WsClient:
+async def connect(port: int, path: str = "/ws") -> WsClient:
     """A real WebSocket client to 127.0.0.1:port."""
     conn = await tornado.websocket.websocket_connect(
-        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}/ws"), max_message_size=1 << 24
+        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}"), max_message_size=1 << 24
     )
     return WsClient(conn)
 

@@ -11,10 +11,9 @@ import logging
 import urllib.parse
 
 import pytest
-import tornado.httpclient
-import tornado.websocket
 
 from tests.conftest import Rest, new_id
+from tests.loadkit import connect
 from tests.servers import ProcServer
 from tests.support import handshake_status
 from tornado_pubsub import auth
@@ -79,9 +78,7 @@ async def test_log_records_stay_one_json_line_and_never_show_the_key(logged_serv
     topic = "logs"
     keyed = Rest(port, {"X-API-Key": KEY})
     await keyed.create(topic)
-    conn = await tornado.websocket.websocket_connect(
-        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}/ws?api_key={urllib.parse.quote(KEY)}")
-    )
+    client = await connect(port, f"/ws?api_key={urllib.parse.quote(KEY)}")
     frames = [
         {"type": "subscribe", "topic": topic, "client_id": hostile, "request_id": hostile},
         {"type": "subscribe", "topic": "no\nsuch", "client_id": hostile, "request_id": "r2"},
@@ -89,11 +86,8 @@ async def test_log_records_stay_one_json_line_and_never_show_the_key(logged_serv
         {"type": "publish", "topic": topic, "message": {"id": new_id(), "payload": hostile}, "request_id": hostile},
     ]
     for frame in frames:
-        conn.write_message(json.dumps(frame))
-        reply = json.loads(await conn.read_message())
-        while reply["type"] not in ("ack", "error"):
-            reply = json.loads(await conn.read_message())
-    conn.close()
+        assert (await client.request(frame))["type"] in ("ack", "error")
+    client.close()
     await Rest(port, {"X-API-Key": KEY + "wrong"}).call("GET", "/topics")
     await Rest(port).call("GET", f"/topics?api_key={KEY}")
     await keyed.call("DELETE", f"/topics/{topic}")
