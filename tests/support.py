@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import tornado.httpclient
 import tornado.websocket
@@ -14,12 +15,15 @@ import tornado.websocket
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``check`` every 20 ms until it returns something truthy; fail after ``timeout``."""
+async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``check`` (plain or async) every 20 ms until it returns something
+    truthy, and return that; fail after ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:

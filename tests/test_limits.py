@@ -12,7 +12,7 @@ from tests.conftest import new_id
 from tests.loadkit import connect
 from tests.rawws import RawWs
 from tests.servers import ProcServer
-from tests.support import handshake_status
+from tests.support import handshake_status, wait_until
 
 
 @pytest.mark.pubsub(max_connections=2)
@@ -24,10 +24,8 @@ async def test_connection_over_max_connections_is_refused_503_until_one_leaves(w
     assert (await second.request({"type": "ping", "request_id": "still"}))["type"] == "pong"
 
     first.close()
-    for _ in range(200):  # bounded: the server notices the close within a few loop turns
-        if len(broker.connections) < 2:
-            break
-        await asyncio.sleep(0.01)
+    # The server notices the close within a few loop turns.
+    await wait_until(lambda: len(broker.connections) < 2, 2, "the closed connection to be forgotten")
     third = await ws_connect()
     assert (await third.request({"type": "ping"}))["type"] == "pong"
 
@@ -110,10 +108,7 @@ async def test_upgraded_socket_that_never_answers_is_closed_and_forgotten(port, 
     assert mute.status == 101
     assert len(broker.connections) == 1
     assert await mute.at_eof(timeout=10)
-    for _ in range(200):
-        if not broker.connections:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not broker.connections, 2, "the mute connection to be forgotten")
     assert not broker.connections
 
 
@@ -136,10 +131,7 @@ async def test_stalled_connections_do_not_exhaust_the_server(port, broker, ws_co
     # ...and once they are reaped the slots are free again.
     for raw in stalled + mute:
         assert await raw.at_eof(timeout=10)
-    for _ in range(200):
-        if len(broker.connections) == 1:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(broker.connections) == 1, 2, "the stalled connections to be reaped")
     assert len(broker.connections) == 1
     extra = [await ws_connect() for _ in range(40)]
     assert (await extra[-1].request({"type": "ping"}))["type"] == "pong"
@@ -173,10 +165,11 @@ async def test_standalone_server_raises_its_descriptor_limit_for_max_connections
 async def test_standalone_server_warns_when_max_connections_cannot_fit():
     with ProcServer("--max_connections=20000", "--log_level=warning", nofile=64) as server:
         assert server.descriptor_limit() == 64
-        for _ in range(100):  # the warning is written before the port opens; the reader may lag
-            warnings = [r for r in server.records() if r.get("event") == "descriptor_limit" and r.get("level") == "WARNING"]
-            if warnings:
-                break
-            await asyncio.sleep(0.02)
+        # The warning is written before the port opens; the reader may lag.
+        warnings = await wait_until(
+            lambda: [r for r in server.records() if r.get("event") == "descriptor_limit" and r.get("level") == "WARNING"],
+            2,
+            "the descriptor_limit warning",
+        )
         (warning,) = warnings
         assert warning["descriptor_limit"] == 64 and warning["max_connections"] == 20000
