@@ -5,7 +5,6 @@ test_auth."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import urllib.parse
@@ -15,7 +14,7 @@ import pytest
 from tests.conftest import Rest, new_id
 from tests.loadkit import connect
 from tests.servers import ProcServer
-from tests.support import handshake_status
+from tests.support import handshake_status, wait_until
 from tornado_pubsub import auth
 
 KEY = "s3cret-Key_0123456789"
@@ -113,10 +112,7 @@ async def test_a_flood_of_bad_frames_is_answered_in_full_but_logged_in_moderatio
     assert all(r["type"] == "error" and r["error"]["code"] == "BAD_REQUEST" for r in replies)
     (conn_id,) = broker.connections
     client.close()
-    for _ in range(200):
-        if not broker.connections:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not broker.connections, 2, "the closed connection to be forgotten")
     records = [r for r in caplog.records if getattr(r, "conn_id", None) == conn_id]
     logged = [r for r in records if r.getMessage() == "error"]
     (closed,) = [r for r in records if r.getMessage() == "disconnect"]
