@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import support
 from tests.conftest import Rest, WsClient, new_id
 from tests.procs import ROOT, PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
 
@@ -120,8 +121,11 @@ async def test_replay_seam_has_no_gap_or_duplicate_while_another_process_publish
         return count
 
     task = asyncio.ensure_future(publish_until_stopped())
-    while (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["last_seq"] < 20:
-        await asyncio.sleep(0.01)
+
+    async def twenty_published() -> bool:
+        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["last_seq"] >= 20
+
+    await support.wait_until(twenty_published, 10, "20 messages published")
     subs = []
     for _ in range(5):  # subscribe mid-stream, each with a replay
         client = await ws_at(b.port)
@@ -205,14 +209,8 @@ async def test_closing_connections_is_reflected_in_cluster_stats(cluster, ws_at)
     await subscribed(ws_at, a.port, "orders")
     gone.close()
 
-    async def subscribers() -> int:
-        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["subscribers"]
-
-    for _ in range(100):  # the close is asynchronous: bounded wait for the figure
-        if await subscribers() == 1:
-            break
-        await asyncio.sleep(0.05)
-    assert await subscribers() == 1
+    await support.wait_subscribers(Rest(a.port), "orders", 1)  # the close is asynchronous
+    assert (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["subscribers"] == 1
 
 
 async def test_redis_killed_and_restarted_mid_stream(cluster, ws_at, redis_server: Redis):
@@ -305,11 +303,12 @@ async def test_processes_flag_runs_workers_that_share_the_port(cluster, ws_at):
         await pub.publish("orders", n)
     for sub in subs:
         assert [e["seq"] for e in await sub.events(5)] == [1, 2, 3, 4, 5]
-    for _ in range(100):  # a worker registers once it reached Redis (bounded wait)
-        status, health = await Rest(server.port).call("GET", "/health")
-        if health["processes"] == 3:
-            break
-        await asyncio.sleep(0.1)
+
+    async def all_registered() -> dict | None:  # a worker registers once it reached Redis
+        _, health = await Rest(server.port).call("GET", "/health")
+        return health if health["processes"] == 3 else None
+
+    health = await support.wait_until(all_registered, 10, "3 worker processes registered")
     assert health["processes"] == 3 and health["subscribers"] == 6
 
     assert server.stop() == 0  # SIGTERM reaches every worker, each drains and exits 0
@@ -480,11 +479,10 @@ async def test_drops_on_one_process_show_in_stats_everywhere(cluster, ws_at):
     big = "x" * 60000
     for _ in range(300):  # far more than the socket buffers and the queue hold
         assert (await pub.publish("orders", big))["type"] == "ack"
-    dropped = 0
-    for _ in range(150):  # b reports its drops every few seconds (bounded wait)
-        dropped = (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
-        if dropped:
-            break
-        await asyncio.sleep(0.1)
+
+    async def dropped_figure() -> int:  # b reports its drops every few seconds
+        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
+
+    dropped = await support.wait_until(dropped_figure, 15, "b's drops in a's stats")
     assert 0 < dropped < 300
     assert (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"] >= dropped
