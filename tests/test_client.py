@@ -29,6 +29,8 @@ from tornado_pubsub.client import (
 )
 from tornado_pubsub.settings import Settings
 
+from .support import wait_until
+
 WAIT = 10.0  # upper bound for any wait in this module
 
 
@@ -247,12 +249,7 @@ KILL_AT = (60, 150, 240)  # publish acks after which a connection is killed
 
 async def resubscribed(app) -> list:
     """The server-side handler(s) holding a subscription, once the client has (re)subscribed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not server_sockets(app, subscribed=True):
-        assert loop.time() < deadline, "the client did not resubscribe"
-        await asyncio.sleep(0.01)
-    return server_sockets(app, subscribed=True)
+    return await wait_until(lambda: server_sockets(app, subscribed=True), WAIT, "the client to resubscribe")
 
 
 async def stream_with_kills(rest, clients, kill) -> tuple[Recorder, PubSubClient, PubSubClient]:
