@@ -24,6 +24,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = TypeVar("T")
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child, without the developer's own
+    PUBSUB_* settings (they must not leak into a test's server or CLI), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}, **extra}
+
+
 class ThreadServer:
     """A ``Server`` running on its own thread; ``run(fn)`` executes ``await fn()`` on its loop."""
 
@@ -92,9 +98,7 @@ class ProcServer:
         self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.port = 0
         self.flags = ["--port=0", "--config=/dev/null", *flags]
-        # The developer's own PUBSUB_* settings must not leak into a test's server.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}
-        self.env = {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.env = clean_env(**{**(env or {}), "PYTHONUNBUFFERED": "1"})
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None

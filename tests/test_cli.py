@@ -13,17 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from .servers import ProcServer
+from .servers import ProcServer, clean_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 30.0  # upper bound for any one command or wait
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}
-    env["PYTHONPATH"] = ROOT
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: 
     return subprocess.run(
         [sys.executable, "-m", "tornado_pubsub.cli", *args],
         cwd=ROOT,
-        env=_env(**env),
+        env=clean_env(**{"PYTHONPATH": ROOT, **env}),
         input=stdin,
         capture_output=True,
         text=True,
@@ -77,7 +70,7 @@ def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tornado_pubsub.cli", "sub", *args],
         cwd=ROOT,
-        env=_env(PUBSUB_URL=server.url),
+        env=clean_env(PYTHONPATH=ROOT, PUBSUB_URL=server.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

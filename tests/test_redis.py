@@ -12,6 +12,7 @@ from pathlib import Path
 from tests import support
 from tests.conftest import Rest, WsClient, new_id
 from tests.procs import ROOT, PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
+from tests.servers import clean_env
 
 
 async def subscribed(ws_at, port: int, topic: str, **extra) -> WsClient:
@@ -319,6 +320,7 @@ def test_processes_with_memory_broker_refuse_to_start_with_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "tornado_pubsub", "--processes=2", "--config=/dev/null"],
         cwd=ROOT,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=30,

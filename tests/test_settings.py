@@ -4,7 +4,6 @@ flag > env > file precedence; invalid values stop start-up with one line."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import clean_env
 from tornado_pubsub.settings import Settings, SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ def run_main(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-m", "tornado_pubsub", *args],
         cwd=REPO,
-        env={**os.environ, **(env or {})},
+        env=clean_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=20,
