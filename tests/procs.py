@@ -22,9 +22,8 @@ from typing import Any, Self
 
 import pytest
 
-from tests.servers import clean_env
+from tests.servers import ROOT, clean_env
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 

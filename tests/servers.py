@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from tornado_pubsub.server import Server
 from tornado_pubsub.settings import Settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The repository root (the tests run the server and the CLI from here).
+ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,9 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from .servers import ProcServer, clean_env
+from .servers import ROOT, ProcServer, clean_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 30.0  # upper bound for any one command or wait
 
 
@@ -38,7 +36,7 @@ def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: 
     return subprocess.run(
         [sys.executable, "-m", "tornado_pubsub.cli", *args],
         cwd=ROOT,
-        env=clean_env(**{"PYTHONPATH": ROOT, **env}),
+        env=clean_env(**{"PYTHONPATH": str(ROOT), **env}),
         input=stdin,
         capture_output=True,
         text=True,
@@ -70,7 +68,7 @@ def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tornado_pubsub.cli", "sub", *args],
         cwd=ROOT,
-        env=clean_env(PYTHONPATH=ROOT, PUBSUB_URL=server.url),
+        env=clean_env(PYTHONPATH=str(ROOT), PUBSUB_URL=server.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -231,7 +229,7 @@ def test_bench_measures_a_complete_fan_out_and_cleans_up(server):
 
 
 def test_pubsub_console_script_points_at_the_cli_main():
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)
     module, _, function = project["project"]["scripts"]["pubsub"].partition(":")
     assert (module, function) == ("tornado_pubsub.cli", "main")
