@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from .procs import free_port
 from .servers import ROOT, ProcServer, clean_env
 
 WAIT = 30.0  # upper bound for any one command or wait
@@ -182,11 +183,7 @@ def test_sub_ends_with_not_found_when_the_topic_is_deleted(server):
 
 @pytest.mark.parametrize("args", [("topics",), ("pub", "x", "1"), ("sub", "x"), ("health",)])
 def test_unreachable_server_is_one_line_and_exit_3(args):
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = cli(None, "--url", url, *args)
     assert result.returncode == 3
     assert "cannot" in one_error_line(result) and "is the server running" in result.stderr
