@@ -114,6 +114,10 @@ class WsClient:
     async def request(self, frame: dict[str, Any], timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
         """Send ``frame`` and return the next ack/error/pong reply."""
         self.send(frame)
+        return await self.reply(timeout)
+
+    async def reply(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """The next ack/error/pong (other frames skipped)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -70,7 +70,7 @@ async def test_frames_over_the_rate_limit_get_limit_exceeded_and_are_not_process
     total = 30
     for i in range(total):
         client.send({"type": "publish", "topic": "rated", "request_id": f"r{i}", "message": {"id": new_id(), "payload": i}})
-    replies = [await _next_reply(client) for _ in range(total)]
+    replies = [await client.reply() for _ in range(total)]
     acks = [r for r in replies if r["type"] == "ack"]
     refused = [r for r in replies if r["type"] == "error"]
     assert len(acks) + len(refused) == total
@@ -83,14 +83,6 @@ async def test_frames_over_the_rate_limit_get_limit_exceeded_and_are_not_process
     # The bucket refills: after a pause the same connection is served again.
     await asyncio.sleep(1.2)
     assert (await client.request({"type": "ping", "request_id": "later"}))["type"] == "pong"
-
-
-async def _next_reply(client) -> dict:
-    while True:
-        frame = await client.recv()
-        assert frame is not None
-        if frame["type"] in ("ack", "error", "pong"):
-            return frame
 
 
 @pytest.mark.pubsub(handshake_timeout=0.5)
