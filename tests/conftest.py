@@ -129,6 +129,9 @@ class WsClient:
     async def subscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
         return await self.request({"type": "subscribe", "topic": topic, "client_id": client_id, **extra})
 
+    async def unsubscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
+        return await self.request({"type": "unsubscribe", "topic": topic, "client_id": client_id, **extra})
+
     async def publish(self, topic: str, payload: Any, message_id: str | None = None, **extra: Any) -> dict[str, Any]:
         message = {"id": message_id or new_id(), "payload": payload}
         return await self.request({"type": "publish", "topic": topic, "message": message, **extra})

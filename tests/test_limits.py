@@ -45,7 +45,7 @@ async def test_subscription_over_the_per_connection_limit_is_limit_exceeded(rest
     other = await ws_connect()
     assert (await other.subscribe("c"))["type"] == "ack"
     # Freeing a slot makes room again, and the refused topic delivers nothing meanwhile.
-    await client.request({"type": "unsubscribe", "topic": "b", "client_id": "tester"})
+    await client.unsubscribe("b")
     assert (await client.subscribe("c"))["type"] == "ack"
     await other.publish("c", "after")
     (event,) = await client.events(1)

@@ -186,7 +186,7 @@ async def test_stats_topics_and_health_sum_every_process(cluster, ws_at):
     pub = await ws_at(b.port)
     for n in range(4):
         await pub.publish("orders", n)
-    await leaver.request({"type": "unsubscribe", "topic": "audit", "client_id": "tester"})
+    await leaver.unsubscribe("audit")
 
     for proc in (a, b):
         status, stats = await Rest(proc.port).call("GET", "/stats")
@@ -444,7 +444,7 @@ async def test_errors_and_limits_are_the_same_as_in_memory_and_cluster_wide(clus
     ):
         assert (await client.request(frame))["error"]["code"] == "TOPIC_NOT_FOUND"
     await Rest(a.port).create("one")
-    reply = await client.request({"type": "unsubscribe", "topic": "one", "client_id": "c", "request_id": "u"})
+    reply = await client.unsubscribe("one", client_id="c", request_id="u")
     assert (reply["type"], reply["request_id"]) == ("ack", "u")  # not subscribed: still acked
     await Rest(b.port).create("two")
     status, body = await Rest(a.port).call("POST", "/topics", {"name": "three"})
