@@ -33,7 +33,6 @@ class Collector:
     def __init__(self, client: WsClient) -> None:
         self.client = client
         self.seqs: dict[str, list[int]] = {}
-        self.ids: dict[str, list[str]] = {}
         self.frames: list[dict[str, Any]] = []
         self.closed = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
@@ -47,7 +46,6 @@ class Collector:
             frame = json.loads(raw)
             if frame["type"] == "event":
                 self.seqs.setdefault(frame["topic"], []).append(frame["seq"])
-                self.ids.setdefault(frame["topic"], []).append(frame["message"]["id"])
             else:
                 self.frames.append(frame)
 

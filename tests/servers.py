@@ -220,11 +220,3 @@ def _listening_port(pid: int) -> int:
                 if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                     return int(fields[1].rsplit(":", 1)[1], 16)
     return 0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
-    """Poll ``predicate`` (bounded by ``timeout``) from a synchronous test."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.02)
