@@ -1,4 +1,4 @@
-"""Small helpers shared by the socket-level tests."""
+"""Small helpers shared by the tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import tornado.httpclient
 import tornado.websocket
+
+from tornado_pubsub.hub import Subscriber
 
 #: The contract's timestamp: ISO-8601 UTC, millisecond precision, ``Z`` suffix.
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
@@ -29,6 +31,11 @@ async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str =
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def queued(sub: Subscriber) -> list[dict[str, Any]]:
+    """Everything in a socketless subscriber's queue, decoded, oldest first (and removed)."""
+    return [json.loads(item if isinstance(item, bytes) else item.data) for item in sub.queue.drain_nowait()]
 
 
 async def subscriber_count(rest: Any, topic: str) -> int | None:
