@@ -70,4 +70,4 @@ async def test_delete_and_disconnect_release_every_subscription():
     assert [f["msg"] for f in queued(one)] == ["topic_deleted"]
     assert broker.subscriptions == 2 and list(one.topics) == ["b"]
     assert broker.disconnect(two) == 1
-    assert broker.subscriptions == 1 and "c2" not in broker.connections
+    assert broker.subscriptions == 1 and two.id not in broker.connections
