@@ -112,6 +112,10 @@ class WsClient:
     async def request(self, frame: dict[str, Any], timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
         """Send ``frame`` and return the next ack/error/pong reply."""
         self.send(frame)
+        return await self.reply(timeout)
+
+    async def reply(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """The next ack/error/pong (other frames skipped)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -122,6 +126,9 @@ class WsClient:
 
     async def subscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
         return await self.request({"type": "subscribe", "topic": topic, "client_id": client_id, **extra})
+
+    async def unsubscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
+        return await self.request({"type": "unsubscribe", "topic": topic, "client_id": client_id, **extra})
 
     async def publish(self, topic: str, payload: Any, message_id: str | None = None, **extra: Any) -> dict[str, Any]:
         message = {"id": message_id or new_id(), "payload": payload}

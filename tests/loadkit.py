@@ -15,10 +15,10 @@ import tornado.websocket
 from tests.conftest import WsClient
 
 
-async def connect(port: int) -> WsClient:
+async def connect(port: int, path: str = "/ws") -> WsClient:
     """A real WebSocket client to 127.0.0.1:port."""
     conn = await tornado.websocket.websocket_connect(
-        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}/ws"), max_message_size=1 << 24
+        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}"), max_message_size=1 << 24
     )
     return WsClient(conn)
 
@@ -33,7 +33,6 @@ class Collector:
     def __init__(self, client: WsClient) -> None:
         self.client = client
         self.seqs: dict[str, list[int]] = {}
-        self.ids: dict[str, list[str]] = {}
         self.frames: list[dict[str, Any]] = []
         self.closed = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
@@ -47,7 +46,6 @@ class Collector:
             frame = json.loads(raw)
             if frame["type"] == "event":
                 self.seqs.setdefault(frame["topic"], []).append(frame["seq"])
-                self.ids.setdefault(frame["topic"], []).append(frame["message"]["id"])
             else:
                 self.frames.append(frame)
 

@@ -22,7 +22,8 @@ from typing import Any, Self
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import ROOT, clean_env
+
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -180,7 +181,7 @@ class PubSub(Proc):
         self.port = port or free_port()
         config = tmp / "empty.conf"
         config.touch()
-        env = {**os.environ, "PUBSUB_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+        env = clean_env(PUBSUB_CONFIG=str(config), PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "tornado_pubsub", f"--port={self.port}", "--address=127.0.0.1", *flags]
         super().__init__(f"{name}:{self.port}", argv, tmp / f"{name}-{self.port}.log", self.port, env)
 

@@ -15,13 +15,21 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from tornado_pubsub.server import Server
 from tornado_pubsub.settings import Settings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The repository root (the tests run the server and the CLI from here).
+ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child, without the developer's own
+    PUBSUB_* settings (they must not leak into a test's server or CLI), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}, **extra}
 
 
 class ThreadServer:
@@ -92,9 +100,7 @@ class ProcServer:
         self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.port = 0
         self.flags = ["--port=0", "--config=/dev/null", *flags]
-        # The developer's own PUBSUB_* settings must not leak into a test's server.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}
-        self.env = {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.env = clean_env(**{**(env or {}), "PYTHONUNBUFFERED": "1"})
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -214,11 +220,3 @@ def _listening_port(pid: int) -> int:
                 if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                     return int(fields[1].rsplit(":", 1)[1], 16)
     return 0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
-    """Poll ``predicate`` (bounded by ``timeout``) from a synchronous test."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.02)

@@ -8,14 +8,13 @@ import asyncio
 import gc
 import logging
 import re
-import socket
-import struct
 from typing import Any
 
 import pytest
 
+from .loadkit import Collector
 from .rawws import RawWs
-from .support import wait_subscribers, wait_until
+from .support import wait_subscribers
 
 PAYLOAD = "x" * 16384
 # The kernel lets a sender's buffer grow to tcp_wmem's maximum (4 MiB here)
@@ -46,30 +45,6 @@ async def publish_until_overflow(pub, rest, topic: str) -> int:
     raise AssertionError(f"no overflow after {MAX_MESSAGES} messages")
 
 
-class Collector:
-    """Reads a well-behaved subscriber's events in the background."""
-
-    def __init__(self, client) -> None:
-        self.events: list[dict] = []
-        self.task = asyncio.ensure_future(self._run(client))
-
-    async def _run(self, client) -> None:
-        while True:
-            self.events.append(await client.recv_type("event", timeout=30))
-
-    async def seqs(self, count: int) -> list[int]:
-        """The seqs of the first ``count`` events, once they have all arrived."""
-
-        async def enough() -> bool:
-            return len(self.events) >= count
-
-        try:
-            await wait_until(enough, 20, f"{count} events")
-        finally:
-            self.task.cancel()
-        return [e["seq"] for e in self.events]
-
-
 def metric(text: str, name: str) -> float:
     match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} missing from /metrics"
@@ -93,7 +68,11 @@ async def overflow_beside_fast_reader(rest, ws_connect, port) -> tuple[RawWs, An
     pub = await ws_connect()
     collector = Collector(fast)
     published = await publish_until_overflow(pub, rest, "t")
-    assert await collector.seqs(published) == list(range(1, published + 1))
+    try:
+        await collector.wait_for("t", published, 20)
+    finally:
+        collector.task.cancel()  # not stop(): the fast subscriber stays connected
+    assert collector.seqs["t"] == list(range(1, published + 1))
     return slow, pub, published
 
 
@@ -174,8 +153,7 @@ async def test_disconnect_evicted_reader_vanishing_leaves_no_error_log(rest, ws_
     with caplog.at_level(logging.WARNING):
         await publish_until_overflow(pub, rest, "t")
         await wait_subscribers(rest, "t", 0)
-        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        slow.close()  # RST: the server's pending writes fail at once
+        slow.reset()  # RST: the server's pending writes fail at once
         assert (await pub.request({"type": "ping"}))["type"] == "pong"
         await asyncio.sleep(0.1)
         gc.collect()  # "never retrieved" is reported when the failed task is collected

@@ -21,6 +21,8 @@ from tornado_pubsub.errors import (
     PubSubError,
 )
 
+from .support import queued
+
 
 class FakeCloser:
     """Records what the broker asked the transport to do."""
@@ -35,11 +37,6 @@ class FakeCloser:
 def connect(broker: Broker) -> tuple[Subscriber, FakeCloser]:
     closer = FakeCloser()
     return broker.connect("127.0.0.1", closer), closer
-
-
-def queued(sub: Subscriber) -> list[dict[str, Any]]:
-    """Everything in the subscriber's queue, decoded, oldest first (and removed)."""
-    return [json.loads(item if isinstance(item, bytes) else item.data) for item in sub.queue.drain_nowait()]
 
 
 def seqs(frames: list[dict[str, Any]]) -> list[int]:

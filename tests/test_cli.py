@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,17 +12,10 @@ from typing import Iterator
 
 import pytest
 
-from .servers import ProcServer
+from .procs import free_port
+from .servers import ROOT, ProcServer, clean_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 30.0  # upper bound for any one command or wait
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}
-    env["PYTHONPATH"] = ROOT
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: 
     return subprocess.run(
         [sys.executable, "-m", "tornado_pubsub.cli", *args],
         cwd=ROOT,
-        env=_env(**env),
+        env=clean_env(**{"PYTHONPATH": str(ROOT), **env}),
         input=stdin,
         capture_output=True,
         text=True,
@@ -77,7 +69,7 @@ def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tornado_pubsub.cli", "sub", *args],
         cwd=ROOT,
-        env=_env(PUBSUB_URL=server.url),
+        env=clean_env(PYTHONPATH=str(ROOT), PUBSUB_URL=server.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -191,11 +183,7 @@ def test_sub_ends_with_not_found_when_the_topic_is_deleted(server):
 
 @pytest.mark.parametrize("args", [("topics",), ("pub", "x", "1"), ("sub", "x"), ("health",)])
 def test_unreachable_server_is_one_line_and_exit_3(args):
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = cli(None, "--url", url, *args)
     assert result.returncode == 3
     assert "cannot" in one_error_line(result) and "is the server running" in result.stderr
@@ -238,7 +226,7 @@ def test_bench_measures_a_complete_fan_out_and_cleans_up(server):
 
 
 def test_pubsub_console_script_points_at_the_cli_main():
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)
     module, _, function = project["project"]["scripts"]["pubsub"].partition(":")
     assert (module, function) == ("tornado_pubsub.cli", "main")

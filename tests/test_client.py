@@ -29,6 +29,9 @@ from tornado_pubsub.client import (
 )
 from tornado_pubsub.settings import Settings
 
+from .procs import free_port
+from .support import wait_until
+
 WAIT = 10.0  # upper bound for any wait in this module
 
 
@@ -158,10 +161,7 @@ async def test_api_key_goes_in_a_header_and_a_wrong_one_is_unauthorized(clients)
 
 
 async def test_unreachable_server_raises_unreachable():
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    client = PubSubClient(f"http://127.0.0.1:{dead}", connect_timeout=2)
+    client = PubSubClient(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
     with pytest.raises(ClientError) as info:
         await client.connect()
     assert info.value.code == UNREACHABLE
@@ -247,12 +247,7 @@ KILL_AT = (60, 150, 240)  # publish acks after which a connection is killed
 
 async def resubscribed(app) -> list:
     """The server-side handler(s) holding a subscription, once the client has (re)subscribed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not server_sockets(app, subscribed=True):
-        assert loop.time() < deadline, "the client did not resubscribe"
-        await asyncio.sleep(0.01)
-    return server_sockets(app, subscribed=True)
+    return await wait_until(lambda: server_sockets(app, subscribed=True), WAIT, "the client to resubscribe")
 
 
 async def stream_with_kills(rest, clients, kill) -> tuple[Recorder, PubSubClient, PubSubClient]:

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import Rest
 from tests.loadkit import Collector, assert_gapless, connect, publish_many
 from tests.servers import ProcServer
+from tests.support import wait_until
 
 TOPICS = [f"topic{i}" for i in range(5)]
 
@@ -46,14 +47,14 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
         # Mid-way, joiners resume every topic from a point shortly behind its head.
         late: list[tuple[Collector, dict[str, int]]] = []
         heads_at_join: list[int] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while not all(job.done() for job in jobs):
-            status, stats = await rest.call("GET", "/stats")
-            if min(t["last_seq"] for t in stats["topics"].values()) >= per_publisher // 3:
-                break
-            assert loop.time() < deadline, "publishers made no progress"
-            await asyncio.sleep(0.01)
+
+        async def a_third_published() -> bool:
+            if all(job.done() for job in jobs):
+                return True
+            _, stats = await rest.call("GET", "/stats")
+            return min(t["last_seq"] for t in stats["topics"].values()) >= per_publisher // 3
+
+        await wait_until(a_third_published, 60, "publishers to make progress")
         for j in range(joiners):
             collector = Collector(await connect(server.port))
             starts: dict[str, int] = {}

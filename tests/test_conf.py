@@ -1,12 +1,12 @@
 """The shipped config file documents every setting with its default."""
 
 import dataclasses
-import pathlib
 import re
 
+from tests.servers import ROOT
 from tornado_pubsub.settings import Settings, load_settings
 
-CONF = pathlib.Path(__file__).resolve().parent.parent / "conf" / "pubsub.conf"
+CONF = ROOT / "conf" / "pubsub.conf"
 
 
 def test_conf_file_names_every_setting():

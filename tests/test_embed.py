@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -15,11 +14,11 @@ import pytest
 import tornado.httpclient
 import tornado.web
 
+from tests.servers import ROOT
 from tornado_pubsub import PubSub
 from tornado_pubsub.client import Message, PubSubClient
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(ROOT, "examples", "embedded_app.py")
+EXAMPLE = str(ROOT / "examples" / "embedded_app.py")
 WAIT = 10.0
 
 

@@ -15,6 +15,7 @@ from handlers import ws as ws_handlers
 from tests.loadkit import Collector, assert_gapless, connect, publish_many
 from tests.rawws import RawWs
 from tests.servers import ProcServer
+from tests.support import wait_until
 
 
 def writer_tasks() -> list[asyncio.Task]:
@@ -23,11 +24,7 @@ def writer_tasks() -> list[asyncio.Task]:
 
 async def settled(broker, connections: int = 0, timeout: float = 10.0) -> None:
     """Wait (bounded) until the broker holds ``connections`` connections."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while len(broker.connections) != connections:
-        assert loop.time() < deadline, f"{len(broker.connections)} connections left, expected {connections}"
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(broker.connections) == connections, timeout, f"the broker to hold {connections} connection(s)")
     await asyncio.sleep(0.05)  # let cancelled writer tasks finish
 
 
@@ -260,14 +257,12 @@ async def test_connection_churn_returns_memory_near_baseline():
         await asyncio.sleep(0.5)
         baseline = server.rss_kib()
         await asyncio.gather(*(cycles(40) for _ in range(50)))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while True:
-            status, health = await rest.call("GET", "/health")
-            if health["subscribers"] == 0:
-                break
-            assert loop.time() < deadline, health
-            await asyncio.sleep(0.1)
+
+        async def no_subscribers() -> bool:
+            _, health = await rest.call("GET", "/health")
+            return health["subscribers"] == 0
+
+        await wait_until(no_subscribers, 20, "every churned subscriber to be gone")
         status, metrics = await rest.call("GET", "/metrics")
         assert "pubsub_connections 0.0" in metrics and "pubsub_queued_frames 0.0" in metrics
         growth_mib = (server.rss_kib() - baseline) / 1024

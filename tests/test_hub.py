@@ -3,16 +3,12 @@ with no socket: what lands in a subscriber's queue, in which order."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tornado_pubsub.broker import Broker
-from tornado_pubsub.hub import Subscriber, plan_resume
+from tornado_pubsub.hub import plan_resume
 
-
-def frames_of(sub: Subscriber) -> list[dict]:
-    return [json.loads(item if isinstance(item, bytes) else item.data) for item in sub.queue.drain_nowait()]
+from .support import queued
 
 
 @pytest.mark.parametrize(
@@ -40,7 +36,7 @@ async def test_subscribe_queues_ack_then_replay_then_live_events():
     sub = broker.connect("127.0.0.1", lambda *a: None)
     await broker.subscribe(sub, "t", "c", last_n=10, request_id="r")
     await broker.publish("t", 5)
-    frames = frames_of(sub)
+    frames = queued(sub)
     assert frames[0]["type"] == "ack" and frames[0]["request_id"] == "r" and frames[0]["last_seq"] == 5
     assert [f["seq"] for f in frames[1:]] == [3, 4, 5, 6]
 
@@ -53,7 +49,7 @@ async def test_resume_with_evicted_history_sends_history_gap_before_the_replay()
     sub = broker.connect(None, lambda *a: None)
     result = await broker.subscribe(sub, "t", "c", since_seq=1, epoch=topic.epoch)
     assert result.recovered is False and result.replayed == 2
-    ack, gap, *events = frames_of(sub)
+    ack, gap, *events = queued(sub)
     assert ack["recovered"] is False
     assert (gap["msg"], gap["first_seq"], gap["epoch"]) == ("history_gap", 3, topic.epoch)
     assert [e["seq"] for e in events] == [3, 4]
@@ -69,9 +65,9 @@ async def test_delete_and_disconnect_release_every_subscription():
         await broker.subscribe(sub, "a", "c")
         await broker.subscribe(sub, "b", "c")
     assert broker.subscriptions == 4
-    frames_of(one)
+    queued(one)
     assert await broker.delete_topic("a") == 2
-    assert [f["msg"] for f in frames_of(one)] == ["topic_deleted"]
+    assert [f["msg"] for f in queued(one)] == ["topic_deleted"]
     assert broker.subscriptions == 2 and list(one.topics) == ["b"]
     assert broker.disconnect(two) == 1
-    assert broker.subscriptions == 1 and "c2" not in broker.connections
+    assert broker.subscriptions == 1 and two.id not in broker.connections

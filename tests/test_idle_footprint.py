@@ -16,6 +16,7 @@ import logging
 import pytest
 
 from handlers import ws as ws_handlers
+from tests.support import wait_until
 
 CONNECTIONS = 20
 
@@ -109,8 +110,5 @@ async def test_closed_connections_leave_no_tasks_behind(rest, ws_connect, broker
         client.close()
     for client in clients:
         await client.closed()
-    for _ in range(100):
-        if not tasks_of(handlers):
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not tasks_of(handlers), 1, "the closed connections' tasks to end")
     assert tasks_of(handlers) == {}

@@ -5,27 +5,14 @@ stall are dropped instead of exhausting the server."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
-import tornado.httpclient
-import tornado.websocket
 
 from tests.conftest import new_id
 from tests.loadkit import connect
 from tests.rawws import RawWs
 from tests.servers import ProcServer
-
-
-async def handshake_status(port: int) -> tuple[int, dict]:
-    request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}/ws")
-    try:
-        conn = await tornado.websocket.websocket_connect(request)
-    except tornado.httpclient.HTTPClientError as exc:
-        assert exc.response is not None
-        return exc.code, json.loads(exc.response.body)
-    conn.close()
-    return 101, {}
+from tests.support import handshake_status, wait_until
 
 
 @pytest.mark.pubsub(max_connections=2)
@@ -37,10 +24,8 @@ async def test_connection_over_max_connections_is_refused_503_until_one_leaves(w
     assert (await second.request({"type": "ping", "request_id": "still"}))["type"] == "pong"
 
     first.close()
-    for _ in range(200):  # bounded: the server notices the close within a few loop turns
-        if len(broker.connections) < 2:
-            break
-        await asyncio.sleep(0.01)
+    # The server notices the close within a few loop turns.
+    await wait_until(lambda: len(broker.connections) < 2, 2, "the closed connection to be forgotten")
     third = await ws_connect()
     assert (await third.request({"type": "ping"}))["type"] == "pong"
 
@@ -60,7 +45,7 @@ async def test_subscription_over_the_per_connection_limit_is_limit_exceeded(rest
     other = await ws_connect()
     assert (await other.subscribe("c"))["type"] == "ack"
     # Freeing a slot makes room again, and the refused topic delivers nothing meanwhile.
-    await client.request({"type": "unsubscribe", "topic": "b", "client_id": "tester"})
+    await client.unsubscribe("b")
     assert (await client.subscribe("c"))["type"] == "ack"
     await other.publish("c", "after")
     (event,) = await client.events(1)
@@ -85,7 +70,7 @@ async def test_frames_over_the_rate_limit_get_limit_exceeded_and_are_not_process
     total = 30
     for i in range(total):
         client.send({"type": "publish", "topic": "rated", "request_id": f"r{i}", "message": {"id": new_id(), "payload": i}})
-    replies = [await _next_reply(client) for _ in range(total)]
+    replies = [await client.reply() for _ in range(total)]
     acks = [r for r in replies if r["type"] == "ack"]
     refused = [r for r in replies if r["type"] == "error"]
     assert len(acks) + len(refused) == total
@@ -98,14 +83,6 @@ async def test_frames_over_the_rate_limit_get_limit_exceeded_and_are_not_process
     # The bucket refills: after a pause the same connection is served again.
     await asyncio.sleep(1.2)
     assert (await client.request({"type": "ping", "request_id": "later"}))["type"] == "pong"
-
-
-async def _next_reply(client) -> dict:
-    while True:
-        frame = await client.recv()
-        assert frame is not None
-        if frame["type"] in ("ack", "error", "pong"):
-            return frame
 
 
 @pytest.mark.pubsub(handshake_timeout=0.5)
@@ -123,10 +100,7 @@ async def test_upgraded_socket_that_never_answers_is_closed_and_forgotten(port, 
     assert mute.status == 101
     assert len(broker.connections) == 1
     assert await mute.at_eof(timeout=10)
-    for _ in range(200):
-        if not broker.connections:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not broker.connections, 2, "the mute connection to be forgotten")
     assert not broker.connections
 
 
@@ -149,10 +123,7 @@ async def test_stalled_connections_do_not_exhaust_the_server(port, broker, ws_co
     # ...and once they are reaped the slots are free again.
     for raw in stalled + mute:
         assert await raw.at_eof(timeout=10)
-    for _ in range(200):
-        if len(broker.connections) == 1:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(broker.connections) == 1, 2, "the stalled connections to be reaped")
     assert len(broker.connections) == 1
     extra = [await ws_connect() for _ in range(40)]
     assert (await extra[-1].request({"type": "ping"}))["type"] == "pong"
@@ -186,10 +157,11 @@ async def test_standalone_server_raises_its_descriptor_limit_for_max_connections
 async def test_standalone_server_warns_when_max_connections_cannot_fit():
     with ProcServer("--max_connections=20000", "--log_level=warning", nofile=64) as server:
         assert server.descriptor_limit() == 64
-        for _ in range(100):  # the warning is written before the port opens; the reader may lag
-            warnings = [r for r in server.records() if r.get("event") == "descriptor_limit" and r.get("level") == "WARNING"]
-            if warnings:
-                break
-            await asyncio.sleep(0.02)
+        # The warning is written before the port opens; the reader may lag.
+        warnings = await wait_until(
+            lambda: [r for r in server.records() if r.get("event") == "descriptor_limit" and r.get("level") == "WARNING"],
+            2,
+            "the descriptor_limit warning",
+        )
         (warning,) = warnings
         assert warning["descriptor_limit"] == 64 and warning["max_connections"] == 20000

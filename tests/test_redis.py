@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import support
 from tests.conftest import Rest, WsClient, new_id
-from tests.procs import ROOT, PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
+from tests.procs import PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
+from tests.servers import ROOT, clean_env
 
 
 async def subscribed(ws_at, port: int, topic: str, **extra) -> WsClient:
@@ -120,8 +122,11 @@ async def test_replay_seam_has_no_gap_or_duplicate_while_another_process_publish
         return count
 
     task = asyncio.ensure_future(publish_until_stopped())
-    while (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["last_seq"] < 20:
-        await asyncio.sleep(0.01)
+
+    async def twenty_published() -> bool:
+        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["last_seq"] >= 20
+
+    await support.wait_until(twenty_published, 10, "20 messages published")
     subs = []
     for _ in range(5):  # subscribe mid-stream, each with a replay
         client = await ws_at(b.port)
@@ -181,7 +186,7 @@ async def test_stats_topics_and_health_sum_every_process(cluster, ws_at):
     pub = await ws_at(b.port)
     for n in range(4):
         await pub.publish("orders", n)
-    await leaver.request({"type": "unsubscribe", "topic": "audit", "client_id": "tester"})
+    await leaver.unsubscribe("audit")
 
     for proc in (a, b):
         status, stats = await Rest(proc.port).call("GET", "/stats")
@@ -205,14 +210,8 @@ async def test_closing_connections_is_reflected_in_cluster_stats(cluster, ws_at)
     await subscribed(ws_at, a.port, "orders")
     gone.close()
 
-    async def subscribers() -> int:
-        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["subscribers"]
-
-    for _ in range(100):  # the close is asynchronous: bounded wait for the figure
-        if await subscribers() == 1:
-            break
-        await asyncio.sleep(0.05)
-    assert await subscribers() == 1
+    await support.wait_subscribers(Rest(a.port), "orders", 1)  # the close is asynchronous
+    assert (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["subscribers"] == 1
 
 
 async def test_redis_killed_and_restarted_mid_stream(cluster, ws_at, redis_server: Redis):
@@ -305,11 +304,12 @@ async def test_processes_flag_runs_workers_that_share_the_port(cluster, ws_at):
         await pub.publish("orders", n)
     for sub in subs:
         assert [e["seq"] for e in await sub.events(5)] == [1, 2, 3, 4, 5]
-    for _ in range(100):  # a worker registers once it reached Redis (bounded wait)
-        status, health = await Rest(server.port).call("GET", "/health")
-        if health["processes"] == 3:
-            break
-        await asyncio.sleep(0.1)
+
+    async def all_registered() -> dict | None:  # a worker registers once it reached Redis
+        _, health = await Rest(server.port).call("GET", "/health")
+        return health if health["processes"] == 3 else None
+
+    health = await support.wait_until(all_registered, 10, "3 worker processes registered")
     assert health["processes"] == 3 and health["subscribers"] == 6
 
     assert server.stop() == 0  # SIGTERM reaches every worker, each drains and exits 0
@@ -320,6 +320,7 @@ def test_processes_with_memory_broker_refuse_to_start_with_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "tornado_pubsub", "--processes=2", "--config=/dev/null"],
         cwd=ROOT,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=30,
@@ -443,7 +444,7 @@ async def test_errors_and_limits_are_the_same_as_in_memory_and_cluster_wide(clus
     ):
         assert (await client.request(frame))["error"]["code"] == "TOPIC_NOT_FOUND"
     await Rest(a.port).create("one")
-    reply = await client.request({"type": "unsubscribe", "topic": "one", "client_id": "c", "request_id": "u"})
+    reply = await client.unsubscribe("one", client_id="c", request_id="u")
     assert (reply["type"], reply["request_id"]) == ("ack", "u")  # not subscribed: still acked
     await Rest(b.port).create("two")
     status, body = await Rest(a.port).call("POST", "/topics", {"name": "three"})
@@ -480,11 +481,10 @@ async def test_drops_on_one_process_show_in_stats_everywhere(cluster, ws_at):
     big = "x" * 60000
     for _ in range(300):  # far more than the socket buffers and the queue hold
         assert (await pub.publish("orders", big))["type"] == "ack"
-    dropped = 0
-    for _ in range(150):  # b reports its drops every few seconds (bounded wait)
-        dropped = (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
-        if dropped:
-            break
-        await asyncio.sleep(0.1)
+
+    async def dropped_figure() -> int:  # b reports its drops every few seconds
+        return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
+
+    dropped = await support.wait_until(dropped_figure, 15, "b's drops in a's stats")
     assert 0 < dropped < 300
     assert (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"] >= dropped

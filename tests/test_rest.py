@@ -257,11 +257,13 @@ async def test_ws_path_plain_get_without_upgrade_400_json_error(rest):
 
 async def test_rest_handler_unexpected_exception_500_internal_logged(rest, broker, monkeypatch, caplog):
     async def explode():
-        raise RuntimeError("boom in list_topics")
+        raise RuntimeError("boom in list_topics: secret internals at /work/tornado_pubsub/broker.py line 1")
 
     monkeypatch.setattr(broker, "list_topics", explode)
     status, body = await rest.call("GET", "/topics")
     assert status == 500 and error_code(body) == "INTERNAL" and "boom" not in body["error"]["message"]
+    # A bare JSON 500: nothing of the exception (text, paths) reaches the client.
+    assert body == {"error": {"code": "INTERNAL", "message": "internal server error"}}
     assert any(r.exc_info and "boom in list_topics" in str(r.exc_info[1]) for r in caplog.records)
     monkeypatch.undo()
     assert (await rest.call("GET", "/topics"))[0] == 200

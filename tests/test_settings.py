@@ -4,7 +4,6 @@ flag > env > file precedence; invalid values stop start-up with one line."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import subprocess
 import sys
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import ROOT, clean_env
 from tornado_pubsub.settings import Settings, SettingsError, load_settings
-
-REPO = Path(__file__).resolve().parent.parent
 
 # A non-default value for every setting, as the config file / flag / env spell it.
 NON_DEFAULTS = {
@@ -193,8 +191,8 @@ def test_invalid_config_file_settings_error_one_line(tmp_path, lines, raw, words
 def run_main(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tornado_pubsub", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        env=clean_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=20,

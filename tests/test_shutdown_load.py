@@ -16,6 +16,7 @@ from tests.conftest import Rest, WsClient
 from tests.loadkit import Collector, assert_gapless, connect, publish_frame
 from tests.rawws import RawWs
 from tests.servers import ProcServer
+from tests.support import wait_until
 
 SHUTDOWN_TIMEOUT = 2.0
 # Big enough that the stalled reader's backlog (thousands of events) cannot
@@ -77,15 +78,11 @@ async def test_sigterm_under_load_delivers_every_acked_publish_and_refuses_the_r
 
         publishers = [Publisher(await connect(server.port), "live", f"p{i}") for i in range(4)]
         jobs = [asyncio.ensure_future(p.run()) for p in publishers]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while sum(len(p.acked) for p in publishers) < 2000:
-            assert loop.time() < deadline, "publishers made no progress"
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: sum(len(p.acked) for p in publishers) >= 2000, 30, "publishers to make progress")
 
         server.terminate()
         signalled = time.monotonic()
-        code = await loop.run_in_executor(None, server.wait, SHUTDOWN_TIMEOUT + 1)
+        code = await asyncio.get_running_loop().run_in_executor(None, server.wait, SHUTDOWN_TIMEOUT + 1)
         exited_after = time.monotonic() - signalled
         assert code == 0, "\n".join(server.lines[-20:])
         await asyncio.wait_for(asyncio.gather(*jobs), 15)

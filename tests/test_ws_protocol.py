@@ -118,7 +118,7 @@ async def test_request_id_echoed_on_every_reply_kind(rest, ws_connect):
     replies = [
         await client.subscribe("t", request_id="a"),
         await client.publish("t", 1, request_id="b"),
-        await client.request({"type": "unsubscribe", "topic": "t", "client_id": "c", "request_id": "c"}),
+        await client.unsubscribe("t", client_id="c", request_id="c"),
         await client.request({"type": "ping", "request_id": "d"}),
         await client.subscribe("missing", request_id="e"),
         await client.request({"type": "bogus", "request_id": "f"}),
@@ -275,7 +275,7 @@ async def test_unsubscribe_subscribed_acked_and_delivery_stops(rest, ws_connect)
     await rest.create("t")
     sub = await ws_connect()
     await sub.subscribe("t")
-    ack = await sub.request({"type": "unsubscribe", "topic": "t", "client_id": "c", "request_id": "u"})
+    ack = await sub.unsubscribe("t", client_id="c", request_id="u")
     assert ack == {**ack, "type": "ack", "topic": "t", "status": "ok", "request_id": "u"} and TS_RE.match(ack["ts"])
     pub = await ws_connect()
     await pub.publish("t", 1)
@@ -286,7 +286,7 @@ async def test_unsubscribe_subscribed_acked_and_delivery_stops(rest, ws_connect)
 async def test_unsubscribe_not_subscribed_acked(rest, ws_connect):
     await rest.create("t")
     client = await ws_connect()
-    ack = await client.request({"type": "unsubscribe", "topic": "t", "client_id": "c"})
+    ack = await client.unsubscribe("t", client_id="c")
     assert ack["type"] == "ack" and ack["topic"] == "t" and ack["status"] == "ok"
 
 
