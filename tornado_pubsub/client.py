@@ -153,10 +153,11 @@ class Subscription:
     process's memory (the server's own queue stays bounded).
     """
 
-    def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None) -> None:
+    def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None, last_n: int | None = None) -> None:
         self.topic = topic
         self.handler = handler
         self.on_gap = on_gap
+        self.last_n = last_n  # messages to replay when subscribing without a known position
         self.epoch: str | None = None
         #: seq of the last message queued for the handler (None: not known yet).
         self.last_seq: int | None = None
@@ -171,7 +172,7 @@ class Subscription:
 
     # -- reader side: called synchronously, in frame order -------------------------
 
-    def subscribe_frame(self, last_n: int | None) -> dict[str, Any]:
+    def subscribe_frame(self) -> dict[str, Any]:
         """The subscribe frame: a resume when a position is known, else ``last_n``."""
         if self.epoch is not None or self.last_seq is not None:
             since = self.last_seq if self.last_seq is not None else self._resume_from
@@ -181,17 +182,17 @@ class Subscription:
             self._before_resume = (self.epoch, since)
             return frame
         frame = {"type": "subscribe", "topic": self.topic}
-        if last_n:
-            frame["last_n"] = last_n
+        if self.last_n:
+            frame["last_n"] = self.last_n
         return frame
 
-    def on_ack(self, frame: dict[str, Any], last_n: int | None) -> None:
+    def on_ack(self, frame: dict[str, Any]) -> None:
         resumed = "recovered" in frame
         self.epoch = frame.get("epoch")
         last = frame.get("last_seq")
         if not resumed and isinstance(last, int):
-            if last_n:  # a replay of up to last_n messages follows; a resume would ask for the same
-                self._resume_from = max(0, last - last_n)
+            if self.last_n:  # a replay of up to last_n messages follows; a resume would ask for the same
+                self._resume_from = max(0, last - self.last_n)
             else:
                 self.last_seq = last
         self.acked = True
@@ -301,7 +302,6 @@ class PubSubClient:
         self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], Callable[[dict[str, Any]], None] | None]] = {}
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
-        self._last_n: dict[str, int | None] = {}
 
     def _headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key} if self.api_key is not None else {}
@@ -554,31 +554,27 @@ class PubSubClient:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
         if last_n is not None and since_seq is not None:
             raise ValueError("last_n and since_seq cannot be combined")
-        sub = Subscription(topic, handler, on_gap)
+        sub = Subscription(topic, handler, on_gap, last_n)
         if since_seq is not None:
             sub.last_seq, sub.epoch = since_seq, epoch
-        self._last_n[topic] = last_n
         self.subscriptions[topic] = sub
         try:
             await self._retrying(lambda: self._subscribe_request(sub))
         except BaseException:
             if self.subscriptions.get(topic) is sub:
                 del self.subscriptions[topic]
-                self._last_n.pop(topic, None)
             sub.cancel()
             raise
         return sub
 
     async def _subscribe_request(self, sub: Subscription) -> dict[str, Any]:
-        last_n = self._last_n.get(sub.topic)
-        frame = sub.subscribe_frame(last_n)
+        frame = sub.subscribe_frame()
         frame["client_id"] = self.client_id
-        return await self._request(frame, lambda ack: sub.on_ack(ack, last_n))
+        return await self._request(frame, sub.on_ack)
 
     async def unsubscribe(self, topic: str) -> None:
         """End the subscription to ``topic``; events already queued are still handled."""
         sub = self.subscriptions.pop(topic, None)
-        self._last_n.pop(topic, None)
         if sub is not None:
             sub.end("unsubscribed")
         await self._request({"type": "unsubscribe", "topic": topic, "client_id": self.client_id})
