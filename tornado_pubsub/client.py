@@ -619,11 +619,12 @@ class PubSubClient:
             )
         except (OSError, StreamClosedError, tornado.httpclient.HTTPClientError) as exc:
             raise _error_from_http(exc, f"cannot reach {self.http_url}") from None
+        # Timeouts and connection failures were raised above; response.error is the
+        # HTTPClientError for the status (a literal 599 is treated like an unreachable server).
         if response.code == 599:
-            raise _error_from_http(response.error or OSError("no response"), f"cannot reach {self.http_url}")
+            raise _error_from_http(response.error, f"cannot reach {self.http_url}")
         if response.code >= 400 and response.code not in ok_statuses:
-            failure = tornado.httpclient.HTTPClientError(response.code, None, response)
-            raise _error_from_http(failure, f"{method} {path}")
+            raise _error_from_http(response.error, f"{method} {path}")
         try:
             return json.loads(response.body or b"null")
         except ValueError:
