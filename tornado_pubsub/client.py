@@ -460,10 +460,11 @@ class PubSubClient:
                     log.warning("server error: %s", frame.get("error"))
                 return
             future, on_ack = entry
-            if kind == "ack" and on_ack is not None and not future.done():
+            if future.done():  # timed out or failed already
+                return
+            if kind == "ack" and on_ack is not None:
                 on_ack(frame)  # now, so the frames that follow the ack see its effect
-            if not future.done():
-                future.set_result(frame)
+            future.set_result(frame)
         elif kind == "info":
             self._on_info(frame)
 
