@@ -27,10 +27,20 @@ import time
 import uuid
 from typing import Any, AsyncIterator, BinaryIO
 
-from .client import CLOSED, CONNECTION_LOST, TIMEOUT, UNREACHABLE, ClientError, Gap, Message, PubSubClient
+from .client import (
+    CLOSED,
+    CONNECTION_LOST,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    TIMEOUT,
+    UNREACHABLE,
+    ClientError,
+    Gap,
+    Message,
+    PubSubClient,
+)
 from .errors import TOPIC_NOT_FOUND, UNAUTHORIZED
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 WINDOW = 64  # publishes in flight at once when sending many
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
@@ -391,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an option given after the subcommand must not be reset by the main parser's default.
     common.add_argument("--url", default=argparse.SUPPRESS, help=f"server base URL (env PUBSUB_URL; default {DEFAULT_URL})")
     common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env PUBSUB_API_KEY)")
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for a reply (default 10)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g})")
 
     parser = argparse.ArgumentParser(
         prog="pubsub",
@@ -441,7 +451,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     url = getattr(args, "url", None) or os.environ.get("PUBSUB_URL") or DEFAULT_URL
     api_key = getattr(args, "api_key", None) or os.environ.get("PUBSUB_API_KEY") or None
     try:
-        client = PubSubClient(url, api_key=api_key, request_timeout=getattr(args, "timeout", 10.0))
+        client = PubSubClient(url, api_key=api_key, request_timeout=getattr(args, "timeout", DEFAULT_TIMEOUT))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -39,6 +39,9 @@ from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
 
 log = logging.getLogger("tornado_pubsub.client")
 
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its reply
+
 # Client-side codes, next to the protocol's own (TOPIC_NOT_FOUND, UNAUTHORIZED, ...).
 UNREACHABLE = "UNREACHABLE"  # no server answered at the URL
 CONNECTION_LOST = "CONNECTION_LOST"  # the connection dropped before the reply came
@@ -272,11 +275,11 @@ class PubSubClient:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8080",
+        url: str = DEFAULT_URL,
         *,
         api_key: str | None = None,
         client_id: str | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 10.0,
         reconnect: bool = True,
         backoff_min: float = 0.1,
