@@ -269,7 +269,7 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             source = open(args.file, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-        total = _count_lines(args.file)
+        total = _count_lines(args.file) if out.progress else None  # only the drawn bar shows it
     progress = Progress(out, total)
     inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
 
