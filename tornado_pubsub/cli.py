@@ -25,7 +25,7 @@ import stat
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterator, BinaryIO
+from typing import Any, AsyncIterable, AsyncIterator, BinaryIO, Callable
 
 from .client import (
     CLOSED,
@@ -37,6 +37,7 @@ from .client import (
     ClientError,
     Gap,
     Message,
+    PublishAck,
     PubSubClient,
 )
 from .errors import TOPIC_NOT_FOUND, UNAUTHORIZED
@@ -216,6 +217,26 @@ def _count_lines(path: str) -> int | None:
         return None
 
 
+async def _publish_windowed(
+    client: PubSubClient, topic: str, payloads: AsyncIterable[Any], on_ack: Callable[[PublishAck], None]
+) -> None:
+    """Publish every payload with up to WINDOW publishes in flight; ``on_ack`` sees the acks in order.
+
+    The first failure is raised and the publishes still in flight are cancelled.
+    """
+    inflight: collections.deque[asyncio.Future[PublishAck]] = collections.deque()
+    try:
+        async for payload in payloads:
+            inflight.append(asyncio.ensure_future(client.publish(topic, payload)))
+            if len(inflight) >= WINDOW:
+                on_ack(await inflight.popleft())
+        while inflight:
+            on_ack(await inflight.popleft())
+    finally:
+        for future in inflight:
+            future.cancel()
+
+
 class Progress:
     """``published N/TOTAL  R msg/s`` on stderr: redrawn in place on a terminal, summarised at the end."""
 
@@ -271,27 +292,21 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         total = _count_lines(args.file) if out.progress else None  # only the drawn bar shows it
     progress = Progress(out, total)
-    inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
 
-    async def settle_oldest() -> None:
-        ack = await inflight.popleft()
+    async def payloads() -> AsyncIterator[Any]:
+        async for raw in _lines(source):
+            text = raw.decode("utf-8", "replace").strip()
+            if text:
+                yield parse_payload(text)
+
+    def on_ack(ack: PublishAck) -> None:
         progress.tick()
         if args.acks:
             out.line(dataclasses.asdict(ack))
 
     try:
-        async for raw in _lines(source):
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            if len(inflight) >= WINDOW:
-                await settle_oldest()
-            inflight.append(asyncio.ensure_future(client.publish(args.topic, parse_payload(text))))
-        while inflight:
-            await settle_oldest()
+        await _publish_windowed(client, args.topic, payloads(), on_ack)
     finally:
-        for future in inflight:
-            future.cancel()
         if source is not sys.stdin.buffer:
             source.close()
     progress.finish(args.topic)
@@ -324,6 +339,10 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
         if remaining <= 0:
             all_in.set()
 
+    async def payloads() -> AsyncIterator[dict[str, Any]]:
+        for _ in range(args.messages):
+            yield {"t": time.perf_counter(), "pad": pad}  # stamped when it is sent, not before
+
     try:
         for n in range(args.subscribers):
             sub = PubSubClient(client.http_url, api_key=client.api_key, client_id=f"bench-{n}", reconnect=False)
@@ -332,13 +351,7 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
             await sub.subscribe(topic, on_message)
         await client.connect()
         started = time.perf_counter()
-        inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
-        for _ in range(args.messages):
-            if len(inflight) >= WINDOW:
-                await inflight.popleft()
-            inflight.append(asyncio.ensure_future(client.publish(topic, {"t": time.perf_counter(), "pad": pad})))
-        for future in inflight:
-            await future
+        await _publish_windowed(client, topic, payloads(), lambda ack: None)
         published = time.perf_counter() - started
         try:
             await asyncio.wait_for(all_in.wait(), args.wait)
