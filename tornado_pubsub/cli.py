@@ -235,6 +235,9 @@ async def _publish_windowed(
     finally:
         for future in inflight:
             future.cancel()
+        # A publish whose reply was already in can still end in its own error: collect
+        # them all, so asyncio does not print each one as "never retrieved".
+        await asyncio.gather(*inflight, return_exceptions=True)
 
 
 class Progress:
