@@ -177,15 +177,14 @@ class Subscription:
 
     def subscribe_frame(self) -> dict[str, Any]:
         """The subscribe frame: a resume when a position is known, else ``last_n``."""
+        frame: dict[str, Any] = {"type": "subscribe", "topic": self.topic}
         if self.epoch is not None or self.last_seq is not None:
             since = self.last_seq if self.last_seq is not None else self._resume_from
-            frame: dict[str, Any] = {"type": "subscribe", "topic": self.topic, "since_seq": since}
+            frame["since_seq"] = since
             if self.epoch is not None:
                 frame["epoch"] = self.epoch
             self._before_resume = (self.epoch, since)
-            return frame
-        frame = {"type": "subscribe", "topic": self.topic}
-        if self.last_n:
+        elif self.last_n:
             frame["last_n"] = self.last_n
         return frame
 
