@@ -291,7 +291,10 @@ async def test_subscriber_sees_every_seq_once_across_killed_connections(app, res
 @pytest.mark.pubsub(history_size=1000)
 async def test_publisher_reset_mid_stream_stores_each_message_once(app, broker, rest, clients):
     async def kill() -> None:
-        for handler in server_sockets(app, subscribed=False) + await resubscribed(app):
+        # Wait for the subscriber first: listed before it resubscribed, its fresh
+        # connection would be in both lists and reset twice.
+        subscribed = await resubscribed(app)
+        for handler in server_sockets(app, subscribed=False) + subscribed:
             tcp_reset(handler)
 
     seen, subscriber, publisher = await stream_with_kills(rest, clients, kill)
