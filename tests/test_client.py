@@ -208,7 +208,7 @@ async def test_subscription_drops_repeats_and_reports_a_seq_jump_as_dropped():
     """No socket: frames fed straight to a Subscription, as the reader would."""
     seen = Recorder()
     sub = Subscription("t", seen, seen)
-    sub.on_ack({"type": "ack", "topic": "t", "epoch": "e1", "last_seq": 0}, None)
+    sub.on_ack({"type": "ack", "topic": "t", "epoch": "e1", "last_seq": 0})
     for seq in (1, 2, 2, 1, 5, 6):
         sub.on_event({"type": "event", "topic": "t", "seq": seq, "message": {"id": str(seq), "payload": seq}, "ts": ""})
     sub.end("unsubscribed")
@@ -216,7 +216,7 @@ async def test_subscription_drops_repeats_and_reports_a_seq_jump_as_dropped():
     assert seen.seqs == [1, 2, 5, 6] and sub.duplicates == 2
     (gap,) = seen.gaps
     assert (gap.reason, gap.epoch, gap.after_seq, gap.first_seq) == ("dropped", "e1", 2, 5)
-    assert sub.subscribe_frame(None) == {"type": "subscribe", "topic": "t", "since_seq": 6, "epoch": "e1"}
+    assert sub.subscribe_frame() == {"type": "subscribe", "topic": "t", "since_seq": 6, "epoch": "e1"}
 
 
 async def test_deleted_topic_ends_the_subscription(rest, clients):
@@ -286,7 +286,10 @@ async def test_subscriber_sees_every_seq_once_across_killed_connections(app, res
 @pytest.mark.pubsub(history_size=1000)
 async def test_publisher_reset_mid_stream_stores_each_message_once(app, broker, rest, clients):
     async def kill() -> None:
-        for handler in server_sockets(app, subscribed=False) + await resubscribed(app):
+        # Wait for the subscriber first: listed before it resubscribed, its fresh
+        # connection would be in both lists and reset twice.
+        subscribed = await resubscribed(app)
+        for handler in server_sockets(app, subscribed=False) + subscribed:
             tcp_reset(handler)
 
     seen, subscriber, publisher = await stream_with_kills(rest, clients, kill)

@@ -25,12 +25,23 @@ import stat
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterator, BinaryIO
+from typing import Any, AsyncIterable, AsyncIterator, BinaryIO, Callable
 
-from .client import CLOSED, CONNECTION_LOST, TIMEOUT, UNREACHABLE, ClientError, Gap, Message, PubSubClient
+from .client import (
+    CLOSED,
+    CONNECTION_LOST,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    TIMEOUT,
+    UNREACHABLE,
+    ClientError,
+    Gap,
+    Message,
+    PublishAck,
+    PubSubClient,
+)
 from .errors import TOPIC_NOT_FOUND, UNAUTHORIZED
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 WINDOW = 64  # publishes in flight at once when sending many
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
@@ -206,6 +217,29 @@ def _count_lines(path: str) -> int | None:
         return None
 
 
+async def _publish_windowed(
+    client: PubSubClient, topic: str, payloads: AsyncIterable[Any], on_ack: Callable[[PublishAck], None]
+) -> None:
+    """Publish every payload with up to WINDOW publishes in flight; ``on_ack`` sees the acks in order.
+
+    The first failure is raised and the publishes still in flight are cancelled.
+    """
+    inflight: collections.deque[asyncio.Future[PublishAck]] = collections.deque()
+    try:
+        async for payload in payloads:
+            inflight.append(asyncio.ensure_future(client.publish(topic, payload)))
+            if len(inflight) >= WINDOW:
+                on_ack(await inflight.popleft())
+        while inflight:
+            on_ack(await inflight.popleft())
+    finally:
+        for future in inflight:
+            future.cancel()
+        # A publish whose reply was already in can still end in its own error: collect
+        # them all, so asyncio does not print each one as "never retrieved".
+        await asyncio.gather(*inflight, return_exceptions=True)
+
+
 class Progress:
     """``published N/TOTAL  R msg/s`` on stderr: redrawn in place on a terminal, summarised at the end."""
 
@@ -259,29 +293,23 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             source = open(args.file, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-        total = _count_lines(args.file)
+        total = _count_lines(args.file) if out.progress else None  # only the drawn bar shows it
     progress = Progress(out, total)
-    inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
 
-    async def settle_oldest() -> None:
-        ack = await inflight.popleft()
+    async def payloads() -> AsyncIterator[Any]:
+        async for raw in _lines(source):
+            text = raw.decode("utf-8", "replace").strip()
+            if text:
+                yield parse_payload(text)
+
+    def on_ack(ack: PublishAck) -> None:
         progress.tick()
         if args.acks:
             out.line(dataclasses.asdict(ack))
 
     try:
-        async for raw in _lines(source):
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            if len(inflight) >= WINDOW:
-                await settle_oldest()
-            inflight.append(asyncio.ensure_future(client.publish(args.topic, parse_payload(text))))
-        while inflight:
-            await settle_oldest()
+        await _publish_windowed(client, args.topic, payloads(), on_ack)
     finally:
-        for future in inflight:
-            future.cancel()
         if source is not sys.stdin.buffer:
             source.close()
     progress.finish(args.topic)
@@ -314,6 +342,10 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
         if remaining <= 0:
             all_in.set()
 
+    async def payloads() -> AsyncIterator[dict[str, Any]]:
+        for _ in range(args.messages):
+            yield {"t": time.perf_counter(), "pad": pad}  # stamped when it is sent, not before
+
     try:
         for n in range(args.subscribers):
             sub = PubSubClient(client.http_url, api_key=client.api_key, client_id=f"bench-{n}", reconnect=False)
@@ -322,13 +354,7 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
             await sub.subscribe(topic, on_message)
         await client.connect()
         started = time.perf_counter()
-        inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
-        for _ in range(args.messages):
-            if len(inflight) >= WINDOW:
-                await inflight.popleft()
-            inflight.append(asyncio.ensure_future(client.publish(topic, {"t": time.perf_counter(), "pad": pad})))
-        for future in inflight:
-            await future
+        await _publish_windowed(client, topic, payloads(), lambda ack: None)
         published = time.perf_counter() - started
         try:
             await asyncio.wait_for(all_in.wait(), args.wait)
@@ -391,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an option given after the subcommand must not be reset by the main parser's default.
     common.add_argument("--url", default=argparse.SUPPRESS, help=f"server base URL (env PUBSUB_URL; default {DEFAULT_URL})")
     common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env PUBSUB_API_KEY)")
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for a reply (default 10)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g})")
 
     parser = argparse.ArgumentParser(
         prog="pubsub",
@@ -441,7 +467,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     url = getattr(args, "url", None) or os.environ.get("PUBSUB_URL") or DEFAULT_URL
     api_key = getattr(args, "api_key", None) or os.environ.get("PUBSUB_API_KEY") or None
     try:
-        client = PubSubClient(url, api_key=api_key, request_timeout=getattr(args, "timeout", 10.0))
+        client = PubSubClient(url, api_key=api_key, request_timeout=getattr(args, "timeout", DEFAULT_TIMEOUT))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -39,6 +39,9 @@ from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
 
 log = logging.getLogger("tornado_pubsub.client")
 
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its reply
+
 # Client-side codes, next to the protocol's own (TOPIC_NOT_FOUND, UNAUTHORIZED, ...).
 UNREACHABLE = "UNREACHABLE"  # no server answered at the URL
 CONNECTION_LOST = "CONNECTION_LOST"  # the connection dropped before the reply came
@@ -153,10 +156,11 @@ class Subscription:
     process's memory (the server's own queue stays bounded).
     """
 
-    def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None) -> None:
+    def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None, last_n: int | None = None) -> None:
         self.topic = topic
         self.handler = handler
         self.on_gap = on_gap
+        self.last_n = last_n  # messages to replay when subscribing without a known position
         self.epoch: str | None = None
         #: seq of the last message queued for the handler (None: not known yet).
         self.last_seq: int | None = None
@@ -171,27 +175,26 @@ class Subscription:
 
     # -- reader side: called synchronously, in frame order -------------------------
 
-    def subscribe_frame(self, last_n: int | None) -> dict[str, Any]:
+    def subscribe_frame(self) -> dict[str, Any]:
         """The subscribe frame: a resume when a position is known, else ``last_n``."""
+        frame: dict[str, Any] = {"type": "subscribe", "topic": self.topic}
         if self.epoch is not None or self.last_seq is not None:
             since = self.last_seq if self.last_seq is not None else self._resume_from
-            frame: dict[str, Any] = {"type": "subscribe", "topic": self.topic, "since_seq": since}
+            frame["since_seq"] = since
             if self.epoch is not None:
                 frame["epoch"] = self.epoch
             self._before_resume = (self.epoch, since)
-            return frame
-        frame = {"type": "subscribe", "topic": self.topic}
-        if last_n:
-            frame["last_n"] = last_n
+        elif self.last_n:
+            frame["last_n"] = self.last_n
         return frame
 
-    def on_ack(self, frame: dict[str, Any], last_n: int | None) -> None:
+    def on_ack(self, frame: dict[str, Any]) -> None:
         resumed = "recovered" in frame
         self.epoch = frame.get("epoch")
         last = frame.get("last_seq")
         if not resumed and isinstance(last, int):
-            if last_n:  # a replay of up to last_n messages follows; a resume would ask for the same
-                self._resume_from = max(0, last - last_n)
+            if self.last_n:  # a replay of up to last_n messages follows; a resume would ask for the same
+                self._resume_from = max(0, last - self.last_n)
             else:
                 self.last_seq = last
         self.acked = True
@@ -271,11 +274,11 @@ class PubSubClient:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8080",
+        url: str = DEFAULT_URL,
         *,
         api_key: str | None = None,
         client_id: str | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 10.0,
         reconnect: bool = True,
         backoff_min: float = 0.1,
@@ -301,7 +304,6 @@ class PubSubClient:
         self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], Callable[[dict[str, Any]], None] | None]] = {}
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
-        self._last_n: dict[str, int | None] = {}
 
     def _headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key} if self.api_key is not None else {}
@@ -460,10 +462,11 @@ class PubSubClient:
                     log.warning("server error: %s", frame.get("error"))
                 return
             future, on_ack = entry
-            if kind == "ack" and on_ack is not None and not future.done():
+            if future.done():  # timed out or failed already
+                return
+            if kind == "ack" and on_ack is not None:
                 on_ack(frame)  # now, so the frames that follow the ack see its effect
-            if not future.done():
-                future.set_result(frame)
+            future.set_result(frame)
         elif kind == "info":
             self._on_info(frame)
 
@@ -554,31 +557,27 @@ class PubSubClient:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
         if last_n is not None and since_seq is not None:
             raise ValueError("last_n and since_seq cannot be combined")
-        sub = Subscription(topic, handler, on_gap)
+        sub = Subscription(topic, handler, on_gap, last_n)
         if since_seq is not None:
             sub.last_seq, sub.epoch = since_seq, epoch
-        self._last_n[topic] = last_n
         self.subscriptions[topic] = sub
         try:
             await self._retrying(lambda: self._subscribe_request(sub))
         except BaseException:
             if self.subscriptions.get(topic) is sub:
                 del self.subscriptions[topic]
-                self._last_n.pop(topic, None)
             sub.cancel()
             raise
         return sub
 
     async def _subscribe_request(self, sub: Subscription) -> dict[str, Any]:
-        last_n = self._last_n.get(sub.topic)
-        frame = sub.subscribe_frame(last_n)
+        frame = sub.subscribe_frame()
         frame["client_id"] = self.client_id
-        return await self._request(frame, lambda ack: sub.on_ack(ack, last_n))
+        return await self._request(frame, sub.on_ack)
 
     async def unsubscribe(self, topic: str) -> None:
         """End the subscription to ``topic``; events already queued are still handled."""
         sub = self.subscriptions.pop(topic, None)
-        self._last_n.pop(topic, None)
         if sub is not None:
             sub.end("unsubscribed")
         await self._request({"type": "unsubscribe", "topic": topic, "client_id": self.client_id})
@@ -623,11 +622,12 @@ class PubSubClient:
             )
         except (OSError, StreamClosedError, tornado.httpclient.HTTPClientError) as exc:
             raise _error_from_http(exc, f"cannot reach {self.http_url}") from None
+        # Timeouts and connection failures were raised above; response.error is the
+        # HTTPClientError for the status (a literal 599 is treated like an unreachable server).
         if response.code == 599:
-            raise _error_from_http(response.error or OSError("no response"), f"cannot reach {self.http_url}")
+            raise _error_from_http(response.error, f"cannot reach {self.http_url}")
         if response.code >= 400 and response.code not in ok_statuses:
-            failure = tornado.httpclient.HTTPClientError(response.code, None, response)
-            raise _error_from_http(failure, f"{method} {path}")
+            raise _error_from_http(response.error, f"{method} {path}")
         try:
             return json.loads(response.body or b"null")
         except ValueError:
