@@ -37,12 +37,19 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
                 assert ack["type"] == "ack" and ack["last_seq"] == 0
             early.append((collector, topics))
 
-        # Publisher p publishes to topic p mod 5.
+        # Publisher p publishes to topic p mod 5: the first half now, the
+        # second half once the joiners are in, so messages surely keep coming
+        # after they resumed however fast the first half went.
         pubs = [await connect(server.port) for _ in range(publishers)]
-        jobs = [
-            asyncio.ensure_future(publish_many(pub, TOPICS[p % len(TOPICS)], per_publisher, window=50, prefix=f"p{p}-"))
-            for p, pub in enumerate(pubs)
-        ]
+        first_half = per_publisher // 2
+
+        def publish(part: str, count: int) -> list[asyncio.Future[list[dict]]]:
+            return [
+                asyncio.ensure_future(publish_many(pub, TOPICS[p % len(TOPICS)], count, window=50, prefix=f"p{p}{part}-"))
+                for p, pub in enumerate(pubs)
+            ]
+
+        jobs = publish("a", first_half)
 
         # Mid-way, joiners resume every topic from a point shortly behind its head.
         late: list[tuple[Collector, dict[str, int]]] = []
@@ -52,7 +59,7 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
             if all(job.done() for job in jobs):
                 return True
             _, stats = await rest.call("GET", "/stats")
-            return min(t["last_seq"] for t in stats["topics"].values()) >= per_publisher // 3
+            return min(t["last_seq"] for t in stats["topics"].values()) >= first_half // 3
 
         await wait_until(a_third_published, 60, "publishers to make progress")
         for j in range(joiners):
@@ -68,6 +75,8 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
                 heads_at_join.append(info["last_seq"])
             late.append((collector, starts))
 
+        await asyncio.gather(*jobs)  # a publisher's connection carries one publish_many at a time
+        jobs += publish("b", per_publisher - first_half)
         replies = [r for job in await asyncio.gather(*jobs) for r in job]
         assert all(r["type"] == "ack" and r["duplicate"] is False for r in replies), [
             r for r in replies if r["type"] != "ack"
