@@ -5,7 +5,7 @@ The shop below has its own handlers; it mounts tornado-pubsub's routes under
 an order is placed.  Browsers and services subscribe over ``/pubsub/ws``.
 
     python examples/embedded_app.py --port=8888
-    python -m tornado_pubsub.cli --url http://127.0.0.1:8888/pubsub sub orders   # in a 2nd terminal
+    python -m tornado_pubsub.client.cli --url http://127.0.0.1:8888/pubsub sub orders   # in a 2nd terminal
     curl -X POST http://127.0.0.1:8888/orders -d '{"item": "book"}'            # in a 3rd
 """
 

@@ -9,10 +9,10 @@ from typing import Any
 import tornado.web
 from marshmallow import Schema
 
-from tornado_pubsub import schemas
-from tornado_pubsub.auth import key_matches
-from tornado_pubsub.context import Context
-from tornado_pubsub.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
+from tornado_pubsub.core import schemas
+from tornado_pubsub.core.auth import key_matches
+from tornado_pubsub.server.context import Context
+from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and

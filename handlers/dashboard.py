@@ -10,14 +10,15 @@ names and payloads as text, never as markup.
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
+
 import tornado.web
 
-import tornado_pubsub
-from tornado_pubsub.context import Context
+from tornado_pubsub.server.context import Context
 
 # Shipped inside the tornado_pubsub package, wherever it is installed.
-STATIC_DIR = Path(tornado_pubsub.__file__).resolve().parent / "static" / "dashboard"
+STATIC_DIR = Path(str(importlib.resources.files("tornado_pubsub") / "static" / "dashboard"))
 
 # 'self' covers same-origin ws:/wss: in current browsers (CSP level 3).
 _CSP = (

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import importlib.resources
 from typing import Any
 
-from tornado_pubsub import metrics
+from tornado_pubsub.server import metrics
 
-from .base import JsonHandler
+from tornado_pubsub.handlers.base import JsonHandler
 
 
 class HealthHandler(JsonHandler):
@@ -40,8 +40,8 @@ class MetricsHandler(JsonHandler):
 
 
 #: conf/openapi.json, the REST API's OpenAPI 3 document (tests/test_openapi.py
-#: checks the server against it).
-OPENAPI_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "openapi.json")
+#: checks the server against it); package data (``tornado_pubsub/conf``).
+OPENAPI_PATH = str(importlib.resources.files("tornado_pubsub") / "conf" / "openapi.json")
 
 
 class OpenApiHandler(JsonHandler):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tornado_pubsub import schemas
-from tornado_pubsub.errors import BAD_REQUEST, TOPIC_NOT_FOUND, PubSubError
+from tornado_pubsub.core import schemas
+from tornado_pubsub.core.errors import BAD_REQUEST, TOPIC_NOT_FOUND, PubSubError
 from tornado_pubsub.logs import log_op
 
-from .base import JsonHandler
+from tornado_pubsub.handlers.base import JsonHandler
 
 _CREATE = schemas.CreateTopicSchema()
 _PUBLISH = schemas.PublishBodySchema()

@@ -22,12 +22,13 @@ from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError
 
-from handlers.wsframe import text_header
-from tornado_pubsub import frames, schemas
-from tornado_pubsub.auth import key_matches, origin_allowed
-from tornado_pubsub.broker import Subscriber
-from tornado_pubsub.context import Context
-from tornado_pubsub.errors import (
+from tornado_pubsub.handlers.wsframe import text_header
+from tornado_pubsub.core import frames
+from tornado_pubsub.core import schemas
+from tornado_pubsub.core.auth import key_matches, origin_allowed
+from tornado_pubsub.backends.memory import Subscriber
+from tornado_pubsub.server.context import Context
+from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -42,7 +43,7 @@ from tornado_pubsub.errors import (
     error_body,
 )
 from tornado_pubsub.logs import log_op, redact_uri
-from tornado_pubsub.ratelimit import TokenBucket
+from tornado_pubsub.core.ratelimit import TokenBucket
 
 _CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -328,7 +329,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.finish(error_body(code, message))
 
     # Limits come from our settings, not the Application's: an application that
-    # embeds these routes (``tornado_pubsub.embed``) never saw ``tornado_settings``.
+    # embeds these routes (``tornado_pubsub.server.embed``) never saw ``tornado_settings``.
     @property
     def max_message_size(self) -> int:
         """Inbound frames above ``max_message_size`` close the connection with 1009."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
-from tornado_pubsub.server import Server
+from tornado_pubsub.server.run import Server
 from tornado_pubsub.settings import Settings
 
 #: The repository root (the tests run the server and the CLI from here).

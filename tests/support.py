@@ -11,7 +11,7 @@ from typing import Any, Callable
 import tornado.httpclient
 import tornado.websocket
 
-from tornado_pubsub.hub import Subscriber
+from tornado_pubsub.core.hub import Subscriber
 
 #: The contract's timestamp: ISO-8601 UTC, millisecond precision, ``Z`` suffix.
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tornado_pubsub.broker import Broker, Subscriber, Topic
-from tornado_pubsub.errors import (
+from tornado_pubsub.backends.memory import Broker, Subscriber, Topic
+from tornado_pubsub.core.errors import (
     LIMIT_EXCEEDED,
     SHUTTING_DOWN,
     SLOW_CONSUMER,

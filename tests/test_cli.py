@@ -31,11 +31,11 @@ def keyed_server() -> Iterator[ProcServer]:
 
 
 def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    """Run ``python -m tornado_pubsub.cli ARGS`` with PUBSUB_URL pointing at ``server``."""
+    """Run ``python -m tornado_pubsub.client.cli ARGS`` with PUBSUB_URL pointing at ``server``."""
     if server is not None:
         env.setdefault("PUBSUB_URL", server.url)
     return subprocess.run(
-        [sys.executable, "-m", "tornado_pubsub.cli", *args],
+        [sys.executable, "-m", "tornado_pubsub.client.cli", *args],
         cwd=ROOT,
         env=clean_env(**{"PYTHONPATH": str(ROOT), **env}),
         input=stdin,
@@ -67,7 +67,7 @@ def wait_subscribers(server: ProcServer, topic: str, count: int) -> None:
 
 def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tornado_pubsub.cli", "sub", *args],
+        [sys.executable, "-m", "tornado_pubsub.client.cli", "sub", *args],
         cwd=ROOT,
         env=clean_env(PYTHONPATH=str(ROOT), PUBSUB_URL=server.url),
         stdout=subprocess.PIPE,
@@ -229,7 +229,7 @@ def test_pubsub_console_script_points_at_the_cli_main():
     with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)
     module, _, function = project["project"]["scripts"]["pubsub"].partition(":")
-    assert (module, function) == ("tornado_pubsub.cli", "main")
-    from tornado_pubsub import cli as cli_module
+    assert (module, function) == ("tornado_pubsub.client.cli", "main")
+    from tornado_pubsub.client import cli as cli_module
 
     assert callable(getattr(cli_module, function))

@@ -14,9 +14,9 @@ import tornado.websocket
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from tornado_pubsub.app import make_app
-from tornado_pubsub.broker import Broker
-from tornado_pubsub.client import (
+from tornado_pubsub.server.app import make_app
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.client.connection import (
     CLOSED,
     TIMEOUT,
     TOO_BIG,

@@ -16,7 +16,7 @@ import tornado.web
 
 from tests.servers import ROOT
 from tornado_pubsub import PubSub
-from tornado_pubsub.client import Message, PubSubClient
+from tornado_pubsub.client.connection import Message, PubSubClient
 
 EXAMPLE = str(ROOT / "examples" / "embedded_app.py")
 WAIT = 10.0

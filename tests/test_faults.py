@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from handlers import ws as ws_handlers
+from tornado_pubsub.handlers import ws as ws_handlers
 from tests.loadkit import Collector, assert_gapless, connect, publish_many
 from tests.rawws import RawWs
 from tests.servers import ProcServer

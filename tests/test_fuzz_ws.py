@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from tests.rawws import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_TEXT as TEXT, RawWs
 from tests.servers import ThreadServer
 from tests.support import TS_RE
-from tornado_pubsub.schemas import MAX_DEPTH
+from tornado_pubsub.core.schemas import MAX_DEPTH
 from tornado_pubsub.settings import Settings
 
 TOPIC = "fuzz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tornado_pubsub.broker import Broker
-from tornado_pubsub.hub import plan_resume
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.hub import plan_resume
 
 from .support import queued
 

@@ -15,7 +15,7 @@ import logging
 
 import pytest
 
-from handlers import ws as ws_handlers
+from tornado_pubsub.handlers import ws as ws_handlers
 from tests.support import wait_until
 
 CONNECTIONS = 20

@@ -18,10 +18,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from handlers.ops import OPENAPI_PATH
+from tornado_pubsub.handlers.ops import OPENAPI_PATH
 from tests.servers import ThreadServer
-from tornado_pubsub.app import routes
-from tornado_pubsub.broker import Broker
+from tornado_pubsub.server.app import routes
+from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.settings import Settings
 
 KEY = "openapi-test-key"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tornado_pubsub.broker import Broker
-from tornado_pubsub.outbound import Replayed
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.outbound import Replayed
 
 from .conftest import new_id
 

@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tornado_pubsub import schemas
-from tornado_pubsub.errors import PubSubError
+from tornado_pubsub.core import schemas
+from tornado_pubsub.core.errors import PubSubError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),

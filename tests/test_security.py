@@ -15,7 +15,7 @@ from tests.conftest import Rest, new_id
 from tests.loadkit import connect
 from tests.servers import ProcServer
 from tests.support import handshake_status, wait_until
-from tornado_pubsub import auth
+from tornado_pubsub.core import auth
 
 KEY = "s3cret-Key_0123456789"
 LEAKS = ("Traceback", 'File "', ".py", "/work/", "site-packages", "tornado_pubsub")

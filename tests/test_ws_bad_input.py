@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from tornado_pubsub.schemas import MAX_DEPTH
+from tornado_pubsub.core.schemas import MAX_DEPTH
 
 from .conftest import new_id
 from .rawws import OP_TEXT, RawWs

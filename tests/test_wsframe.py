@@ -15,7 +15,7 @@ import pytest
 from tornado.concurrent import Future
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
-from handlers.wsframe import text_header
+from tornado_pubsub.handlers.wsframe import text_header
 from tests.rawws import RawWs
 
 # Every length class of the header: 7-bit, 16-bit and 64-bit lengths and their edges.

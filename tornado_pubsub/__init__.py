@@ -7,14 +7,14 @@ Embedding in an existing application (see ``embed.PubSub``)::
     seq = (await pubsub.publish("orders", {"id": 42})).seq
 
 A Python client with automatic resume is ``tornado_pubsub.client.PubSubClient``;
-the command line is ``python -m tornado_pubsub.cli`` (installed as ``pubsub``).
+the command line is ``python -m tornado_pubsub.client.cli`` (installed as ``pubsub``).
 """
 
-from .app import make_app, routes
-from .broker import Broker, PublishResult, SubscribeResult
-from .embed import PubSub
-from .errors import PubSubError
-from .settings import Settings, SettingsError, load_settings
+from tornado_pubsub.server.app import make_app, routes
+from tornado_pubsub.backends.memory import Broker, PublishResult, SubscribeResult
+from tornado_pubsub.server.embed import PubSub
+from tornado_pubsub.core.errors import PubSubError
+from tornado_pubsub.settings import Settings, SettingsError, load_settings
 
 __version__ = "0.1.0"
 __all__ = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from .logs import configure_logging
-from .server import serve
-from .settings import SettingsError, load_settings
-from .workers import run_workers
+from tornado_pubsub.logs import configure_logging
+from tornado_pubsub.server.run import serve
+from tornado_pubsub.settings import SettingsError, load_settings
+from tornado_pubsub.server.workers import run_workers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .frames import timestamp
+from tornado_pubsub.core.frames import timestamp
 
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from tornado.options import Error as OptionsError
 from tornado.options import OptionParser
 
-from .auth import normalize_origin
+from tornado_pubsub.core.auth import normalize_origin
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"

@@ -19,11 +19,11 @@ from typing import Any
 
 import tornado.web
 
-from .app import _bind, make_context
-from .broker import Broker, PublishResult
-from .errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON, TOPIC_EXISTS, PubSubError
-from .logs import log_op
-from .settings import Settings
+from tornado_pubsub.server.app import _bind, make_context
+from tornado_pubsub.backends.memory import Broker, PublishResult
+from tornado_pubsub.core.errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON, TOPIC_EXISTS, PubSubError
+from tornado_pubsub.logs import log_op
+from tornado_pubsub.settings import Settings
 
 
 class PubSub:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .errors import BAD_REQUEST, PubSubError
+from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError
 
 # Deepest nesting of arrays and objects accepted in a frame or body.  Python
 # itself gives up near 1000 levels, and clients in other languages earlier

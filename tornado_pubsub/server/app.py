@@ -9,22 +9,22 @@ from typing import Any
 
 import tornado.web
 
-from handlers import dashboard, ops, topics, ws
-from handlers.base import NotFoundHandler
+from tornado_pubsub.handlers import dashboard, ops, topics, ws
+from tornado_pubsub.handlers.base import NotFoundHandler
 
-from .broker import Broker
-from .hub import Hub
-from .context import Context
-from .logs import log_op, redact_uri
-from .metrics import registry_for
-from .settings import Settings
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.hub import Hub
+from tornado_pubsub.server.context import Context
+from tornado_pubsub.logs import log_op, redact_uri
+from tornado_pubsub.server.metrics import registry_for
+from tornado_pubsub.settings import Settings
 
 
 def make_broker(settings: Settings) -> Hub:
     """The broker backend ``settings.broker`` names (the caller awaits its ``start()``)."""
     if settings.broker == "redis":
         # Imported here so the in-memory default needs no redis package.
-        from .redis_broker import RedisBroker
+        from tornado_pubsub.backends.redis.broker import RedisBroker
 
         return RedisBroker.from_settings(settings)
     return Broker.from_settings(settings)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .redis_scripts import Keys
+from tornado_pubsub.backends.redis.scripts import Keys
 
 # A process rewrites its figures every NODE_REFRESH s; they expire after NODE_TTL s.
 NODE_REFRESH = 5.0

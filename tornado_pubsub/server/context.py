@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .broker import Broker
-from .settings import Settings
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,13 +12,13 @@ from typing import Iterable
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .accept import add_guarded_accept_handler, raise_descriptor_limit
-from .app import make_app, make_broker, server_options
-from .broker import Broker
-from .context import Context
-from .errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON
-from .logs import log_op
-from .settings import Settings
+from tornado_pubsub.server.accept import add_guarded_accept_handler, raise_descriptor_limit
+from tornado_pubsub.server.app import make_app, make_broker, server_options
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.server.context import Context
+from tornado_pubsub.core.errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON
+from tornado_pubsub.logs import log_op
+from tornado_pubsub.settings import Settings
 
 # After closing every socket with 1001, how long to wait for clients to answer
 # the close handshake before exiting anyway.

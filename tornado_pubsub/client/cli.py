@@ -1,4 +1,4 @@
-"""``pubsub`` (or ``python -m tornado_pubsub.cli``): the command line for a tornado-pubsub server.
+"""``pubsub`` (or ``python -m tornado_pubsub.client.cli``): the command line for a tornado-pubsub server.
 
     pubsub create orders
     pubsub sub orders --last-n 10          # one JSON line per event
@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any, AsyncIterable, AsyncIterator, BinaryIO, Callable
 
-from .client import (
+from tornado_pubsub.client.connection import (
     CLOSED,
     CONNECTION_LOST,
     DEFAULT_TIMEOUT,
@@ -40,7 +40,7 @@ from .client import (
     PublishAck,
     PubSubClient,
 )
-from .errors import TOPIC_NOT_FOUND, UNAUTHORIZED
+from tornado_pubsub.core.errors import TOPIC_NOT_FOUND, UNAUTHORIZED
 
 WINDOW = 64  # publishes in flight at once when sending many
 
@@ -480,7 +480,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``pubsub`` and ``python -m tornado_pubsub.cli``; returns the exit code."""
+    """Entry point of ``pubsub`` and ``python -m tornado_pubsub.client.cli``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="pubsub: %(message)s", stream=sys.stderr)

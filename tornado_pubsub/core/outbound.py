@@ -7,7 +7,7 @@ from typing import Callable
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
-from .history import Event
+from tornado_pubsub.core.history import Event
 
 class Replayed:
     """A retained event queued by a replay or resume (``last_n``/``since_seq``).

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from tornado.ioloop import IOLoop
 
-from .logs import log_op
+from tornado_pubsub.logs import log_op
 
 #: How long to stop watching the listening socket after accept() ran out of
 #: resources; connections meanwhile wait in the kernel's backlog.

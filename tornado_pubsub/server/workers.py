@@ -17,8 +17,8 @@ from typing import Callable
 
 from tornado.netutil import bind_sockets
 
-from .logs import log_op
-from .settings import Settings
+from tornado_pubsub.logs import log_op
+from tornado_pubsub.settings import Settings
 
 # A worker that keeps crashing is not restarted forever.
 MAX_RESTARTS = 10

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from .errors import BAD_REQUEST, PubSubError
+from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError
 
 _encode_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode

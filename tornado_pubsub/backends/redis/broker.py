@@ -46,13 +46,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from . import frames, redis_scripts
-from .errors import INTERNAL, PubSubError, topic_exists, topic_limit, topic_not_found
-from .history import Event, id_key
-from .hub import Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
-from .logs import log_op
-from .redis_figures import NodeFigures
-from .settings import Settings
+from tornado_pubsub.core import frames
+from tornado_pubsub.backends.redis import scripts as redis_scripts
+from tornado_pubsub.core.errors import INTERNAL, PubSubError, topic_exists, topic_limit, topic_not_found
+from tornado_pubsub.core.history import Event, id_key
+from tornado_pubsub.core.hub import Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
+from tornado_pubsub.logs import log_op
+from tornado_pubsub.backends.redis.figures import NodeFigures
+from tornado_pubsub.settings import Settings
 
 # Reconnect backoff of the bus: doubles from MIN up to MAX seconds.
 BACKOFF_MIN = 0.1

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .broker import Broker
-from .errors import (
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     INTERNAL,
     LIMIT_EXCEEDED,

@@ -35,7 +35,7 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from .errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
+from tornado_pubsub.core.errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
 
 log = logging.getLogger("tornado_pubsub.client")
 

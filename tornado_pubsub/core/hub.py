@@ -16,12 +16,12 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Self
 
-from . import frames
-from .errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW_CONSUMER, PubSubError
-from .history import Event
-from .logs import log_op
-from .outbound import OutboundQueue
-from .settings import Settings
+from tornado_pubsub.core import frames
+from tornado_pubsub.core.errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW_CONSUMER, PubSubError
+from tornado_pubsub.core.history import Event
+from tornado_pubsub.logs import log_op
+from tornado_pubsub.core.outbound import OutboundQueue
+from tornado_pubsub.settings import Settings
 
 #: closer(code, reason, last_frame): the transport closes the connection with
 #: ``code``, writing ``last_frame`` first when given.
