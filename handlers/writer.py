@@ -1,0 +1,126 @@
+"""The one writer per connection: drains its bounded queue onto a transport.
+
+A transport is anything that frames and writes bytes and closes with a code
+(``Transport``); ``/ws`` is one, the SSE stream will be another.  The writer
+owns no protocol logic: the queue holds finished frames, and ends with a
+close instruction when the core wants the connection gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Protocol
+
+import tornado.websocket
+from tornado.iostream import IOStream, StreamClosedError
+
+from tornado_pubsub.core.errors import Disconnect
+from tornado_pubsub.core.hub import Counters
+from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
+
+_CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+class Transport(Protocol):
+    """What the writer needs of a connection."""
+
+    #: The bytes written before each frame's own bytes (given its size), and after it.
+    header: Callable[[int], bytes]
+    trailer: bytes
+
+    def writable(self) -> bool:
+        """False once the connection is closing or closed."""
+        ...
+
+    def send(self, data: bytes) -> "asyncio.Future[None] | None":
+        """Write ``data``; None when it was written at once, else a future for when it is."""
+        ...
+
+    def end(self, disconnect: Disconnect, abort: bool) -> None:
+        """Close with ``disconnect``; ``abort``: drop the connection at once."""
+        ...
+
+
+def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
+    """Write ``data`` to ``stream``; None when the kernel took all of it at once.
+
+    With Tornado's write buffer empty the bytes go straight to the socket: one
+    ``send`` and no Future or buffer bookkeeping per batch.  What the kernel
+    does not take, and any socket error, goes through ``stream.write``, so
+    Tornado buffers, reports and closes exactly as usual.  Valid only for
+    bytes Tornado would write unchanged (no per-message compression, no TLS).
+    """
+    if stream.__class__ is IOStream and not stream.writing():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # EAGAIN, or an error stream.write will meet and report
+            sent = 0
+        if sent == len(data):
+            return None
+        if sent:
+            data = memoryview(data)[sent:]  # type: ignore[assignment]
+    return stream.write(data)
+
+
+def _until_close(batch: list[Item], close: Close) -> list[Item]:
+    for index, item in enumerate(batch):
+        if item is close:
+            return batch[:index]
+    return batch
+
+
+async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
+    """Drain ``queue`` onto ``transport`` until it closes.
+
+    Everything queued goes out as one batch of framed bytes in one write, and
+    the next batch waits until the transport took this one, so the queue
+    stays the only buffer (a reader that stops reading costs the queue's
+    bound, no more).  A close instruction (``OutboundQueue.close``) is
+    carried out after the frames queued before it, even while a write
+    waits on a reader that stopped reading.  ``counters.delivered`` counts
+    events written.
+    """
+    header = transport.header
+    trailer = transport.trailer
+    try:
+        while True:
+            first = await queue.get()
+            batch = [first]
+            if queue.qsize():
+                batch += queue.drain_nowait()
+            close = queue.closing
+            if close is not None:  # checked once a batch: a close is rare
+                batch = _until_close(batch, close)
+            events = 0
+            parts: list[bytes] = []
+            for item in batch:
+                if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+                    item = item.data  # type: ignore[union-attr]
+                    events += 1
+                parts.append(header(len(item)))  # type: ignore[arg-type]
+                parts.append(item)  # type: ignore[arg-type]
+                if trailer:
+                    parts.append(trailer)
+            if not transport.writable():
+                break
+            pending = transport.send(b"".join(parts)) if parts else None
+            if close is not None:
+                if pending is not None:
+                    pending.add_done_callback(_retrieve)
+                transport.end(close.disconnect, close.abort)
+                break
+            if pending is not None:
+                await queue.wait_sent(pending)
+                if not pending.done():
+                    continue  # the queue was closed meanwhile: its close instruction is next
+            counters.delivered += events
+            queue.sent()
+    except _CLOSED:
+        pass
+
+
+def _retrieve(future: "asyncio.Future[None]") -> None:
+    # A write fails when the peer has gone; that is expected, and retrieving the
+    # error keeps asyncio from logging "Task exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
