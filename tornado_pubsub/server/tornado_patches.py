@@ -62,12 +62,13 @@ def _check_queue_standins() -> bool:
 
 def _check_frame_loop() -> bool:
     loop = getattr(_WS13, "_receive_frame_loop", None)
-    return inspect.iscoroutinefunction(loop) and _params(loop) == ["self"] and _params(_WS13.__init__) == [
-        "self",
-        "handler",
-        "mask_outgoing",
-        "params",
-    ]
+    return (
+        inspect.iscoroutinefunction(loop)
+        and _params(loop) == ["self"]
+        and _params(_WS13.__init__) == ["self", "handler", "mask_outgoing", "params"]
+        and _params(getattr(tornado.websocket.WebSocketHandler, "on_ws_connection_close", None))
+        == ["self", "close_code", "close_reason"]
+    )
 
 
 def _check_utf8() -> bool:
@@ -155,7 +156,8 @@ class _FrameLoopTask(_WS13):
     accept_connection -> _accept_connection), which keeps those four
     suspended frames and their locals alive for the connection's whole life.
     Running the loop as a task of its own lets the handshake chain finish.
-    Relies on: ``_receive_frame_loop(self)`` being that awaited coroutine.
+    Relies on: ``_receive_frame_loop(self)`` being that awaited coroutine,
+    and the handler's ``on_ws_connection_close`` (told if the loop crashes).
     """
 
     def _receive_frame_loop(self) -> "asyncio.Future[None]":  # type: ignore[override]
@@ -173,6 +175,9 @@ class _FrameLoopTask(_WS13):
             return
         log_op("internal", logging.ERROR, exc_info=loop_task.exception(), outcome="frame loop crashed")
         self._abort()
+        # Tornado >= 6.3 tells the handler from the loop's finally clause;
+        # 6.2 only on a clean end.  The handler ignores a second call.
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
 
 class _InvalidUtf8Reply(_WS13):
