@@ -18,7 +18,7 @@ from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
 from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
 
-_CLOSED = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
 
 class Transport(Protocol):
@@ -106,7 +106,7 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
             pending = transport.send(b"".join(parts)) if parts else None
             if close is not None:
                 if pending is not None:
-                    pending.add_done_callback(_retrieve)
+                    pending.add_done_callback(retrieve_error)
                 transport.end(close.disconnect, close.abort)
                 break
             if pending is not None:
@@ -115,11 +115,11 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
                     continue  # the queue was closed meanwhile: its close instruction is next
             counters.delivered += events
             queue.sent()
-    except _CLOSED:
+    except CLOSED_ERRORS:
         pass
 
 
-def _retrieve(future: "asyncio.Future[None]") -> None:
+def retrieve_error(future: "asyncio.Future[None]") -> None:
     # A write fails when the peer has gone; that is expected, and retrieving the
     # error keeps asyncio from logging "Task exception was never retrieved".
     if not future.cancelled():

@@ -33,7 +33,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.session import Session
 from tornado_pubsub.handlers.base import send_error_body
-from tornado_pubsub.handlers.writer import _CLOSED, _retrieve, send_direct, write_loop
+from tornado_pubsub.handlers.writer import CLOSED_ERRORS, retrieve_error, send_direct, write_loop
 from tornado_pubsub.handlers.wsframe import text_header
 from tornado_pubsub.server import tornado_patches
 from tornado_pubsub.server.context import Context
@@ -193,7 +193,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def _ping_quietly(self) -> None:
         try:
             self.ping(b"")
-        except _CLOSED:
+        except CLOSED_ERRORS:
             pass
 
     def abort(self, cause: str, code: int, reason: str) -> None:
@@ -206,8 +206,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def _write_now(self, data: bytes) -> None:
         try:
-            self.write_message(data).add_done_callback(_retrieve)
-        except _CLOSED:
+            self.write_message(data).add_done_callback(retrieve_error)
+        except CLOSED_ERRORS:
             pass
 
     # -- the writer's transport ------------------------------------------------

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
-from typing import Any
+from typing import Any, Callable
 
 from tornado.concurrent import Future, chain_future
 from tornado.queues import Queue
@@ -137,20 +136,23 @@ class OutboundQueue(Queue):
         while not self._fits(size):
             if not (self.drop_oldest and self._drop_oldest_event()):
                 return False
-        self._enqueue(item, size)
+        # _enqueue, inlined: fan-out runs this for every subscriber of every event.
+        if self.waiting:
+            self.waiting = False
+            self.put_nowait(item)
+        else:
+            self._append(item, size)
         return True
 
     def _enqueue(self, item: Item | Close, size: int) -> None:
         if self.waiting:
-            # The writer waits in get(): Queue hands it the item.  The bounds
-            # were checked by the caller (and the queue is empty), so the
-            # put_nowait cannot refuse it.
+            # The writer waits in get(): Queue hands it the item.  The queue
+            # is empty, so put_nowait (which checks maxsize) cannot refuse it.
             self.waiting = False
             self.put_nowait(item)  # type: ignore[arg-type]
         else:
-            # Fan-out runs this for every subscriber of every event: skip
-            # put_nowait's bookkeeping (expired getters, join()'s counter),
-            # which this queue never needs, and store the item as _put would.
+            # Skip put_nowait's bookkeeping (expired getters, join()'s
+            # counter), which this queue never needs; store it as _put would.
             self._append(item, size)  # type: ignore[arg-type]
 
     def offer_replay(self, event: Event) -> None:
