@@ -13,7 +13,6 @@ import logging
 import time
 from typing import Any, Callable
 
-import tornado.web
 import tornado.websocket
 from tornado.httputil import responses
 from tornado.ioloop import IOLoop

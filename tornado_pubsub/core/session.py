@@ -108,7 +108,7 @@ class Session:
     a route is INTERNAL and the connection stays usable).
     """
 
-    __slots__ = ("broker", "sub", "identity", "budget", "error_logs", "errors_unlogged", "_inline", "_rate")
+    __slots__ = ("broker", "sub", "identity", "budget", "error_logs", "errors_unlogged", "_inline")
 
     #: frame type -> route; a new frame type adds its route here and its schema
     #: to ``schemas.FRAME_SCHEMAS``.
@@ -118,7 +118,6 @@ class Session:
         self.broker = broker
         self.sub = sub
         self.identity = identity
-        self._rate = max_frames_per_second
         self.budget = TokenBucket(max_frames_per_second)
         self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
         self.errors_unlogged = 0
@@ -196,7 +195,7 @@ class Session:
         try:
             data = schemas.parse_json(message)
             if not self.budget.take():
-                raise PubSubError(LIMIT_EXCEEDED, f"more than {self._rate:g} frames per second; frame not processed")
+                raise PubSubError(LIMIT_EXCEEDED, f"more than {self.budget.rate:g} frames per second; frame not processed")
             kind, frame = schemas.validate_frame(data)
             await self.routes[kind](self, sub, frame)
         except PubSubError as exc:
