@@ -132,7 +132,7 @@ class Session:
             sub = broker.connect(remote)
         except PubSubError as exc:
             broker.counters.error(exc.code)
-            log_op("connect", logging.WARNING, remote=remote, code=exc.code, outcome="refused")
+            log_op("connect", logging.WARNING, user=identity.user, remote=remote, code=exc.code, outcome="refused")
             raise
         log_op("connect", conn_id=sub.id, user=identity.user, remote=remote, outcome="ok")
         return cls(broker, sub, max_frames_per_second, identity)
