@@ -62,11 +62,35 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     return stream.write(data)
 
 
-def _until_close(batch: list[Item], close: Close) -> list[Item]:
+def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
+    """The batch's frames as one write, and how many of them are events."""
+    events = 0
+    parts: list[bytes] = []
+    for item in batch:
+        if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+            item = item.data  # type: ignore[union-attr]
+            events += 1
+        parts.append(header(len(item)))  # type: ignore[arg-type]
+        parts.append(item)  # type: ignore[arg-type]
+        if trailer:
+            parts.append(trailer)
+    return b"".join(parts), events
+
+
+def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
+    """Carry out the queue's close instruction: write ``batch`` up to it
+    (without waiting for the write), then end the transport."""
+    close = queue.closing
+    assert close is not None
     for index, item in enumerate(batch):
         if item is close:
-            return batch[:index]
-    return batch
+            batch = batch[:index]
+            break
+    if batch and transport.writable():
+        pending = transport.send(_framed(batch, transport.header, transport.trailer)[0])
+        if pending is not None:
+            pending.add_done_callback(retrieve_error)
+    transport.end(close.disconnect, close.abort)
 
 
 async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
@@ -76,9 +100,9 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
     the next batch waits until the transport took this one, so the queue
     stays the only buffer (a reader that stops reading costs the queue's
     bound, no more).  A close instruction (``OutboundQueue.close``) is
-    carried out after the frames queued before it, even while a write
-    waits on a reader that stopped reading.  ``counters.delivered`` counts
-    events written.
+    carried out after the frames queued before it, at once even while a
+    write waits on a reader that stopped reading.  ``counters.delivered``
+    counts events written.
     """
     header = transport.header
     trailer = transport.trailer
@@ -88,31 +112,15 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
             batch = [first]
             if queue.qsize():
                 batch += queue.drain_nowait()
-            close = queue.closing
-            if close is not None:  # checked once a batch: a close is rare
-                batch = _until_close(batch, close)
-            events = 0
-            parts: list[bytes] = []
-            for item in batch:
-                if item.__class__ is not bytes:  # an event (live or replayed), shared by all
-                    item = item.data  # type: ignore[union-attr]
-                    events += 1
-                parts.append(header(len(item)))  # type: ignore[arg-type]
-                parts.append(item)  # type: ignore[arg-type]
-                if trailer:
-                    parts.append(trailer)
+            if queue.closing is not None:  # checked once a batch: a close is rare
+                _close_now(queue, transport, batch)
+                break
+            data, events = _framed(batch, header, trailer)
             if not transport.writable():
                 break
-            pending = transport.send(b"".join(parts)) if parts else None
-            if close is not None:
-                if pending is not None:
-                    pending.add_done_callback(retrieve_error)
-                transport.end(close.disconnect, close.abort)
-                break
+            pending = transport.send(data)
             if pending is not None:
-                await queue.wait_sent(pending)
-                if not pending.done():
-                    continue  # the queue was closed meanwhile: its close instruction is next
+                await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
             counters.delivered += events
             queue.sent()
     except CLOSED_ERRORS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tornado.concurrent import Future, chain_future
+from tornado.concurrent import Future
 from tornado.queues import Queue
 
 from tornado_pubsub.core.errors import Disconnect
@@ -89,7 +89,7 @@ class OutboundQueue(Queue):
         # The writer's side of the contract (see get, wait_sent, sent):
         self.waiting = False  # its get() is pending: the next item is handed to it
         self.taken = False  # it holds items it has not finished writing
-        self.writing: Future[None] | None = None  # the write it waits on
+        self.interrupt: Callable[[], None] | None = None  # see wait_sent
         self.closing: Close | None = None
 
     # Queue's subclass hooks: keep the byte count beside the items.  A list,
@@ -177,8 +177,8 @@ class OutboundQueue(Queue):
             self._enqueue(last_frame, len(last_frame))
         self.closing = Close(disconnect, abort)
         self._enqueue(self.closing, 0)
-        if self.writing is not None and not self.writing.done():
-            self.writing.set_result(None)  # the writer takes the close instead (see wait_sent)
+        if self.interrupt is not None:
+            self.interrupt()  # the writer waits on a write: it closes now (see wait_sent)
 
     # -- the writer's side --------------------------------------------------------
 
@@ -190,19 +190,19 @@ class OutboundQueue(Queue):
             self.waiting = True
         return future
 
-    def wait_sent(self, write: "Future[None]") -> "Future[None]":
-        """What the writer awaits for a write the socket did not take at once:
-        done (failed) with ``write``, or as soon as ``close`` comes, whichever
-        is first; ``write`` is then not done, and the writer goes back to
-        ``get`` for the close instruction."""
-        self.writing = Future()
-        chain_future(write, self.writing)
-        return self.writing
+    def wait_sent(self, write: "Future[None]", interrupt: Callable[[], None]) -> "Future[None]":
+        """What the writer awaits for a write the socket did not take at once
+        (``write`` itself).  A ``close`` meanwhile calls ``interrupt``, so the
+        close does not wait for a reader that may never read again: the
+        writer takes the close instruction from the queue and carries it out
+        at once."""
+        self.interrupt = interrupt
+        return write
 
     def sent(self) -> None:
         """The writer has written everything it took."""
         self.taken = False
-        self.writing = None
+        self.interrupt = None
 
     def idle(self) -> bool:
         """True when nothing is queued, or taken and not yet written."""
