@@ -16,13 +16,18 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
-from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
+from tornado_pubsub.core.outbound import Item, OutboundQueue
 
 CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
 
 class Transport(Protocol):
-    """What the writer needs of a connection."""
+    """What the writer needs of a connection: frame, write, close.
+
+    ``end`` may be called while a ``send`` is still pending (a close does
+    not wait for a reader that stopped reading); the transport then queues
+    its close behind the pending bytes, or drops the connection (``abort``).
+    """
 
     #: The bytes written before each frame's own bytes (given its size), and after it.
     header: Callable[[int], bytes]
