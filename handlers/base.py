@@ -8,6 +8,7 @@ from typing import Any
 
 import tornado.web
 from marshmallow import Schema
+from tornado.httputil import responses
 
 from tornado_pubsub.core import schemas
 from tornado_pubsub.core.auth import key_matches
@@ -84,51 +85,30 @@ class JsonHandler(tornado.web.RequestHandler):
             raise PubSubError(BAD_REQUEST, "request body must be a JSON object")
         return schemas.load(schema, schemas.parse_json(bytes(self._body)))
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, PubSubError):
-            self._render_error(e.code, e.message, e.status)
-            return
-        super()._handle_request_exception(e)
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        # Tornado sends 500 for any exception that is not its HTTPError; a
+        # PubSubError carries its own status.
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, PubSubError):
+            status_code = exc.status
+        super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Tornado's own errors (404, 405, bad request line) and unexpected
-        # exceptions land here; never leak a traceback or a path.
-        code = code_for_status(status_code)
+        # Every failure lands here: our PubSubErrors, Tornado's own errors
+        # (404, 405, bad request line) and unexpected exceptions; never leak a
+        # traceback or a path.
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if status_code >= 500:
-            message = "internal server error"
-        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code != 404:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        else:
-            message = self._reason
-        self._render_error(code, message, status_code, finish=False)
-
-    def _render_error(self, code: str, message: str, status: int, finish: bool = True) -> None:
-        """The one place a REST error body is rendered."""
-        self.broker.counters.error(code)
-        log_op(
-            "error",
-            logging.WARNING if status < 500 else logging.ERROR,
-            method=self.request.method,
-            path=redact_uri(self.request.uri or ""),
-            remote=self.request.remote_ip,
-            code=code,
-            status=status,
-            outcome="rejected",
-            detail=message,
-        )
-        if self._finished:
-            return
-        self.clear()
-        self.set_default_headers()
-        self.set_status(status)
-        if status == 405:  # RFC 9110: a 405 must list the methods that would work
+        if not isinstance(exc, PubSubError):
+            if status_code >= 500:
+                message = "internal server error"
+            elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code != 404:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            else:
+                message = responses.get(status_code, "Unknown")
+            exc = PubSubError(code_for_status(status_code), message, status_code)
+        if status_code == 405:  # RFC 9110: a 405 must list the methods that would work
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        body = error_body(code, message)
-        if finish:
-            self.finish(body)
-        else:
-            self.write(body)
+        send_error_body(self, exc, finish=False)
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -147,6 +127,41 @@ class JsonHandler(tornado.web.RequestHandler):
             path=redact_uri(self.request.uri or ""),
             remote=self.request.remote_ip,
         )
+
+
+def send_error_body(
+    handler: tornado.web.RequestHandler,
+    exc: PubSubError,
+    *,
+    event: str = "error",
+    outcome: str = "rejected",
+    level: int | None = None,
+    finish: bool = True,
+) -> None:
+    """Answer ``handler``'s request with ``exc``: the one place an HTTP error
+    (a REST failure, a refused WebSocket handshake) is counted, logged and
+    rendered (``errors.error_body``)."""
+    handler.context.broker.counters.error(exc.code)  # type: ignore[attr-defined]
+    request = handler.request
+    if level is None:
+        level = logging.WARNING if exc.status < 500 else logging.ERROR
+    log_op(
+        event,
+        level,
+        method=request.method,
+        path=redact_uri(request.uri or ""),
+        remote=request.remote_ip,
+        code=exc.code,
+        status=exc.status,
+        outcome=outcome,
+        detail=exc.message,
+    )
+    handler.set_status(exc.status)
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    if finish:
+        handler.finish(error_body(exc))
+    else:
+        handler.write(error_body(exc))
 
 
 class NotFoundHandler(JsonHandler):

@@ -12,6 +12,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from tornado_pubsub.core.hub import Subscriber
+from tornado_pubsub.core.outbound import Close
 
 #: The contract's timestamp: ISO-8601 UTC, millisecond precision, ``Z`` suffix.
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
@@ -34,8 +35,16 @@ async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str =
 
 
 def queued(sub: Subscriber) -> list[dict[str, Any]]:
-    """Everything in a socketless subscriber's queue, decoded, oldest first (and removed)."""
-    return [json.loads(item if isinstance(item, bytes) else item.data) for item in sub.queue.drain_nowait()]
+    """Everything in a socketless subscriber's queue, decoded, oldest first (and
+    removed); a close instruction reads ``{"type": "close", "code", "reason", "abort"}``."""
+    return [decoded(item) for item in sub.queue.drain_nowait()]
+
+
+def decoded(item: Any) -> dict[str, Any]:
+    """One queue item as the client would see it (a close as a pseudo-frame)."""
+    if isinstance(item, Close):
+        return {"type": "close", "code": item.disconnect.code, "reason": item.disconnect.reason, "abort": item.abort}
+    return json.loads(item if isinstance(item, bytes) else item.data)
 
 
 async def subscriber_count(rest: Any, topic: str) -> int | None:

@@ -1,6 +1,6 @@
 """The broker with no sockets: topics, seq numbers, history, replay, resume,
 overflow policies, limits and draining.  A connection is a Subscriber whose
-queue the test inspects directly; its closer just records the call."""
+queue the test inspects directly, close instruction included."""
 
 from __future__ import annotations
 
@@ -24,19 +24,27 @@ from tornado_pubsub.core.errors import (
 from .support import queued
 
 
-class FakeCloser:
-    """Records what the broker asked the transport to do."""
+class Closes:
+    """What the broker asked the transport to do, read from the queue: its
+    close instruction and the frame queued just before it."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, str, dict[str, Any] | None]] = []
+    def __init__(self, sub: Subscriber) -> None:
+        self.sub = sub
 
-    def __call__(self, code: int, reason: str, last_frame: bytes | None) -> None:
-        self.calls.append((code, reason, None if last_frame is None else json.loads(last_frame)))
+    @property
+    def calls(self) -> list[tuple[int, str, dict[str, Any] | None]]:
+        close = self.sub.queue.closing
+        if close is None:
+            return []
+        items = self.sub.queue.drain_nowait()
+        before = items[: next(i for i, item in enumerate(items) if item is close)]
+        last = json.loads(before[-1]) if before and isinstance(before[-1], bytes) else None
+        return [(close.disconnect.code, close.disconnect.reason, last)]
 
 
-def connect(broker: Broker) -> tuple[Subscriber, FakeCloser]:
-    closer = FakeCloser()
-    return broker.connect("127.0.0.1", closer), closer
+def connect(broker: Broker) -> tuple[Subscriber, Closes]:
+    sub = broker.connect("127.0.0.1")
+    return sub, Closes(sub)
 
 
 def seqs(frames: list[dict[str, Any]]) -> list[int]:

@@ -16,6 +16,7 @@ from tornado.netutil import bind_sockets
 
 from tornado_pubsub.server.app import make_app
 from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.client.connection import (
     CLOSED,
     TIMEOUT,
@@ -87,7 +88,7 @@ class Recorder:
 
 def server_sockets(app, subscribed: bool):
     """The server-side handlers of open connections that do (or do not) hold a subscription."""
-    return [s for s in app.pubsub.heartbeat.sockets if s.sub is not None and bool(s.sub.topics) == subscribed]
+    return [s for s in app.pubsub.heartbeat.sockets if s.session is not None and bool(s.session.sub.topics) == subscribed]
 
 
 def tcp_reset(handler) -> None:
@@ -366,7 +367,7 @@ async def test_server_restart_is_reported_as_not_recovered():
         old_epoch = seen.items[0].epoch
 
         server.stop()
-        first_broker.close_all(1001, "restarting")
+        first_broker.close_all(Disconnect(1001, "restarting"))
         first_app.pubsub.heartbeat.stop()
         second_broker = Broker.from_settings(settings)
         await second_broker.create_topic("stream")

@@ -11,6 +11,8 @@ import random
 
 import pytest
 
+from tornado_pubsub.core.session import Session
+from tornado_pubsub.handlers import writer
 from tornado_pubsub.handlers import ws as ws_handlers
 from tests.loadkit import Collector, assert_gapless, connect, publish_many
 from tests.rawws import RawWs
@@ -19,7 +21,7 @@ from tests.support import wait_until
 
 
 def writer_tasks() -> list[asyncio.Task]:
-    return [t for t in asyncio.all_tasks() if "_write_loop" in t.get_coro().__qualname__ and not t.done()]
+    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "cr_code", None) is writer.write_loop.__code__ and not t.done()]
 
 
 async def settled(broker, connections: int = 0, timeout: float = 10.0) -> None:
@@ -45,14 +47,14 @@ async def test_handler_raising_on_one_frame_answers_internal_and_keeps_the_conne
     rest, ws_connect, broker, monkeypatch
 ):
     await rest.create("t")
-    real_ping = ws_handlers._OPS["ping"]
+    real_ping = Session.routes["ping"]
 
     async def flaky_ping(self, sub, frame):
         if frame.get("request_id") == "boom":
             raise KeyError("internal detail /work/secret.py")
         await real_ping(self, sub, frame)
 
-    monkeypatch.setitem(ws_handlers._OPS, "ping", flaky_ping)
+    monkeypatch.setitem(Session.routes, "ping", flaky_ping)
     client = await ws_connect()
     other = await ws_connect()
     assert (await other.subscribe("t"))["type"] == "ack"

@@ -33,7 +33,7 @@ async def test_subscribe_queues_ack_then_replay_then_live_events():
     await broker.create_topic("t")
     for n in range(5):
         await broker.publish("t", n)
-    sub = broker.connect("127.0.0.1", lambda *a: None)
+    sub = broker.connect("127.0.0.1")
     await broker.subscribe(sub, "t", "c", last_n=10, request_id="r")
     await broker.publish("t", 5)
     frames = queued(sub)
@@ -46,7 +46,7 @@ async def test_resume_with_evicted_history_sends_history_gap_before_the_replay()
     topic = await broker.create_topic("t")
     for n in range(4):
         await broker.publish("t", n)
-    sub = broker.connect(None, lambda *a: None)
+    sub = broker.connect(None)
     result = await broker.subscribe(sub, "t", "c", since_seq=1, epoch=topic.epoch)
     assert result.recovered is False and result.replayed == 2
     ack, gap, *events = queued(sub)
@@ -59,8 +59,8 @@ async def test_delete_and_disconnect_release_every_subscription():
     broker = Broker()
     await broker.create_topic("a")
     await broker.create_topic("b")
-    one = broker.connect(None, lambda *a: None)
-    two = broker.connect(None, lambda *a: None)
+    one = broker.connect(None)
+    two = broker.connect(None)
     for sub in (one, two):
         await broker.subscribe(sub, "a", "c")
         await broker.subscribe(sub, "b", "c")

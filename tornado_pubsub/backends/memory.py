@@ -20,9 +20,9 @@ from typing import Any
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import topic_exists, topic_limit, topic_not_found
 from tornado_pubsub.core.history import Event, History
-from tornado_pubsub.core.hub import Closer, Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
+from tornado_pubsub.core.hub import Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
 
-__all__ = ["Broker", "Closer", "Counters", "PublishResult", "SubscribeResult", "Subscriber", "Topic"]
+__all__ = ["Broker", "Counters", "PublishResult", "SubscribeResult", "Subscriber", "Topic"]
 
 
 class Topic:

@@ -3,6 +3,7 @@ that map codes to HTTP statuses and WebSocket close codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 BAD_REQUEST = "BAD_REQUEST"
@@ -42,25 +43,54 @@ def code_for_status(status: int) -> str:
     return _CODE_FOR_STATUS.get(status, INTERNAL if status >= 500 else BAD_REQUEST)
 
 
-def error_body(code: str, message: str) -> str:
-    """The JSON body of every HTTP error: REST replies and refused handshakes."""
-    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
-
-
-# WebSocket close codes (RFC 6455 section 7.4.1) used by the contract.
+# WebSocket close codes (RFC 6455 section 7.4.1; 4xxx are ours), PROTOCOL.md 1.3.
+CLOSE_NORMAL = 1000  # heartbeat or handshake timeout: the peer stopped answering (reason says which)
 CLOSE_GOING_AWAY = 1001  # server shutdown
+CLOSE_PROTOCOL_ERROR = 1002  # the peer broke RFC 6455 (Tornado sends it itself)
 CLOSE_TOO_BIG = 1009  # frame over max_message_size (Tornado sends it itself)
 CLOSE_TRY_AGAIN_LATER = 1013  # slow consumer under the disconnect policy
-SHUTDOWN_REASON = "server shutting down"  # the close reason sent with CLOSE_GOING_AWAY
-CLOSE_NORMAL = 1000  # heartbeat timeout: the peer stopped answering (reason says so)
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_ADMIN = 4403
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Why the server ends a WebSocket: the close code and the reason sent with it."""
+
+    code: int
+    reason: str
+
+
+HEARTBEAT_TIMEOUT = Disconnect(CLOSE_NORMAL, "heartbeat timeout")
+HANDSHAKE_TIMEOUT = Disconnect(CLOSE_NORMAL, "handshake timeout")
+SHUTDOWN = Disconnect(CLOSE_GOING_AWAY, "server shutting down")
+PROTOCOL_ERROR = Disconnect(CLOSE_PROTOCOL_ERROR, "protocol error")
+MESSAGE_TOO_BIG = Disconnect(CLOSE_TOO_BIG, "message too big")
+SLOW = Disconnect(CLOSE_TRY_AGAIN_LATER, "slow consumer")
+TOKEN_EXPIRED = Disconnect(CLOSE_TOKEN_EXPIRED, "token expired")
+ADMIN_DISCONNECT = Disconnect(CLOSE_ADMIN, "disconnected by an administrator")
+
+#: Every close code the server sends, with what it means (PROTOCOL.md 1.3).
+CLOSE_CODES: dict[int, str] = {
+    CLOSE_NORMAL: "heartbeat or handshake timeout",
+    CLOSE_GOING_AWAY: "server shutdown",
+    CLOSE_PROTOCOL_ERROR: "protocol error",
+    CLOSE_TOO_BIG: "frame too big",
+    CLOSE_TRY_AGAIN_LATER: "slow consumer",
+    CLOSE_TOKEN_EXPIRED: "token expired",
+    CLOSE_ADMIN: "disconnected by an administrator",
+}
+
+SHUTDOWN_REASON = SHUTDOWN.reason  # the close reason sent with CLOSE_GOING_AWAY
 
 
 class PubSubError(Exception):
     """An operation refused with a protocol error code and a human message.
 
     Raised anywhere in the core or the handlers; rendered in exactly two
-    places: the WebSocket error frame (``frames.error``) and the HTTP error
-    body (``error_body``).
+    places: the WebSocket error frame (``frames.error``, queued by
+    ``Session.reply_error``) and the HTTP error body (``error_body``, sent by
+    ``handlers.base.send_error_body``).
     """
 
     def __init__(self, code: str, message: str, status: int | None = None) -> None:
@@ -71,6 +101,12 @@ class PubSubError(Exception):
 
     def __repr__(self) -> str:
         return f"PubSubError({self.code!r}, {self.message!r})"
+
+
+def error_body(exc: PubSubError) -> str:
+    """The JSON body of every HTTP error, REST replies and refused handshakes:
+    the one place it is rendered (its WebSocket twin is ``frames.error``)."""
+    return json.dumps({"error": {"code": exc.code, "message": exc.message}}, separators=(",", ":"))
 
 
 def topic_not_found(name: str) -> PubSubError:

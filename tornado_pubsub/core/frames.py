@@ -77,11 +77,13 @@ def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes
     )
 
 
-def error(code: str, message: str, request_id: str | None = None) -> bytes:
-    """``error`` frame; ``request_id`` only when it could be read from the request."""
+def error(exc: PubSubError, request_id: str | None = None) -> bytes:
+    """The WebSocket ``error`` frame for ``exc``: the one place it is rendered
+    (its HTTP twin is ``errors.error_body``); ``request_id`` only when it
+    could be read from the request."""
     frame: dict[str, Any] = {"type": "error"}
     _with_request_id(frame, request_id)
-    frame.update(error={"code": code, "message": message}, ts=timestamp())
+    frame.update(error={"code": exc.code, "message": exc.message}, ts=timestamp())
     return encode(frame)
 
 

@@ -14,36 +14,34 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import Any, Callable, Iterable, Self
+from typing import Any, Iterable, Self
 
 from tornado_pubsub.core import frames
-from tornado_pubsub.core.errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW_CONSUMER, PubSubError
+from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW_CONSUMER, Disconnect, PubSubError
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import OutboundQueue
 from tornado_pubsub.settings import Settings
-
-#: closer(code, reason, last_frame): the transport closes the connection with
-#: ``code``, writing ``last_frame`` first when given.
-Closer = Callable[[int, str, "bytes | None"], None]
 
 #: A topic's local subscribers: Subscriber -> client_id, in subscription order.
 Subscribers = dict["Subscriber", str]
 
 
 class Subscriber:
-    """One connection as the broker sees it: queue, subscriptions, counters."""
+    """One connection as the broker sees it: queue, subscriptions, counters.
 
-    __slots__ = ("id", "remote", "queue", "topics", "closer", "closed", "dropped", "inflight", "_broker")
+    The core talks to the connection's transport only through ``queue``:
+    frames to write, and at the end a close instruction (``OutboundQueue.close``).
+    """
 
-    def __init__(self, broker: "Hub", conn_id: str, remote: str | None, closer: Closer) -> None:
+    __slots__ = ("id", "remote", "queue", "topics", "closed", "dropped", "_broker")
+
+    def __init__(self, broker: "Hub", conn_id: str, remote: str | None) -> None:
         self._broker = broker
         self.id = conn_id
         self.remote = remote
-        self.closer = closer
         self.closed = False
         self.dropped = 0
-        self.inflight = 0  # frames handed to the socket and not yet flushed
         self.topics: dict[str, str] = {}  # topic name -> client_id
         self.queue = OutboundQueue(
             broker.queue_size, broker.queue_max_bytes, broker.drop_oldest, self._count_drop
@@ -65,7 +63,7 @@ class Subscriber:
 
     def idle(self) -> bool:
         """True when nothing is queued or being written."""
-        return not self.queue.qsize() and not self.inflight
+        return self.queue.idle()
 
     def client_id(self) -> str | None:
         """A label for logs: the client_id of the first subscription, if any."""
@@ -222,10 +220,10 @@ class Hub:
         if self.max_connections and len(self.connections) >= self.max_connections:
             raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_connections} reached")
 
-    def connect(self, remote: str | None, closer: Closer) -> Subscriber:
+    def connect(self, remote: str | None) -> Subscriber:
         """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
         self.check_admission()
-        sub = Subscriber(self, f"c{next(self._ids)}", remote, closer)
+        sub = Subscriber(self, f"c{next(self._ids)}", remote)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
         return sub
@@ -241,7 +239,8 @@ class Hub:
         return len(names)
 
     def evict_slow(self, sub: Subscriber) -> None:
-        """Disconnect a consumer whose queue overflowed: SLOW_CONSUMER, then close 1013."""
+        """Disconnect a consumer whose queue overflowed: what it had queued is
+        discarded, it gets SLOW_CONSUMER and is closed with 1013."""
         if sub.closed:
             return
         client_id = sub.client_id()
@@ -258,8 +257,7 @@ class Hub:
             topics=topics,
             outcome="disconnected",
         )
-        last = frames.error(SLOW_CONSUMER, "outbound queue overflowed; disconnecting")
-        sub.closer(CLOSE_TRY_AGAIN_LATER, "slow consumer", last)
+        sub.queue.close(SLOW, frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting")))
 
     # -- local subscriptions and fan-out -------------------------------------------
 
@@ -375,7 +373,10 @@ class Hub:
         """True when every connection's queue is flushed."""
         return all(sub.idle() for sub in self.connections.values())
 
-    def close_all(self, code: int, reason: str) -> None:
-        """Ask the transport to close every connection with ``code``."""
-        for sub in list(self.connections.values()):
-            sub.closer(code, reason, None)
+    def close_all(self, disconnect: Disconnect) -> None:
+        """Close every connection with ``disconnect``.  One whose queue is not
+        flushed by now (a peer that stopped reading) is aborted: it would not
+        read our close frame either, and waiting for its reply would hold a
+        shutdown past its deadline."""
+        for sub in self.connections.values():
+            sub.queue.close(disconnect, abort=not sub.queue.idle())

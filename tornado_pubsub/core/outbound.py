@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from tornado.locks import Event as _LockEvent
+from tornado.concurrent import Future
 from tornado.queues import Queue
 
+from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.history import Event
+from tornado_pubsub.server.tornado_patches import slim_queue
 
 class Replayed:
     """A retained event queued by a replay or resume (``last_n``/``since_seq``).
@@ -35,27 +37,24 @@ class Replayed:
 Item = Event | Replayed | bytes
 
 
-# Shared stand-ins (see OutboundQueue.__init__): an empty tuple fails loudly
-# if anything ever tries to queue a waiting putter.
-_NO_PUTTERS: tuple[()] = ()
-_NEVER_JOINED = _LockEvent()
+class Close:
+    """The close instruction a queue ends with (``OutboundQueue.close``):
+    the writer sends what was queued before it, then ends the connection with
+    ``disconnect`` (``abort``: at once, without waiting for the peer's reply)."""
+
+    __slots__ = ("disconnect", "abort")
+
+    def __init__(self, disconnect: Disconnect, abort: bool) -> None:
+        self.disconnect = disconnect
+        self.abort = abort
 
 
-class _Waiters(list):  # type: ignore[type-arg]
-    """The futures waiting in get(): at most the writer's one, so a list with
-    the deque method Queue uses (popleft) is enough."""
-
-    __slots__ = ()
-
-    def popleft(self) -> object:
-        return self.pop(0)
-
-
-def item_size(item: Item) -> int:
-    """Bytes an item counts against the queue's bound (a replayed event: none)."""
-    if item.__class__ is bytes:
+def item_size(item: Item | Close) -> int:
+    """Bytes an item counts against the queue's bound (a replayed event or a close: none)."""
+    cls = item.__class__
+    if cls is bytes:
         return len(item)  # type: ignore[arg-type]
-    return 0 if item.__class__ is Replayed else len(item.data)  # type: ignore[union-attr]
+    return len(item.data) if cls is Event else 0  # type: ignore[union-attr]
 
 
 class OutboundQueue(Queue):
@@ -81,19 +80,17 @@ class OutboundQueue(Queue):
         on_drop: Callable[[Event], None],
     ) -> None:
         super().__init__(maxsize=maxsize)
-        # Memory per idle connection matters at 10 000 connections.  We never
-        # call put() (so no putter ever waits) nor join()/task_done() (so no
-        # one waits on _finished): those two members of every Queue, a deque
-        # and an Event of ~1.2 KB together, are replaced by shared stand-ins;
-        # the one waiting getter (the writer) needs no 760-byte deque either.
-        self._putters = _NO_PUTTERS  # type: ignore[assignment]
-        self._finished = _NEVER_JOINED
-        self._getters = _Waiters()  # type: ignore[assignment]
+        slim_queue(self)  # ~1.2 KB less per idle connection (see tornado_patches)
         self.max_bytes = max_bytes
         self.replayed = 0  # Replayed items queued: not counted against maxsize
         self.drop_oldest = drop_oldest
         self.on_drop = on_drop
         self.nbytes = 0
+        # The writer's side of the contract (see get, wait_sent, sent):
+        self.waiting = False  # its get() is pending: the next item is handed to it
+        self.taken = False  # it holds items it has not finished writing
+        self.interrupt: Callable[[], None] | None = None  # see wait_sent
+        self.closing: Close | None = None
 
     # Queue's subclass hooks: keep the byte count beside the items.  A list,
     # not a deque (56 bytes empty instead of 760): the writer takes one item
@@ -109,16 +106,12 @@ class OutboundQueue(Queue):
         self.nbytes += size
 
     def _get(self) -> Item:
+        self.taken = True
         item = self._queue.pop(0)
         if item.__class__ is Replayed:
             self.replayed -= 1
         self.nbytes -= item_size(item)
         return item
-
-    def full(self) -> bool:
-        # The bounds are enforced by offer(), which knows replayed events are
-        # exempt; put_nowait() must not refuse what offer() admitted.
-        return False
 
     def _fits(self, size: int) -> bool:
         count = len(self._queue) - self.replayed
@@ -143,19 +136,77 @@ class OutboundQueue(Queue):
         while not self._fits(size):
             if not (self.drop_oldest and self._drop_oldest_event()):
                 return False
-        if self._getters:  # the writer is waiting: Queue hands it the item
+        # _enqueue, inlined: fan-out runs this for every subscriber of every event.
+        if self.waiting:
+            self.waiting = False
             self.put_nowait(item)
         else:
-            # Fan-out runs this for every subscriber of every event: skip
-            # put_nowait's bookkeeping for timed-out getters and join(), which
-            # this queue never has, and store the item as _put would.
             self._append(item, size)
         return True
+
+    def _enqueue(self, item: Item | Close, size: int) -> None:
+        if self.waiting:
+            # The writer waits in get(): Queue hands it the item.  The queue
+            # is empty, so put_nowait (which checks maxsize) cannot refuse it.
+            self.waiting = False
+            self.put_nowait(item)  # type: ignore[arg-type]
+        else:
+            # Skip put_nowait's bookkeeping (expired getters, join()'s
+            # counter), which this queue never needs; store it as _put would.
+            self._append(item, size)  # type: ignore[arg-type]
 
     def offer_replay(self, event: Event) -> None:
         """Queue a retained event of a replay or resume; always admitted."""
         self.replayed += 1
-        self.put_nowait(Replayed(event))
+        self._enqueue(Replayed(event), 0)
+
+    def close(self, disconnect: Disconnect, last_frame: bytes | None = None, abort: bool = False) -> None:
+        """End the connection through its writer: it sends what is queued
+        (``abort``: nothing, it is discarded), then ``last_frame``, then closes
+        with ``disconnect``.  Both bypass the bounds: control is never dropped.
+
+        A write the socket has not finished (a reader that stopped reading)
+        is not waited for: the close would otherwise wait for that reader.
+        Only the first close counts.
+        """
+        if self.closing is not None:
+            return
+        if abort:
+            self.clear()
+        if last_frame is not None:
+            self._enqueue(last_frame, len(last_frame))
+        self.closing = Close(disconnect, abort)
+        self._enqueue(self.closing, 0)
+        if self.interrupt is not None:
+            self.interrupt()  # the writer waits on a write: it closes now (see wait_sent)
+
+    # -- the writer's side --------------------------------------------------------
+
+    def get(self, timeout: Any = None) -> "Future[Item]":  # type: ignore[override]
+        """Queue.get; items it returns (and ``drain_nowait`` after it) count as
+        taken until the writer calls ``sent``."""
+        future = super().get(timeout)
+        if not future.done():
+            self.waiting = True
+        return future
+
+    def wait_sent(self, write: "Future[None]", interrupt: Callable[[], None]) -> "Future[None]":
+        """What the writer awaits for a write the socket did not take at once
+        (``write`` itself).  A ``close`` meanwhile calls ``interrupt``, so the
+        close does not wait for a reader that may never read again: the
+        writer takes the close instruction from the queue and carries it out
+        at once."""
+        self.interrupt = interrupt
+        return write
+
+    def sent(self) -> None:
+        """The writer has written everything it took."""
+        self.taken = False
+        self.interrupt = None
+
+    def idle(self) -> bool:
+        """True when nothing is queued, or taken and not yet written."""
+        return not self._queue and not self.taken
 
     def drain_nowait(self) -> list[Item]:
         """Take everything queued right now (the writer sends it as one batch)."""
@@ -166,7 +217,7 @@ class OutboundQueue(Queue):
         return items
 
     def clear(self) -> None:
-        """Discard everything queued (the connection is going away)."""
+        """Discard everything queued (the connection is going away, or is aborted)."""
         self._queue.clear()
         self.nbytes = 0
         self.replayed = 0

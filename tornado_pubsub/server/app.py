@@ -10,6 +10,7 @@ from typing import Any
 import tornado.web
 
 from tornado_pubsub.handlers import dashboard, ops, topics, ws
+from tornado_pubsub.handlers.heartbeat import Heartbeat
 from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
@@ -36,7 +37,7 @@ def make_context(broker: Broker, settings: Settings) -> Context:
         broker=broker,
         settings=settings,
         registry=registry_for(broker),
-        heartbeat=ws.Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+        heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
     )
 
 

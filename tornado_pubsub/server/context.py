@@ -18,4 +18,4 @@ class Context:
     broker: Broker
     settings: Settings
     registry: CollectorRegistry
-    heartbeat: Any  # handlers.ws.Heartbeat; typed loosely to keep the core free of handlers
+    heartbeat: Any  # handlers.heartbeat.Heartbeat; typed loosely so the server imports no handler here

@@ -21,7 +21,7 @@ import tornado.web
 
 from tornado_pubsub.server.app import _bind, make_context
 from tornado_pubsub.backends.memory import Broker, PublishResult
-from tornado_pubsub.core.errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON, TOPIC_EXISTS, PubSubError
+from tornado_pubsub.core.errors import SHUTDOWN, TOPIC_EXISTS, PubSubError
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
 
@@ -79,6 +79,6 @@ class PubSub:
     def close(self) -> None:
         """Refuse new work, close every pub/sub socket with 1001 and stop the heartbeat timer."""
         self.broker.begin_shutdown()
-        self.broker.close_all(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        self.broker.close_all(SHUTDOWN)
         self.context.heartbeat.stop()
         log_op("shutdown", connections=len(self.broker.connections), via="inprocess", outcome="stopped")

@@ -7,16 +7,18 @@ import logging
 import signal
 import socket
 import time
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
 from tornado_pubsub.server.accept import add_guarded_accept_handler, raise_descriptor_limit
 from tornado_pubsub.server.app import make_app, make_broker, server_options
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.server.context import Context
-from tornado_pubsub.core.errors import CLOSE_GOING_AWAY, SHUTDOWN_REASON
+from tornado_pubsub.core.errors import SHUTDOWN
+from tornado_pubsub.server import tornado_patches
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
 
@@ -26,12 +28,31 @@ CLOSE_GRACE = 0.8
 
 
 class _HTTPServer(HTTPServer):
-    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``)."""
+    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``).
+
+    Only public API: accepted sockets are handed to ``handle_stream`` as
+    Tornado's own accept handler would (we never configure TLS), and
+    ``stop`` closes what ``add_sockets`` opened.
+    """
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        self._guarded: list[tuple[socket.socket, Callable[[], None]]] = []
+        super().initialize(*args, **kwargs)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = add_guarded_accept_handler(sock, self._handle_connection)
+            self._guarded.append((sock, add_guarded_accept_handler(sock, self._accept)))
+
+    def _accept(self, connection: socket.socket, address: Any) -> None:
+        stream = IOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+        self.handle_stream(stream, address)
+
+    def stop(self) -> None:
+        for sock, remove in self._guarded:
+            remove()
+            sock.close()
+        self._guarded = []
+        super().stop()
 
 
 class Server:
@@ -63,6 +84,7 @@ class Server:
             history_size=self.settings.history_size,
             broker=self.settings.broker,
             auth=self.settings.api_key is not None,
+            tornado_patches_disabled=tornado_patches.disabled() or None,
             outcome="listening",
         )
         return self.port
@@ -102,7 +124,7 @@ class Server:
                 break
         flushed = broker.idle()
         remaining = len(broker.connections)
-        broker.close_all(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        broker.close_all(SHUTDOWN)
         grace = time.monotonic() + CLOSE_GRACE
         while broker.connections and time.monotonic() < grace:
             await asyncio.sleep(0.02)
@@ -124,7 +146,7 @@ class Server:
         # Drop every socket still open.  A write still pending when the loop
         # stops is cancelled by asyncio, and Tornado's callback on it logs a
         # CancelledError traceback; a closed stream fails it quietly instead.
-        self.context.heartbeat.abort_all("shutdown", CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+        self.context.heartbeat.abort_all("shutdown", SHUTDOWN.code, SHUTDOWN.reason)
 
     async def wait_stopped(self) -> None:
         """Return once shutdown has finished."""

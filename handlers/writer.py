@@ -1,0 +1,139 @@
+"""The one writer per connection: drains its bounded queue onto a transport.
+
+A transport is anything that frames and writes bytes and closes with a code
+(``Transport``); ``/ws`` is one, the SSE stream will be another.  The writer
+owns no protocol logic: the queue holds finished frames, and ends with a
+close instruction when the core wants the connection gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Protocol
+
+import tornado.websocket
+from tornado.iostream import IOStream, StreamClosedError
+
+from tornado_pubsub.core.errors import Disconnect
+from tornado_pubsub.core.hub import Counters
+from tornado_pubsub.core.outbound import Item, OutboundQueue
+
+CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
+
+
+class Transport(Protocol):
+    """What the writer needs of a connection: frame, write, close.
+
+    ``end`` may be called while a ``send`` is still pending (a close does
+    not wait for a reader that stopped reading); the transport then queues
+    its close behind the pending bytes, or drops the connection (``abort``).
+    """
+
+    #: The bytes written before each frame's own bytes (given its size), and after it.
+    header: Callable[[int], bytes]
+    trailer: bytes
+
+    def writable(self) -> bool:
+        """False once the connection is closing or closed."""
+        ...
+
+    def send(self, data: bytes) -> "asyncio.Future[None] | None":
+        """Write ``data``; None when it was written at once, else a future for when it is."""
+        ...
+
+    def end(self, disconnect: Disconnect, abort: bool) -> None:
+        """Close with ``disconnect``; ``abort``: drop the connection at once."""
+        ...
+
+
+def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
+    """Write ``data`` to ``stream``; None when the kernel took all of it at once.
+
+    With Tornado's write buffer empty the bytes go straight to the socket: one
+    ``send`` and no Future or buffer bookkeeping per batch.  What the kernel
+    does not take, and any socket error, goes through ``stream.write``, so
+    Tornado buffers, reports and closes exactly as usual.  Valid only for
+    bytes Tornado would write unchanged (no per-message compression, no TLS).
+    """
+    if stream.__class__ is IOStream and not stream.writing():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # EAGAIN, or an error stream.write will meet and report
+            sent = 0
+        if sent == len(data):
+            return None
+        if sent:
+            data = memoryview(data)[sent:]  # type: ignore[assignment]
+    return stream.write(data)
+
+
+def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
+    """The batch's frames as one write, and how many of them are events."""
+    events = 0
+    parts: list[bytes] = []
+    for item in batch:
+        if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+            item = item.data  # type: ignore[union-attr]
+            events += 1
+        parts.append(header(len(item)))  # type: ignore[arg-type]
+        parts.append(item)  # type: ignore[arg-type]
+        if trailer:
+            parts.append(trailer)
+    return b"".join(parts), events
+
+
+def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
+    """Carry out the queue's close instruction: write ``batch`` up to it
+    (without waiting for the write), then end the transport."""
+    close = queue.closing
+    assert close is not None
+    for index, item in enumerate(batch):
+        if item is close:
+            batch = batch[:index]
+            break
+    if batch and transport.writable():
+        pending = transport.send(_framed(batch, transport.header, transport.trailer)[0])
+        if pending is not None:
+            pending.add_done_callback(retrieve_error)
+    transport.end(close.disconnect, close.abort)
+
+
+async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
+    """Drain ``queue`` onto ``transport`` until it closes.
+
+    Everything queued goes out as one batch of framed bytes in one write, and
+    the next batch waits until the transport took this one, so the queue
+    stays the only buffer (a reader that stops reading costs the queue's
+    bound, no more).  A close instruction (``OutboundQueue.close``) is
+    carried out after the frames queued before it, at once even while a
+    write waits on a reader that stopped reading.  ``counters.delivered``
+    counts events written.
+    """
+    header = transport.header
+    trailer = transport.trailer
+    try:
+        while True:
+            first = await queue.get()
+            batch = [first]
+            if queue.qsize():
+                batch += queue.drain_nowait()
+            if queue.closing is not None:  # checked once a batch: a close is rare
+                _close_now(queue, transport, batch)
+                break
+            data, events = _framed(batch, header, trailer)
+            if not transport.writable():
+                break
+            pending = transport.send(data)
+            if pending is not None:
+                await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
+            counters.delivered += events
+            queue.sent()
+    except CLOSED_ERRORS:
+        pass
+
+
+def retrieve_error(future: "asyncio.Future[None]") -> None:
+    # A write fails when the peer has gone; that is expected, and retrieving the
+    # error keeps asyncio from logging "Task exception was never retrieved".
+    if not future.cancelled():
+        future.exception()

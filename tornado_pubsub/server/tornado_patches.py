@@ -1,0 +1,282 @@
+"""Every use of Tornado's private internals, in one module.
+
+Each patch names the gain that pays for it and sits behind a check of what
+it relies on (the attribute exists, the signature matches), made once at
+import against the installed Tornado.  When a check fails the patch is left
+out and Tornado's public behaviour is used instead: on another Tornado
+version the server may be slower or use more memory, never wrong.
+``ENABLED`` records each check's result (the tests flip it to run the
+fallbacks); the ``startup`` log record lists what was left out.
+
+Checked against Tornado 6.2 and 6.6.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import tornado.web
+import tornado.websocket
+from tornado import gen
+from tornado.httputil import HTTPHeaders
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.locks import Event as _LockEvent
+from tornado.queues import Queue
+
+from tornado_pubsub.logs import log_op
+
+_WS13 = tornado.websocket.WebSocketProtocol13
+_CLOSE_TOO_BIG = 1009  # (errors.CLOSE_TOO_BIG; not imported: the core imports this module)
+
+
+def _params(func: Any) -> list[str] | None:
+    try:
+        return list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def _has_init_attrs(cls: type, *names: str) -> bool:
+    """True if ``cls.__init__`` assigns every ``self.<name>`` (read from its source)."""
+    try:
+        source = inspect.getsource(cls.__init__)
+    except (OSError, TypeError):
+        return False
+    return all(f"self.{name}" in source for name in names)
+
+
+def _check_queue_standins() -> bool:
+    queue: Queue[Any] = Queue(maxsize=1)
+    return (
+        isinstance(getattr(queue, "_getters", None), collections.deque)
+        and isinstance(getattr(queue, "_putters", None), collections.deque)
+        and isinstance(getattr(queue, "_finished", None), _LockEvent)
+    )
+
+
+def _check_frame_loop() -> bool:
+    loop = getattr(_WS13, "_receive_frame_loop", None)
+    return (
+        inspect.iscoroutinefunction(loop)
+        and _params(loop) == ["self"]
+        and _params(_WS13.__init__) == ["self", "handler", "mask_outgoing", "params"]
+        and _params(getattr(tornado.websocket.WebSocketHandler, "on_ws_connection_close", None))
+        == ["self", "close_code", "close_reason"]
+    )
+
+
+def _check_utf8() -> bool:
+    return (
+        _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
+        and _params(getattr(_WS13, "_run_callback", None)) == ["self", "callback", "args", "kwargs"]
+        and _has_init_attrs(_WS13, "_frame_compressed", "_message_bytes_in")
+    )
+
+
+def _check_linger() -> bool:
+    return (
+        _params(getattr(_WS13, "_abort", None)) == ["self"]
+        and _params(_WS13.close) == ["self", "code", "reason"]
+        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "server_terminated", "client_terminated", "stream")
+    )
+
+
+def _check_handshake_state() -> bool:
+    return _has_init_attrs(tornado.web.RequestHandler, "clear()") and "self._headers = " in inspect.getsource(
+        tornado.web.RequestHandler.clear
+    )
+
+#: Patch name -> whether the installed Tornado passed its check.
+ENABLED: dict[str, bool] = {
+    "queue_standins": _check_queue_standins(),
+    "frame_loop_task": _check_frame_loop(),
+    "invalid_utf8_reply": _check_utf8(),
+    "linger_after_1009": _check_linger(),
+    "release_headers": _check_handshake_state(),
+}
+
+
+def disabled() -> list[str]:
+    """The patches left out on this Tornado (for the startup record)."""
+    return [name for name, ok in ENABLED.items() if not ok]
+
+
+# -- the outbound queue ------------------------------------------------------------
+
+# Shared stand-ins (see slim_queue): an empty tuple fails loudly if anything
+# ever tries to queue a waiting putter.
+_NO_PUTTERS: tuple[()] = ()
+_NEVER_JOINED = _LockEvent()
+
+
+class _Waiters(list):  # type: ignore[type-arg]
+    """The futures waiting in get(): at most the writer's one, so a list with
+    the deque method Queue uses (popleft) is enough."""
+
+    __slots__ = ()
+
+    def popleft(self) -> object:
+        return self.pop(0)
+
+
+def slim_queue(queue: Queue[Any]) -> None:
+    """Gain: ~1.2 KB per idle connection (measured; it matters at 10 000).
+
+    ``OutboundQueue`` never calls put() (so no putter ever waits) nor
+    join()/task_done() (so no one waits on ``_finished``): those two members
+    of every Queue, a deque and an Event, are replaced by shared stand-ins;
+    the one waiting getter (the writer) needs no 760-byte deque either.
+    Relies on: Queue keeping its putters, getters and join event in
+    ``_putters``, ``_getters`` (deques) and ``_finished``.
+    """
+    if ENABLED["queue_standins"]:
+        queue._putters = _NO_PUTTERS  # type: ignore[assignment]
+        queue._finished = _NEVER_JOINED
+        queue._getters = _Waiters()  # type: ignore[assignment]
+
+
+# -- the WebSocket protocol ----------------------------------------------------------
+
+# After refusing an oversized frame, how long we keep reading (and discarding)
+# what the client still sends, so our close frame is not destroyed by a TCP
+# reset: closing a socket with unread input makes the kernel send RST.
+LINGER = 2.0
+
+
+class _FrameLoopTask(_WS13):
+    """Gain: ~1.5 KB per idle connection (tests/test_idle_footprint.py, bench
+    ``connections``).  Tornado awaits its frame loop at the bottom of the
+    handshake's coroutine chain (the handler's _execute task -> get ->
+    accept_connection -> _accept_connection), which keeps those four
+    suspended frames and their locals alive for the connection's whole life.
+    Running the loop as a task of its own lets the handshake chain finish.
+    Relies on: ``_receive_frame_loop(self)`` being that awaited coroutine,
+    and the handler's ``on_ws_connection_close`` (told if the loop crashes).
+    """
+
+    def _receive_frame_loop(self) -> "asyncio.Future[None]":  # type: ignore[override]
+        loop_task = asyncio.ensure_future(super()._receive_frame_loop())
+        loop_task.add_done_callback(self._frame_loop_ended)
+        handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handshake_done.set_result(None)
+        return handshake_done
+
+    def _frame_loop_ended(self, loop_task: "asyncio.Future[None]") -> None:
+        # An exception escaping the loop (not one from on_message: Tornado
+        # catches those) is a bug: log it, and drop the connection rather than
+        # leave it open and unread.
+        if loop_task.cancelled() or loop_task.exception() is None:
+            return
+        log_op("internal", logging.ERROR, exc_info=loop_task.exception(), outcome="frame loop crashed")
+        self._abort()
+        # Tornado >= 6.3 tells the handler from the loop's finally clause;
+        # 6.2 only on a clean end.  The handler ignores a second call.
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+
+class _InvalidUtf8Reply(_WS13):
+    """Gain: correctness the client can see (tests/test_fuzz_ws.py).  A text
+    frame that is not valid UTF-8 is answered like any other unreadable frame
+    (``BAD_REQUEST``, the connection stays usable, via the handler's
+    ``on_invalid_text``) instead of Tornado's silent TCP abort.
+    Relies on: ``_handle_message(opcode, data)``, ``_frame_compressed``,
+    ``_message_bytes_in`` and ``_run_callback``.  Fallback: Tornado aborts.
+    """
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x1 and not self._frame_compressed and not self.client_terminated:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._message_bytes_in += len(data)
+                return self._run_callback(self.handler.on_invalid_text)  # type: ignore[attr-defined]
+        return super()._handle_message(opcode, data)
+
+
+class _LingerAfter1009(_WS13):
+    """Gain: a frame over ``max_message_size`` gets its close frame 1009
+    delivered (tests/test_ws_bad_input.py).  Tornado aborts at once, and the
+    unread rest of the frame turns the close into a reset that discards the
+    1009 on the client side; here we keep reading (and discarding) for
+    ``LINGER`` seconds first.  Relies on: ``_abort()``, ``close(code,
+    reason)``, ``stream``, ``server_terminated``, ``client_terminated``.
+    Fallback: the client may see a reset instead of 1009.
+    """
+
+    _close_sent: int | None = None
+    _lingering = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated:
+            self._close_sent = code
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        if self._lingering:
+            return
+        if self._close_sent == _CLOSE_TOO_BIG and self.stream is not None and not self.stream.closed():
+            self._lingering = True
+            self.client_terminated = self.server_terminated = True
+            asyncio.ensure_future(_drain_then_close(self.stream))
+            return
+        super()._abort()
+
+
+async def _drain_then_close(stream: IOStream) -> None:
+    deadline = IOLoop.current().time() + LINGER
+    try:
+        while True:
+            await gen.with_timeout(deadline, stream.read_bytes(65536, partial=True))
+    except (StreamClosedError, gen.TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
+
+
+_MIXINS = {"invalid_utf8_reply": _InvalidUtf8Reply, "linger_after_1009": _LingerAfter1009, "frame_loop_task": _FrameLoopTask}
+_classes: dict[tuple[type, ...], type] = {}
+
+
+def patched_protocol(handler: tornado.websocket.WebSocketHandler, protocol: Any) -> Any:
+    """``protocol`` (what ``get_websocket_protocol`` made), replaced by one
+    with every patch whose check passed; unchanged when none did or it is
+    not an RFC 6455 protocol."""
+    if protocol.__class__ is not _WS13:
+        return protocol
+    mixins = tuple(cls for name, cls in _MIXINS.items() if ENABLED[name])
+    if not mixins:
+        return protocol
+    cls = _classes.get(mixins)
+    if cls is None:
+        cls = _classes[mixins] = type("PubSubProtocol", mixins, {})
+    return cls(handler, False, protocol.params)
+
+
+# -- the handshake's leftovers ------------------------------------------------------
+
+_NO_HEADERS = HTTPHeaders()
+_NO_ARGUMENTS: Mapping[str, Any] = MappingProxyType({})
+
+
+def release_handshake_state(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Gain: ~2 KB per idle connection.  Drop what only the HTTP upgrade
+    needed and Tornado keeps until close: request and response headers,
+    template namespace, URL arguments (nothing reads them once the socket is
+    open).  Relies on: the response headers living in ``_headers`` (the rest
+    is public attributes, released always)."""
+    handler.ui = None  # type: ignore[assignment]
+    if ENABLED["release_headers"]:
+        handler._headers = _NO_HEADERS
+    handler.path_args = handler.open_args = ()  # type: ignore[assignment]
+    handler.path_kwargs = handler.open_kwargs = _NO_ARGUMENTS  # type: ignore[assignment]
+    request = handler.request
+    request.headers = _NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
+    request.files = _NO_ARGUMENTS  # type: ignore[assignment]
+
