@@ -10,9 +10,9 @@ import tornado.web
 from marshmallow import Schema
 
 from tornado_pubsub.core import schemas
-from tornado_pubsub.core.auth import key_matches
+from tornado_pubsub.core.identity import Identity, require_admin
 from tornado_pubsub.server.context import Context
-from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
+from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and
@@ -27,10 +27,12 @@ class JsonHandler(tornado.web.RequestHandler):
     Bodies are streamed so an oversized one is refused with a JSON 413 as soon
     as its Content-Length is known (the connection then closes), and a chunked
     one is counted, never held beyond ``max_body_size``.
-    Subclasses set ``public = True`` to skip the API-key check.
+    Subclasses set ``public = True`` to skip the credential check, or
+    override ``authorize`` to admit more than the admin key.
     """
 
     public = False
+    identity: Identity | None = None
 
     def initialize(self, context: Context) -> None:
         self.context = context
@@ -41,11 +43,25 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self._bound_body()
-        if not self.public and not key_matches(self.config.api_key, self.request.headers.get("X-API-Key")):
-            raise PubSubError(UNAUTHORIZED, "missing or invalid X-API-Key header")
+        if not self.public:
+            # Headers only: the api_key and token query parameters are for
+            # browsers' /ws and SSE, where a URL is the only place to put them.
+            presented = self.context.credentials.resolve(
+                key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
+            )
+            # Before the body and the topic are looked at: a refused caller learns nothing.
+            self.identity = self.authorize(presented)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    def authorize(self, identity: Identity | None) -> Identity:
+        """The caller's identity if it may use this route; by default the admin key only.
+
+        No credential: 401; a valid token: 403 (PROTOCOL.md 5.4).
+        ``self.path_args`` are available for per-topic rules.
+        """
+        return require_admin(identity)
 
     def _bound_body(self) -> None:
         # Our count in data_received enforces the limit; Tornado's would close
@@ -112,6 +128,7 @@ class JsonHandler(tornado.web.RequestHandler):
             method=self.request.method,
             path=redact_uri(self.request.uri or ""),
             remote=self.request.remote_ip,
+            user=self.identity.user if self.identity else None,
             code=code,
             status=status,
             outcome="rejected",

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tornado_pubsub.core.caps import Caps, CapsError, merge, parse_caps, parse_caps_json
 from tornado_pubsub.core.errors import UNAUTHORIZED, PubSubError
-from tornado_pubsub.core.identity import USER, Identity
+from tornado_pubsub.core.identity import USER, Credentials, Identity
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
@@ -183,6 +183,13 @@ class TokenVerifier:
             # A claim of the wrong type (exp not a number, ...) or a broken segment.
             claim = next((c for c in ("exp", "nbf", "iat") if f"({c})" in str(exc)), None)
             raise _refused(f"malformed ({claim} must be a number)" if claim else "malformed") from None
+
+
+def credentials_for(settings: Any) -> Credentials:
+    """The credential resolver ``settings`` configure (api_key, token keys, anonymous_caps)."""
+    verifier = TokenVerifier.from_settings(settings)
+    anonymous = parse_caps_json(settings.anonymous_caps) if settings.anonymous_caps else None
+    return Credentials(settings.api_key, verifier.verify if verifier else None, anonymous)
 
 
 def _signing_key(secret_or_key: str | bytes, algorithm: str | None) -> tuple[Any, str]:

@@ -18,6 +18,7 @@ from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.server.metrics import registry_for
 from tornado_pubsub.settings import Settings
+from tornado_pubsub.tokens import credentials_for
 
 
 def make_broker(settings: Settings) -> Hub:
@@ -37,6 +38,7 @@ def make_context(broker: Broker, settings: Settings) -> Context:
         settings=settings,
         registry=registry_for(broker),
         heartbeat=ws.Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+        credentials=credentials_for(settings),
     )
 
 

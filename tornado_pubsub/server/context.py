@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.identity import Credentials
 from tornado_pubsub.settings import Settings
 
 
@@ -19,3 +20,4 @@ class Context:
     settings: Settings
     registry: CollectorRegistry
     heartbeat: Any  # handlers.ws.Heartbeat; typed loosely to keep the core free of handlers
+    credentials: Credentials  # turns what a request presents into an Identity (every transport)

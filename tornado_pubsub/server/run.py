@@ -63,6 +63,9 @@ class Server:
             history_size=self.settings.history_size,
             broker=self.settings.broker,
             auth=self.settings.api_key is not None,
+            # Whether tokens are accepted, never the key material itself.
+            user_tokens=self.context.credentials.verify is not None,
+            anonymous_caps=self.settings.anonymous_caps is not None,
             outcome="listening",
         )
         return self.port
