@@ -34,6 +34,9 @@ from tornado_pubsub.core.errors import UNAUTHORIZED, PubSubError
 from tornado_pubsub.core.identity import USER, Credentials, Identity
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# RFC 7518 3.2: an HMAC key at least as long as the hash.  A secret too short
+# for HS384/HS512 only verifies the algorithms it is long enough for.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
 # An EC key has one curve and so one algorithm (RFC 7518 3.4).
 _EC_ALGORITHM = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
@@ -42,8 +45,7 @@ MAX_SUB_LENGTH = 128
 # Far above a real token (a few hundred bytes to a few KiB), far below what
 # would make decoding and caps validation cost anything.
 MAX_TOKEN_LENGTH = 16384
-# RFC 7518 3.2: an HMAC key must be at least as long as the hash output.
-MIN_SECRET_LENGTH = 32
+MIN_SECRET_LENGTH = _HMAC_MIN_BYTES["HS256"]
 
 
 class TokenKeyError(ValueError):
@@ -74,6 +76,10 @@ def _algorithms_for(key: Any, what: str) -> tuple[str, ...]:
     raise TokenKeyError(f"{what} must be an RSA key or an EC key on P-256, P-384 or P-521")
 
 
+def _hmac_algorithms(secret: bytes) -> tuple[str, ...]:
+    return tuple(alg for alg in HMAC_ALGORITHMS if len(secret) >= _HMAC_MIN_BYTES[alg])
+
+
 def _refused(reason: str) -> PubSubError:
     return PubSubError(UNAUTHORIZED, f"invalid token: {reason}")
 
@@ -93,7 +99,8 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 class TokenVerifier:
     """Verifies tokens against the configured keys; ``verify`` returns an ``Identity``.
 
-    ``secret``: the HMAC key (HS256/384/512).  ``public_key``: a loaded RSA or
+    ``secret``: the HMAC key (HS256, and HS384/HS512 when it is at least 48/64
+    bytes long).  ``public_key``: a loaded RSA or
     EC public key (RS*/ES*).  At least one is required.  ``default_caps``
     are granted to every token on top of its own ``caps``.
     """
@@ -110,7 +117,7 @@ class TokenVerifier:
             raise TokenKeyError("a token verifier needs token_secret or token_public_key")
         self._keys: dict[str, Any] = {}
         if secret is not None:
-            self._keys.update(dict.fromkeys(HMAC_ALGORITHMS, secret))
+            self._keys.update(dict.fromkeys(_hmac_algorithms(secret.encode("utf-8")), secret))
         if public_key is not None:
             self._keys.update(dict.fromkeys(_algorithms_for(public_key, "token_public_key"), public_key))
         self.issuer = issuer
@@ -205,9 +212,10 @@ def _signing_key(secret_or_key: str | bytes, algorithm: str | None) -> tuple[Any
         return key, algorithm or algorithms[0]
     if algorithm is not None and algorithm not in HMAC_ALGORITHMS:
         raise TokenKeyError(f"algorithm {algorithm} needs a PEM private key; a secret signs {', '.join(HMAC_ALGORITHMS)}")
-    if len(raw) < MIN_SECRET_LENGTH:
-        raise TokenKeyError(f"an HMAC secret must be at least {MIN_SECRET_LENGTH} bytes")
-    return raw, algorithm or "HS256"
+    alg = algorithm or "HS256"
+    if alg not in _hmac_algorithms(raw):
+        raise TokenKeyError(f"an HMAC secret for {alg} must be at least {_HMAC_MIN_BYTES[alg]} bytes")
+    return raw, alg
 
 
 def issue(
