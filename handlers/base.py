@@ -46,22 +46,22 @@ class JsonHandler(tornado.web.RequestHandler):
         if not self.public:
             # Headers only: the api_key and token query parameters are for
             # browsers' /ws and SSE, where a URL is the only place to put them.
-            presented = self.context.credentials.resolve(
+            self.identity = self.context.credentials.resolve(
                 key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
             )
             # Before the body and the topic are looked at: a refused caller learns nothing.
-            self.identity = self.authorize(presented)
+            self.authorize(self.identity)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
 
-    def authorize(self, identity: Identity | None) -> Identity:
-        """The caller's identity if it may use this route; by default the admin key only.
+    def authorize(self, identity: Identity | None) -> None:
+        """Raise unless ``identity`` may use this route; by default the admin key only.
 
         No credential: 401; a valid token: 403 (PROTOCOL.md 5.4).
         ``self.path_args`` are available for per-topic rules.
         """
-        return require_admin(identity)
+        require_admin(identity)
 
     def _bound_body(self) -> None:
         # Our count in data_received enforces the limit; Tornado's would close

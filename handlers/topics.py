@@ -52,8 +52,8 @@ class TopicMessagesHandler(JsonHandler):
     topic is looked up, so a refused caller cannot probe which topics exist.
     """
 
-    def authorize(self, identity: Identity | None) -> Identity:
-        return require(identity, PUBLISH, self.path_args[0])
+    def authorize(self, identity: Identity | None) -> None:
+        require(identity, PUBLISH, self.path_args[0])
 
     async def post(self, name: str) -> None:
         name = _existing_name(name)

@@ -122,12 +122,15 @@ async def test_token_allowed_to_publish_reaches_subscribers_and_logs_the_user(re
 
 
 @BOTH
-async def test_sub_scoped_publish_only_to_the_users_own_topic(rest):
+async def test_sub_scoped_publish_only_to_the_users_own_topic(rest, caplog):
+    caplog.set_level(logging.INFO)
     await create(rest, "user.42", "user.43")
     status, _ = await rest.call("POST", "/topics/user.42/messages", {"payload": 1}, headers=user("42"))
     assert status == 201
     status, reply = await rest.call("POST", "/topics/user.43/messages", {"payload": 1}, headers=user("42"))
     assert "publish" in error(status, reply, "FORBIDDEN") and "user.43" in reply["error"]["message"]
+    refused = [r for r in caplog.records if getattr(r, "event", None) in ("error", "http") and getattr(r, "status", None) == 403]
+    assert len(refused) == 2 and all(r.user == "42" for r in refused)  # the error record and the access record
 
 
 @BOTH

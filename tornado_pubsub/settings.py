@@ -18,6 +18,8 @@ from tornado.options import Error as OptionsError
 from tornado.options import OptionParser
 
 from tornado_pubsub.core.auth import normalize_origin
+from tornado_pubsub.core.caps import CapsError, parse_caps_json
+from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
@@ -168,19 +170,13 @@ _OPTIONAL_STRINGS = (
 
 
 def _validate_identity(s: Settings, need: Any) -> None:
-    # Imported here: tokens imports PyJWT and cryptography, which a server
-    # configured without tokens never needs to load.
-    from tornado_pubsub.core.caps import CapsError, parse_caps_json
-
     for name in _OPTIONAL_STRINGS:
         need(getattr(s, name) != "", f"{name} must not be empty (leave it unset instead)")
     tokens = s.token_secret is not None or s.token_public_key is not None
     if s.token_secret is not None:
         # RFC 7518 3.2: a shorter HMAC key makes tokens guessable offline.
-        need(len(s.token_secret.encode("utf-8")) >= 32, "token_secret must be at least 32 bytes")
+        need(len(s.token_secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes")
     if s.token_public_key is not None:
-        from tornado_pubsub.tokens import TokenKeyError, load_public_key
-
         try:
             load_public_key(s.token_public_key)
         except TokenKeyError as exc:

@@ -70,6 +70,7 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    identity = getattr(handler, "identity", None)  # JsonHandler's caller, once resolved
     log_op(
         "http",
         level,
@@ -78,6 +79,7 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
         status=status,
         duration_ms=round(request.request_time() * 1000, 2),
         remote=request.remote_ip,
+        user=identity.user if identity is not None else None,
     )
 
 
