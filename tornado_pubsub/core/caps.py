@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from tornado_pubsub.core.schemas import _first_error
 
@@ -77,7 +77,7 @@ class CapSchema(Schema):
 
     topics = fields.List(
         fields.String(
-            validate=[validate.Length(max=MAX_PATTERN_LENGTH, error=f"must be at most {MAX_PATTERN_LENGTH} characters"), _check_pattern],
+            validate=_check_pattern,
             error_messages={"invalid": "must be a string"},
         ),
         required=True,
@@ -93,20 +93,6 @@ class CapSchema(Schema):
         validate=validate.Length(min=1, error="must hold at least one action"),
         error_messages={"required": "is required", "invalid": "must be a list"},
     )
-
-    @pre_load
-    def _bounded(self, data: Any, **_: Any) -> Any:
-        # Runs before any field reads an item: a list of 100,000 patterns or
-        # a 1 MB pattern costs a len(), not a validation pass.
-        if isinstance(data, dict):
-            for name, limit in (("topics", MAX_PATTERNS), ("allow", MAX_ACTIONS)):
-                value = data.get(name)
-                if isinstance(value, list) and len(value) > limit:
-                    raise ValidationError(f"must hold at most {limit} items", name)
-            for pattern in data.get("topics") or ():
-                if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_LENGTH:
-                    raise ValidationError(f"holds a pattern over {MAX_PATTERN_LENGTH} characters", "topics")
-        return data
 
 
 _SCHEMA = CapSchema(many=True)
@@ -127,11 +113,28 @@ def parse_caps(raw: Any) -> Caps:
         raise CapsError("caps must be a list of {topics, allow} objects")
     if len(raw) > MAX_ENTRIES:
         raise CapsError(f"caps must hold at most {MAX_ENTRIES} entries")
+    for index, entry in enumerate(raw):
+        _check_bounds(index, entry)
     try:
         entries = _SCHEMA.load(raw)
     except ValidationError as exc:
         raise CapsError("caps" + _where(exc.messages)) from None
     return tuple((tuple(e["topics"]), frozenset(e["allow"])) for e in entries)
+
+
+def _check_bounds(index: int, entry: Any) -> None:
+    # Before marshmallow reads an item: a list of 100,000 patterns or a 1 MB
+    # pattern costs a len(), not a validation pass.
+    if not isinstance(entry, dict):
+        return  # the schema says "must be an object"
+    for name, limit in (("topics", MAX_PATTERNS), ("allow", MAX_ACTIONS)):
+        value = entry.get(name)
+        if isinstance(value, list) and len(value) > limit:
+            raise CapsError(f"caps[{index}].{name} must hold at most {limit} items")
+    topics = entry.get("topics")
+    for position, pattern in enumerate(topics if isinstance(topics, list) else ()):
+        if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_LENGTH:
+            raise CapsError(f"caps[{index}].topics[{position}] must be at most {MAX_PATTERN_LENGTH} characters")
 
 
 def _where(messages: Any) -> str:
