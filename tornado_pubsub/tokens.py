@@ -99,10 +99,11 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 class TokenVerifier:
     """Verifies tokens against the configured keys; ``verify`` returns an ``Identity``.
 
-    ``secret``: the HMAC key (HS256, and HS384/HS512 when it is at least 48/64
-    bytes long).  ``public_key``: a loaded RSA or
-    EC public key (RS*/ES*).  At least one is required.  ``default_caps``
-    are granted to every token on top of its own ``caps``.
+    ``secret``: the HMAC key (HS256, and HS384/HS512 when it is at least
+    48/64 bytes long).  ``public_key``: a loaded RSA or EC public key
+    (RS*/ES*).  At least one is required.  ``default_caps`` are granted to
+    every token on top of its own ``caps``.  ``verify`` is pure CPU (no I/O),
+    safe to call on the IOLoop.
     """
 
     def __init__(
