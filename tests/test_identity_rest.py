@@ -228,28 +228,29 @@ async def test_wrong_key_beside_a_valid_token_acts_as_the_user(rest):
     error(status, reply, "FORBIDDEN")
 
 
-NOW = int(time.time())
+def now() -> int:
+    return int(time.time())
 
 
 @pytest.mark.pubsub(api_key=KEY, token_secret=SECRET, token_issuer="https://app.example", token_audience="pubsub")
 @pytest.mark.parametrize(
-    "headers, reason",
+    "make_headers, reason",
     [
-        (signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "exp": NOW - 5}), "expired"),
-        (signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "nbf": NOW + 3600}), "not yet valid"),
-        (signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub"}, key="x" * 40), "bad signature"),
-        (signed({"sub": "42", "iss": "https://evil.example", "aud": "pubsub"}), "wrong issuer"),
-        (signed({"sub": "42", "iss": "https://app.example", "aud": "elsewhere"}), "wrong audience"),
-        (signed({"iss": "https://app.example", "aud": "pubsub"}), "sub missing"),
-        (bearer("eyJhbGciOiJIUzI1NiJ9.not-base64!.x"), "malformed"),
-        (bearer(base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("=") + ".eyJzdWIiOiI0MiJ9."), "algorithm 'none' not accepted"),
-        (signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "caps": [{"topics": ["*"], "allow": ["own"]}]}), "caps invalid"),
+        (lambda: signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "exp": now() - 5}), "expired"),
+        (lambda: signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "nbf": now() + 3600}), "not yet valid"),
+        (lambda: signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub"}, key="x" * 40), "bad signature"),
+        (lambda: signed({"sub": "42", "iss": "https://evil.example", "aud": "pubsub"}), "wrong issuer"),
+        (lambda: signed({"sub": "42", "iss": "https://app.example", "aud": "elsewhere"}), "wrong audience"),
+        (lambda: signed({"iss": "https://app.example", "aud": "pubsub"}), "sub missing"),
+        (lambda: bearer("eyJhbGciOiJIUzI1NiJ9.not-base64!.x"), "malformed"),
+        (lambda: bearer(base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("=") + ".eyJzdWIiOiI0MiJ9."), "algorithm 'none' not accepted"),
+        (lambda: signed({"sub": "42", "iss": "https://app.example", "aud": "pubsub", "caps": [{"topics": ["*"], "allow": ["own"]}]}), "caps invalid"),
     ],
     ids=["expired", "not_yet_valid", "bad_signature", "wrong_issuer", "wrong_audience", "sub_missing", "malformed", "alg_none", "caps_invalid"],
 )
-async def test_refused_token_401_says_why(rest, headers, reason):
+async def test_refused_token_401_says_why(rest, make_headers, reason):
     await create(rest, "orders.eu")
-    status, reply = await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=headers)
+    status, reply = await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=make_headers())
     assert reason in error(status, reply, "UNAUTHORIZED")
     good = issue(SECRET, "42", PUBLISH_ORDERS, issuer="https://app.example", audience="pubsub")
     status, _ = await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=bearer(good))
@@ -275,7 +276,7 @@ def spellings(secret: str) -> set[str]:
 
 def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
     token = issue(SECRET, "42", PUBLISH_ORDERS, ttl=600)
-    expired = jwt.encode({"sub": "42", "exp": NOW - 5}, SECRET, algorithm="HS256")
+    expired = jwt.encode({"sub": "42", "exp": now() - 5}, SECRET, algorithm="HS256")
     quoted_key = urllib.parse.quote(KEY, safe="")
     every_char = "".join(f"%{b:02X}" for b in KEY.encode())
 

@@ -105,9 +105,9 @@ def test_ec_token_verifies_with_the_algorithm_of_its_curve(tmp_path, curve, alg)
 @pytest.mark.parametrize(
     "claims, reason",
     [
-        ({"sub": "42", "exp": int(time.time()) - 1}, "invalid token: expired"),
-        ({"sub": "42", "nbf": int(time.time()) + 60}, "invalid token: not yet valid"),
-        ({"exp": int(time.time()) + 60}, "invalid token: sub missing"),
+        ({"sub": "42", "exp": -1}, "invalid token: expired"),
+        ({"sub": "42", "nbf": 60}, "invalid token: not yet valid"),
+        ({"exp": 60}, "invalid token: sub missing"),
         ({"sub": ""}, "invalid token: sub must be a string of 1 to 128 characters"),
         ({"sub": "x" * 129}, "invalid token: sub must be a string of 1 to 128 characters"),
         ({"sub": 42}, "invalid token: sub must be a string"),
@@ -120,6 +120,8 @@ def test_ec_token_verifies_with_the_algorithm_of_its_curve(tmp_path, curve, alg)
     ids=["expired", "not_yet_valid", "sub_missing", "sub_empty", "sub_long", "sub_number", "exp_text", "caps_action", "caps_huge", "caps_many", "caps_type"],
 )
 def test_refused_claims_say_why(claims, reason):
+    # Integer exp/nbf are offsets from now, turned into times when the test runs.
+    claims = {k: int(time.time()) + v if k in ("exp", "nbf") and isinstance(v, int) else v for k, v in claims.items()}
     assert refusal(TokenVerifier(SECRET), jwt.encode(claims, SECRET, algorithm="HS256")).startswith(reason)
 
 
@@ -318,3 +320,20 @@ def test_cli_token_usage_errors_exit_2_with_one_reason(args, env, message):
     result = cli_token(*args, **env)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stdout == "" and SECRET not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--token_secret=too-short-secret", "token_secret must be at least 32 bytes"),
+        ("--anonymous_caps=[{]", "anonymous_caps: caps are not valid JSON"),
+    ],
+)
+def test_server_start_up_refuses_bad_token_settings_in_one_line_without_the_secret(flag, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "tornado_pubsub", "--config=/dev/null", "--port=0", f"--api_key={SECRET}", flag],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert SECRET not in result.stderr and "too-short-secret" not in result.stderr
