@@ -11,9 +11,9 @@ from marshmallow import Schema
 from tornado.httputil import responses
 
 from tornado_pubsub.core import schemas
-from tornado_pubsub.core.auth import key_matches
+from tornado_pubsub.core.identity import Identity, require_admin
 from tornado_pubsub.server.context import Context
-from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
+from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and
@@ -28,10 +28,12 @@ class JsonHandler(tornado.web.RequestHandler):
     Bodies are streamed so an oversized one is refused with a JSON 413 as soon
     as its Content-Length is known (the connection then closes), and a chunked
     one is counted, never held beyond ``max_body_size``.
-    Subclasses set ``public = True`` to skip the API-key check.
+    Subclasses set ``public = True`` to skip the credential check, or
+    override ``authorize`` to admit more than the admin key.
     """
 
     public = False
+    identity: Identity | None = None
 
     def initialize(self, context: Context) -> None:
         self.context = context
@@ -42,11 +44,25 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self._bound_body()
-        if not self.public and not key_matches(self.config.api_key, self.request.headers.get("X-API-Key")):
-            raise PubSubError(UNAUTHORIZED, "missing or invalid X-API-Key header")
+        if not self.public:
+            # Headers only: the api_key and token query parameters are for
+            # browsers' /ws and SSE, where a URL is the only place to put them.
+            self.identity = self.context.credentials.resolve(
+                key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
+            )
+            # Before the body and the topic are looked at: a refused caller learns nothing.
+            self.authorize(self.identity)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    def authorize(self, identity: Identity | None) -> None:
+        """Raise unless ``identity`` may use this route; by default the admin key only.
+
+        No credential: 401; a valid token: 403 (PROTOCOL.md 5.4).
+        ``self.path_args`` are available for per-topic rules.
+        """
+        require_admin(identity)
 
     def _bound_body(self) -> None:
         # Our count in data_received enforces the limit; Tornado's would close
@@ -151,6 +167,7 @@ def send_error_body(
         method=request.method,
         path=redact_uri(request.uri or ""),
         remote=request.remote_ip,
+        user=getattr(getattr(handler, "identity", None), "user", None),
         code=exc.code,
         status=exc.status,
         outcome=outcome,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tornado_pubsub.core import schemas
+from tornado_pubsub.core.caps import PUBLISH
+from tornado_pubsub.core.identity import Identity, require
 from tornado_pubsub.core.errors import BAD_REQUEST, TOPIC_NOT_FOUND, PubSubError
 from tornado_pubsub.logs import log_op
 
@@ -43,7 +45,15 @@ class TopicHandler(JsonHandler):
 
 
 class TopicMessagesHandler(JsonHandler):
-    """``POST /topics/{name}/messages``: publish over HTTP."""
+    """``POST /topics/{name}/messages``: publish over HTTP.
+
+    Open to the admin key and to any identity (token or anonymous_caps)
+    allowed ``publish`` on the topic; the permission is checked before the
+    topic is looked up, so a refused caller cannot probe which topics exist.
+    """
+
+    def authorize(self, identity: Identity | None) -> None:
+        require(identity, PUBLISH, self.path_args[0])
 
     async def post(self, name: str) -> None:
         name = _existing_name(name)
@@ -54,7 +64,7 @@ class TopicMessagesHandler(JsonHandler):
             raise PubSubError(BAD_REQUEST, f"message is larger than max_message_size ({limit} bytes)", 413)
         body = self.body_json(_PUBLISH)
         result = await self.broker.publish(name, body["payload"], body.get("id"))
-        result.log(remote=self.request.remote_ip, via="http")
+        result.log(remote=self.request.remote_ip, via="http", user=self.identity.user if self.identity else None)
         self.send_json(
             {"status": "published", "topic": name, "id": result.id, "seq": result.seq, "duplicate": result.duplicate},
             201,

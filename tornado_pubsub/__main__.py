@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tornado-pubsub: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format, settings.api_key)
+    configure_logging(settings.log_level, settings.log_format, settings.api_key, settings.token_secret)
     try:
         if settings.processes > 1:
             return run_workers(settings, serve)

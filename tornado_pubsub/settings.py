@@ -18,6 +18,8 @@ from tornado.options import Error as OptionsError
 from tornado.options import OptionParser
 
 from tornado_pubsub.core.auth import normalize_origin
+from tornado_pubsub.core.caps import CapsError, parse_caps_json
+from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
@@ -52,7 +54,15 @@ class Settings:
     max_body_size: int = 1048576
     handshake_timeout: float = 10.0
     shutdown_timeout: float = 5.0
-    api_key: str | None = None
+    # repr=False: a settings dump (a traceback, a debug print) must not show secrets.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    token_secret: str | None = dataclasses.field(default=None, repr=False)
+    token_public_key: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
+    default_caps: str | None = None
+    anonymous_caps: str | None = None
+    max_connections_per_user: int = 100
     allowed_origins: tuple[str, ...] = ()
     behind_proxy: bool = False
     broker: str = "memory"
@@ -88,6 +98,13 @@ _HELP = {
     "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping"),
     "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
+    "token_secret": (str, "HMAC secret (at least 32 bytes) verifying HS256/384/512 user tokens (unset: no HMAC tokens)"),
+    "token_public_key": (str, "path of a PEM RSA or EC public key verifying RS*/ES* user tokens"),
+    "token_issuer": (str, "when set, a token's iss claim must equal it"),
+    "token_audience": (str, "when set, a token's aud claim must include it"),
+    "default_caps": (str, 'JSON capabilities every token holder gets, e.g. [{"topics":["news.*"],"allow":["subscribe"]}]'),
+    "anonymous_caps": (str, "JSON capabilities of a client with no credential (unset: it must authenticate)"),
+    "max_connections_per_user": (int, "concurrent WebSocket connections one token user may hold"),
     "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
     "behind_proxy": (bool, "trust X-Real-IP / X-Forwarded-For from a reverse proxy"),
     "broker": (str, "memory (one process, no dependencies) or redis (several processes act as one server)"),
@@ -124,7 +141,7 @@ def _validate(s: Settings) -> None:
     need(s.max_body_size >= 256, f"max_body_size must be at least 256, got {s.max_body_size}")
     need(s.handshake_timeout > 0, f"handshake_timeout must be positive, got {s.handshake_timeout}")
     need(s.shutdown_timeout >= 0, f"shutdown_timeout must be 0 or more, got {s.shutdown_timeout}")
-    need(s.api_key is None or s.api_key != "", "api_key must not be empty (leave it unset for no auth)")
+    _validate_identity(s, need)
     need(s.broker in BROKERS, f"broker must be one of {', '.join(BROKERS)}, got {s.broker!r}")
     need(
         s.redis_url.startswith(REDIS_SCHEMES),
@@ -139,6 +156,46 @@ def _validate(s: Settings) -> None:
     )
     need(s.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     need(s.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
+
+
+_OPTIONAL_STRINGS = (
+    "api_key",
+    "token_secret",
+    "token_public_key",
+    "token_issuer",
+    "token_audience",
+    "default_caps",
+    "anonymous_caps",
+)
+
+
+def _validate_identity(s: Settings, need: Any) -> None:
+    for name in _OPTIONAL_STRINGS:
+        need(getattr(s, name) != "", f"{name} must not be empty (leave it unset instead)")
+    tokens = s.token_secret is not None or s.token_public_key is not None
+    if s.token_secret is not None:
+        # RFC 7518 3.2: a shorter HMAC key makes tokens guessable offline.
+        need(len(s.token_secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes")
+    if s.token_public_key is not None:
+        try:
+            load_public_key(s.token_public_key)
+        except TokenKeyError as exc:
+            raise SettingsError(str(exc)) from None
+    for name in ("token_issuer", "token_audience", "default_caps"):
+        need(getattr(s, name) is None or tokens, f"{name} needs token_secret or token_public_key")
+    # With no credential configured everything is open, so anonymous_caps would limit nothing.
+    need(
+        s.anonymous_caps is None or tokens or s.api_key is not None,
+        "anonymous_caps needs api_key, token_secret or token_public_key (with none of them everyone may do everything)",
+    )
+    for name in ("default_caps", "anonymous_caps"):
+        text = getattr(s, name)
+        if text is not None:
+            try:
+                parse_caps_json(text)
+            except CapsError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+    need(s.max_connections_per_user >= 1, f"max_connections_per_user must be at least 1, got {s.max_connections_per_user}")
 
 
 def _parser() -> OptionParser:
@@ -249,6 +306,7 @@ def load_settings(
     kwargs["log_level"] = str(kwargs["log_level"]).lower()
     kwargs["log_format"] = str(kwargs["log_format"]).lower()
     kwargs["broker"] = str(kwargs["broker"]).lower()
-    if kwargs["api_key"] == "" and "api_key" not in flags and ENV_PREFIX + "API_KEY" not in environ:
-        kwargs["api_key"] = None
+    for name in _OPTIONAL_STRINGS:  # unset stays None; an explicit "" is refused by validation
+        if kwargs[name] == "" and name not in flags and ENV_PREFIX + name.upper() not in environ:
+            kwargs[name] = None
     return Settings(**kwargs)

@@ -19,6 +19,7 @@ from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.server.metrics import registry_for
 from tornado_pubsub.settings import Settings
+from tornado_pubsub.tokens import credentials_for
 
 
 def make_broker(settings: Settings) -> Hub:
@@ -38,6 +39,7 @@ def make_context(broker: Broker, settings: Settings) -> Context:
         settings=settings,
         registry=registry_for(broker),
         heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+        credentials=credentials_for(settings),
     )
 
 
@@ -69,6 +71,7 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    identity = getattr(handler, "identity", None)  # JsonHandler's caller, once resolved
     log_op(
         "http",
         level,
@@ -77,6 +80,7 @@ def _access_log(handler: tornado.web.RequestHandler) -> None:
         status=status,
         duration_ms=round(request.request_time() * 1000, 2),
         remote=request.remote_ip,
+        user=identity.user if identity is not None else None,
     )
 
 

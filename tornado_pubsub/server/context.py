@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.identity import Credentials
 from tornado_pubsub.settings import Settings
 
 
@@ -19,3 +20,4 @@ class Context:
     settings: Settings
     registry: CollectorRegistry
     heartbeat: Any  # handlers.heartbeat.Heartbeat; typed loosely so the server imports no handler here
+    credentials: Credentials  # turns what a request presents into an Identity (every transport)

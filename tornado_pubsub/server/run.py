@@ -85,6 +85,9 @@ class Server:
             broker=self.settings.broker,
             auth=self.settings.api_key is not None,
             tornado_patches_disabled=tornado_patches.disabled() or None,
+            # Whether tokens are accepted, never the key material itself.
+            user_tokens=self.context.credentials.verify is not None,
+            anonymous_caps=self.settings.anonymous_caps is not None,
             outcome="listening",
         )
         return self.port
