@@ -42,6 +42,8 @@ class Settings:
     queue_max_bytes: int = 1048576
     overflow_policy: str = "drop_oldest"
     history_size: int = 100
+    history_max_bytes: int = 1048576
+    max_retained_bytes: int = 268435456
     heartbeat_interval: float = 30.0
     heartbeat_timeout: float = 60.0
     max_message_size: int = 65536
@@ -77,6 +79,8 @@ _HELP = {
     "queue_max_bytes": (int, "max bytes queued per connection"),
     "overflow_policy": (str, "on a full queue: drop_oldest (drop oldest event) or disconnect"),
     "history_size": (int, "messages kept per topic for replay and resume"),
+    "history_max_bytes": (int, "bytes of event frames kept per topic (oldest evicted beyond)"),
+    "max_retained_bytes": (int, "bytes of history kept across all topics (oldest anywhere evicted beyond)"),
     "heartbeat_interval": (float, "seconds between heartbeat info pings and WebSocket pings"),
     "heartbeat_timeout": (float, "seconds without a pong or frame before a peer is closed"),
     "max_message_size": (int, "largest inbound WebSocket frame in bytes (larger: close 1009)"),
@@ -111,6 +115,8 @@ def _validate(s: Settings) -> None:
         f"overflow_policy must be one of {', '.join(OVERFLOW_POLICIES)}, got {s.overflow_policy!r}",
     )
     need(s.history_size >= 0, f"history_size must be 0 or more, got {s.history_size}")
+    need(s.history_max_bytes >= 0, f"history_max_bytes must be 0 or more, got {s.history_max_bytes}")
+    need(s.max_retained_bytes >= 0, f"max_retained_bytes must be 0 or more, got {s.max_retained_bytes}")
     need(s.heartbeat_interval > 0, f"heartbeat_interval must be positive, got {s.heartbeat_interval}")
     need(s.heartbeat_timeout > 0, f"heartbeat_timeout must be positive, got {s.heartbeat_timeout}")
     need(s.max_message_size >= 256, f"max_message_size must be at least 256, got {s.max_message_size}")
