@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import tornado.web
 from marshmallow import Schema
 
-from tornado_pubsub.core import schemas
+from tornado_pubsub.core import frames, schemas
 from tornado_pubsub.core.auth import key_matches
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
@@ -74,7 +73,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def send_json(self, body: Any, status: int = 200) -> None:
         """Finish the request with ``body`` as JSON."""
         self.set_status(status)
-        self.finish(json.dumps(body, separators=(",", ":")))
+        self.finish(frames.encode(body))  # UTF-8, like every frame
 
     def body_json(self, schema: Schema) -> dict[str, Any]:
         """The request body, decoded and validated; BAD_REQUEST otherwise."""

@@ -44,7 +44,8 @@ def code_for_status(status: int) -> str:
 
 def error_body(code: str, message: str) -> str:
     """The JSON body of every HTTP error: REST replies and refused handshakes."""
-    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+    # UTF-8 like every frame; messages never hold a lone surrogate (see schemas).
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"), ensure_ascii=False)
 
 
 # WebSocket close codes (RFC 6455 section 7.4.1) used by the contract.
