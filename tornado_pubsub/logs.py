@@ -8,10 +8,12 @@ request_id, remote, outcome, ...).  Every formatted line passes through
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -20,26 +22,132 @@ from tornado_pubsub.core.frames import timestamp
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
 
-_API_KEY_PARAM = re.compile(r"(api_key=)[^&\s\"'#]*", re.IGNORECASE)
 REDACTED = "[REDACTED]"
+
+#: Query parameters whose values are credentials (PROTOCOL §5.1).
+SECRET_PARAMS = ("api_key", "token")
+
+# How many layers of percent-encoding a parameter name is peeled of: the
+# server decodes once; more is for what a confused client double-encoded.
+_NAME_DECODINGS = 3
 
 
 class Redactor:
-    """Removes the ``api_key`` query parameter and the configured key itself."""
+    """Removes credentials from a formatted log line, whoever logged it.
+
+    Three nets, from precise to broad: ``api_key`` and ``token`` query
+    parameter values (the name in any percent-encoding); the configured
+    ``secret`` itself in any encoding a log line can carry it in (see
+    ``secret_pattern``); and anything shaped like a JWT.
+
+    Threat: a key reaching the log is a key handed to everyone who can read
+    logs; a client (or a curious user) picks the encoding, so literal matching
+    is not enough.
+    """
 
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret
+        self._secret = secret_pattern(secret) if secret else None
+        # Without "%", "\\" or "+" in a line no encoded form can be there, so
+        # the patterns (tens of microseconds a line) run only if a plain,
+        # case-folded form is: most lines are checked with a few ``in`` tests.
+        self._plain = {secret.lower(), secret.encode("utf-8", "surrogatepass").decode("latin-1").lower()} if secret else set()
 
     def __call__(self, text: str) -> str:
-        text = redact_uri(text)
-        if self.secret and self.secret in text:
-            text = text.replace(self.secret, REDACTED)
+        folded = text.lower()
+        encoded = "%" in text or "\\" in text or "+" in text
+        if encoded or any(name in folded for name in SECRET_PARAMS):
+            text = _SECRET_PARAM_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
+        if self._secret is not None and (encoded or any(form in folded for form in self._plain)):
+            text = self._secret.sub(REDACTED, text)
+        if encoded or "eyj" in folded:
+            text = _JWT.sub(REDACTED, text)
         return text
 
 
 def redact_uri(uri: str) -> str:
-    """A request URI with the ``api_key`` parameter's value replaced."""
-    return _API_KEY_PARAM.sub(r"\1" + REDACTED, uri)
+    """A request URI with the value of every ``api_key`` and ``token`` query
+    parameter replaced by ``[REDACTED]``.
+
+    The query string is parsed, not pattern-matched: a parameter counts as a
+    secret when its name, percent-decoded (``api%5Fkey``, ``%61pi_key``,
+    ``+`` as space, several layers), stripped and lower-cased, is one of
+    ``SECRET_PARAMS``; repeated parameters are each redacted, and ``;`` is
+    treated as a separator too (some parsers do).  Everything else is kept
+    byte for byte.
+    """
+    path, sep, rest = uri.partition("?")
+    if not sep:
+        return uri
+    query, hash_sep, fragment = rest.partition("#")
+    fields = re.split(r"([&;])", query)
+    for i in range(0, len(fields), 2):  # separators sit at the odd indexes
+        name, eq, _ = fields[i].partition("=")
+        if eq and _is_secret_name(name):
+            fields[i] = f"{name}={REDACTED}"
+    return f"{path}?{''.join(fields)}{hash_sep}{fragment}"
+
+
+def _is_secret_name(name: str) -> bool:
+    for _ in range(_NAME_DECODINGS):
+        decoded = unquote_plus(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower() in SECRET_PARAMS
+
+
+def _name_pattern(name: str) -> str:
+    # Each character literally or percent-encoded (any hex case, optionally
+    # itself percent-encoded as %25XX).
+    return "".join(f"(?:{re.escape(c)}|%(?:25)?{ord(c):02x})" for c in name)
+
+
+# Backstop for URIs that reach a log line without passing redact_uri (a
+# library's own message): the parameter, its name in any encoding, up to the
+# end of the value.  A backslash escape (JSON, repr) is part of the value.
+_SECRET_PARAM_IN_TEXT = re.compile(
+    r"((?:^|[?&;\s\"'])(?:" + "|".join(_name_pattern(n) for n in SECRET_PARAMS) + r")(?:=|%(?:25)?3d))"
+    r"(?:\\.|[^&;\s\"'#\\])*",
+    re.IGNORECASE,
+)
+
+# A JWT: base64url of '{"' opens its header, three dot-separated segments;
+# any character may be percent-encoded.
+_B64 = r"(?:[A-Za-z0-9_-]|%(?:25)?[0-9a-f]{2})"
+_DOT = r"(?:\.|%(?:25)?2e)"
+_JWT = re.compile(rf"{_name_pattern('eyJ')}{_B64}{{2,}}{_DOT}{_B64}{{2,}}{_DOT}{_B64}*", re.IGNORECASE)
+
+
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """A pattern matching ``secret`` in every form a log line can show it in.
+
+    Per character: itself; its UTF-8 bytes percent-encoded (any hex case,
+    also double-encoded as ``%25XX``); those bytes read as Latin-1 (how
+    Tornado decodes a raw non-ASCII request line); ``+`` for a space.  Each
+    of those characters is then allowed as it appears after up to two layers
+    of JSON or ``repr`` escaping (``\\"``, ``\\\\``, ``\\u00e9``, ``\\xe9``),
+    which is what the JSON and text formatters (and a ``!r`` inside a
+    message) add.  Case is ignored, which can only redact more.
+    """
+    return re.compile("".join(_char_forms(c) for c in secret), re.IGNORECASE)
+
+
+def _char_forms(c: str) -> str:
+    data = c.encode("utf-8", "surrogatepass")
+    # Byte by byte, each percent-encoded or raw (read as Latin-1), in any mix.
+    per_byte = "".join(f"(?:%(?:25)?{b:02x}|{_escaped(chr(b))})" for b in data)
+    alternatives = [_escaped(c), per_byte] + ([r"\+"] if c == " " else [])
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _escaped(x: str) -> str:
+    """Regex for ``x`` as it may appear after 0, 1 or 2 layers of JSON/repr escaping."""
+    forms = {x}
+    for _ in range(2):
+        # repr() escapes a quote only when the string holds both kinds: allow both spellings.
+        forms |= {json.dumps(f)[1:-1] for f in forms} | {repr(f)[1:-1] for f in forms} | {f.replace("'", "\\'") for f in forms}
+    return "(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")"
 
 
 class _FrameTime(logging.Formatter):
