@@ -9,9 +9,9 @@ import tornado.web
 from marshmallow import Schema
 
 from tornado_pubsub.core import frames, schemas
-from tornado_pubsub.core.auth import key_matches
+from tornado_pubsub.core.auth import host_allowed, host_refused, key_matches, write_allowed
 from tornado_pubsub.server.context import Context
-from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
+from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and
@@ -40,11 +40,23 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self._bound_body()
+        self.check_browser_safety()
         if not self.public and not key_matches(self.config.api_key, self.request.headers.get("X-API-Key")):
             raise PubSubError(UNAUTHORIZED, "missing or invalid X-API-Key header")
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    def check_browser_safety(self) -> None:
+        """PROTOCOL §10: a ``Host`` outside ``allowed_hosts`` is refused on every
+        route (DNS rebinding), and a state-changing call from another origin
+        whatever its Content-Type (cross-site writes); see ``core.auth``."""
+        request = self.request
+        if not host_allowed(request.host, self.config.allowed_hosts):
+            raise PubSubError(FORBIDDEN, host_refused(request.host))
+        origin = request.headers.get("Origin")
+        if not write_allowed(request.method or "", origin, request.host, self.config.allowed_origins):
+            raise PubSubError(FORBIDDEN, f"cross-origin {request.method} from origin {origin[:200]!r} not allowed")
 
     def _bound_body(self) -> None:
         # Our count in data_received enforces the limit; Tornado's would close
@@ -155,6 +167,7 @@ class NotFoundHandler(JsonHandler):
 
     def prepare(self) -> None:
         self._bound_body()
+        self.check_browser_safety()
         raise PubSubError(NOT_FOUND, f"no route for {self.request.path}", 404)
 
 

@@ -25,7 +25,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado_pubsub.handlers.wsframe import text_header
 from tornado_pubsub.core import frames
 from tornado_pubsub.core import schemas
-from tornado_pubsub.core.auth import key_matches, origin_allowed
+from tornado_pubsub.core.auth import host_allowed, host_refused, key_matches, origin_allowed
 from tornado_pubsub.backends.memory import Subscriber
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import (
@@ -292,6 +292,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         # coroutine stays suspended for the connection's whole life, and a
         # wrapper around it would keep a second coroutine frame (~800 bytes)
         # alive per idle connection.  Finishing here skips get() entirely.
+        if not host_allowed(self.request.host, self.config.allowed_hosts):  # DNS rebinding (§10)
+            return self._refuse(403, FORBIDDEN, host_refused(self.request.host))
         if self.request.method != "GET":
             return  # Tornado answers other methods with 405 (see write_error)
         if self.request.headers.get("Upgrade", "").lower() != "websocket":

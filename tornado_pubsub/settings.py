@@ -56,6 +56,9 @@ class Settings:
     shutdown_timeout: float = 5.0
     api_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    # None: derived where the server is built (auth.default_allowed_hosts for
+    # the standalone server, any host when embedded).
+    allowed_hosts: tuple[str, ...] | None = None
     behind_proxy: bool = False
     broker: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -93,6 +96,7 @@ _HELP = {
     "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
     "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
+    "allowed_hosts": (str, "comma-separated Host names served, port ignored ('*' for any; unset: loopback names when listening on loopback without behind_proxy, else any)"),
     "behind_proxy": (bool, "trust X-Real-IP / X-Forwarded-For from a reverse proxy"),
     "broker": (str, "memory (one process, no dependencies) or redis (several processes act as one server)"),
     "redis_url": (str, "Redis to use with --broker=redis, e.g. redis://127.0.0.1:6379/0"),
@@ -154,6 +158,8 @@ def _parser() -> OptionParser:
         default = getattr(defaults, name)
         if name == "allowed_origins":
             default = ",".join(default)
+        if name == "allowed_hosts":
+            default = ""
         parser.define(name, default=default, type=kind, help=help_text)
     parser.define(
         "config",
@@ -251,6 +257,8 @@ def load_settings(
     fields = {f.name for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in fields}
     kwargs["allowed_origins"] = origins
+    hosts = tuple(h.strip().lower() for h in (values["allowed_hosts"] or "").split(",") if h.strip())
+    kwargs["allowed_hosts"] = hosts or None
     kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()
     kwargs["log_level"] = str(kwargs["log_level"]).lower()
     kwargs["log_format"] = str(kwargs["log_format"]).lower()
