@@ -7,12 +7,13 @@ import logging
 import signal
 import socket
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
-from tornado_pubsub.server.accept import add_guarded_accept_handler, raise_descriptor_limit
+from tornado_pubsub.server.accept import HalfOpen, add_guarded_accept_handler, descriptor_limit, raise_descriptor_limit
 from tornado_pubsub.server.app import make_app, make_broker, server_options
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.server.context import Context
@@ -26,12 +27,25 @@ CLOSE_GRACE = 0.8
 
 
 class _HTTPServer(HTTPServer):
-    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``)."""
+    """Tornado's HTTPServer with an accept loop that survives EMFILE and a bound
+    on connections still in their handshake (see ``accept``)."""
+
+    half_open: HalfOpen
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = add_guarded_accept_handler(sock, self._handle_connection)
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        self.half_open.admit(stream)
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        # Tornado calls this when the connection closes and when a WebSocket
+        # upgrade detaches it: either way it is no longer half-open.
+        self.half_open.done(server_conn.stream)  # type: ignore[attr-defined]
+        super().on_close(server_conn)
 
 
 class Server:
@@ -43,6 +57,7 @@ class Server:
         self.app = make_app(settings, self.broker)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
+        self.http.half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
