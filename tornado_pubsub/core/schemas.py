@@ -220,8 +220,8 @@ def parse_json(text: str | bytes) -> Any:
 
 # Strict UTF-8 cannot carry a surrogate, so a decoded string can hold one only
 # through a \uD800-\uDFFF escape; text without one (nearly every frame) is
-# not walked.  Bytes in another encoding (json.loads reads UTF-16 and UTF-32
-# too) are always walked.
+# not walked.  Bytes in UTF-16 or UTF-32 (json.loads reads those too) are
+# always walked.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -229,7 +229,9 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 def _may_hold_surrogates(text: str | bytes) -> bool:
     if isinstance(text, str):
         return _SURROGATE_ESCAPE.search(text) is not None
-    return not text.isascii() or _SURROGATE_ESCAPE_BYTES.search(text) is not None
+    if json.detect_encoding(text) != "utf-8":  # the escape's bytes are spread out
+        return True
+    return _SURROGATE_ESCAPE_BYTES.search(text) is not None  # UTF-8 never reuses the byte of "\\"
 
 
 def _lone_surrogate_at(value: Any) -> str | None:
