@@ -131,12 +131,8 @@ class HalfOpen:
         self.capacity = max(1, capacity)
         self._upgraded = upgraded
         self._streams: OrderedDict[IOStream, None] = OrderedDict()
-        self.shed = 0  # total closed to make room
-        self._unlogged = 0
+        self._unlogged = 0  # shed since the last record
         self._report: object | None = None
-
-    def __len__(self) -> int:
-        return len(self._streams)
 
     def admit(self, stream: IOStream) -> None:
         """Count ``stream``, first closing the oldest half-open connections if
@@ -144,7 +140,6 @@ class HalfOpen:
         while self._streams and len(self._streams) + self._upgraded() >= self.capacity:
             oldest, _ = self._streams.popitem(last=False)
             oldest.close()
-            self.shed += 1
             self._unlogged += 1
             if self._report is None:  # one record a second: a flood must not become a log flood
                 self._report = IOLoop.current().call_later(1.0, self._log)
