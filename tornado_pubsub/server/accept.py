@@ -112,7 +112,7 @@ class HalfOpen:
     Together with the upgraded ones they may not exceed ``capacity``:
     ``max_connections + HANDSHAKE_MARGIN``, and never more than the
     descriptor limit less ``DESCRIPTOR_HEADROOM``.  Admitting one more past
-    that closes the oldest half-open connections first.
+    that closes the oldest half-open connection first.
 
     Threat: clients that open sockets and never finish their HTTP request
     (slowloris, or a flood of bare TCP connects) would otherwise hold every
@@ -135,9 +135,11 @@ class HalfOpen:
         self._report: object | None = None
 
     def admit(self, stream: IOStream) -> None:
-        """Count ``stream``, first closing the oldest half-open connections if
-        it would take the total past ``capacity``.  O(1) per connection shed."""
-        while self._streams and len(self._streams) + self._upgraded() >= self.capacity:
+        """Count ``stream``, first closing the oldest half-open connection if it
+        would take the total past ``capacity``: O(1), and the total never grows
+        past the bound.  One at most: if the WebSockets alone fill the bound
+        (descriptors are short), the half-open ones are not all cut at once."""
+        if self._streams and len(self._streams) + self._upgraded() >= self.capacity:
             oldest, _ = self._streams.popitem(last=False)
             oldest.close()
             self._unlogged += 1
