@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -10,10 +9,11 @@ import tornado.web
 from marshmallow import Schema
 from tornado.httputil import responses
 
-from tornado_pubsub.core import schemas
+from tornado_pubsub.core import frames, schemas
+from tornado_pubsub.core.auth import host_allowed, host_refused, write_allowed
 from tornado_pubsub.core.identity import Identity, require_admin
 from tornado_pubsub.server.context import Context
-from tornado_pubsub.core.errors import BAD_REQUEST, NOT_FOUND, PubSubError, code_for_status, error_body
+from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
 
 # Tornado's own body limit, lifted per request: JsonHandler counts bodies and
@@ -44,6 +44,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self._bound_body()
+        self.check_browser_safety()
         if not self.public:
             # Headers only: the api_key and token query parameters are for
             # browsers' /ws and SSE, where a URL is the only place to put them.
@@ -63,6 +64,17 @@ class JsonHandler(tornado.web.RequestHandler):
         ``self.path_args`` are available for per-topic rules.
         """
         require_admin(identity)
+
+    def check_browser_safety(self) -> None:
+        """PROTOCOL §10: a ``Host`` outside ``allowed_hosts`` is refused on every
+        route (DNS rebinding), and a state-changing call from another origin
+        whatever its Content-Type (cross-site writes); see ``core.auth``."""
+        request = self.request
+        if not host_allowed(request.host, self.config.allowed_hosts):
+            raise PubSubError(FORBIDDEN, host_refused(request.host))
+        origin = request.headers.get("Origin")
+        if not write_allowed(request.method or "", origin, request.host, self.config.allowed_origins):
+            raise PubSubError(FORBIDDEN, f"cross-origin {request.method} from origin {origin[:200]!r} not allowed")
 
     def _bound_body(self) -> None:
         # Our count in data_received enforces the limit; Tornado's would close
@@ -91,7 +103,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def send_json(self, body: Any, status: int = 200) -> None:
         """Finish the request with ``body`` as JSON."""
         self.set_status(status)
-        self.finish(json.dumps(body, separators=(",", ":")))
+        self.finish(frames.encode(body))  # UTF-8, like every frame
 
     def body_json(self, schema: Schema) -> dict[str, Any]:
         """The request body, decoded and validated; BAD_REQUEST otherwise."""
@@ -188,6 +200,7 @@ class NotFoundHandler(JsonHandler):
 
     def prepare(self) -> None:
         self._bound_body()
+        self.check_browser_safety()
         raise PubSubError(NOT_FOUND, f"no route for {self.request.path}", 404)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import tornado.web
 
+from tornado_pubsub.core.auth import host_allowed, host_refused
+from tornado_pubsub.core.errors import FORBIDDEN, PubSubError, error_body
 from tornado_pubsub.server.context import Context
 
 # Shipped inside the tornado_pubsub package, wherever it is installed.
@@ -33,6 +35,14 @@ class DashboardAsset(tornado.web.StaticFileHandler):
     def initialize(self, context: Context) -> None:  # type: ignore[override]
         # _bind hands every handler the shared context; files need only their root.
         super().initialize(path=str(STATIC_DIR))
+        self.allowed_hosts = context.settings.allowed_hosts
+
+    def prepare(self) -> None:
+        # Like every route: a Host outside allowed_hosts gets 403 (DNS rebinding).
+        if not host_allowed(self.request.host, self.allowed_hosts):
+            self.set_status(403)
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(error_body(PubSubError(FORBIDDEN, host_refused(self.request.host), 403)))
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -19,7 +19,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from tornado_pubsub.core import frames
-from tornado_pubsub.core.auth import key_matches, origin_allowed
+from tornado_pubsub.core.auth import host_allowed, host_refused, key_matches, origin_allowed
 from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     CLOSE_TRY_AGAIN_LATER,
@@ -70,9 +70,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         # coroutine stays suspended for the connection's whole life, and a
         # wrapper around it would keep a second coroutine frame (~800 bytes)
         # alive per idle connection.  Finishing here skips get() entirely.
-        if self.request.method != "GET":
-            return  # Tornado answers other methods with 405 (see write_error)
         try:
+            self.check_host()  # every method, like every other route
+            if self.request.method != "GET":
+                return  # Tornado answers other methods with 405 (see write_error)
             self.check_handshake()
         except PubSubError as exc:
             send_error_body(self, exc, event="connect", outcome="refused", level=logging.WARNING)
@@ -84,6 +85,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.check_api_key()
         self.check_origin_header()
         self.check_admission()
+
+    def check_host(self) -> None:
+        # DNS rebinding (PROTOCOL.md 10): a Host outside allowed_hosts is refused.
+        if not host_allowed(self.request.host, self.config.allowed_hosts):
+            raise PubSubError(FORBIDDEN, host_refused(self.request.host), 403)
 
     def check_upgrade(self) -> None:
         if self.request.headers.get("Upgrade", "").lower() != "websocket":

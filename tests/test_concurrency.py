@@ -21,7 +21,7 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
     # ordering and bookkeeping, not backpressure (dropped must stay 0), and a
     # history that holds every message, so a late joiner always recovers however
     # fast the publishers are.
-    flags = ["--queue_size=100000", "--queue_max_bytes=268435456", "--history_size=10000", "--log_level=warning"]
+    flags = ["--queue_size=100000", "--queue_max_bytes=268435456", "--history_size=10000", "--history_max_bytes=268435456", "--log_level=warning"]
     with ProcServer(*flags) as server:
         rest = Rest(server.port)
         for topic in TOPICS:

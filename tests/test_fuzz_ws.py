@@ -100,11 +100,22 @@ def decode_like_the_contract(raw: bytes) -> tuple[bool, Any]:
     try:
         text = raw.decode("utf-8")
         value = json.loads(text, parse_constant=_reject)
-        if _has_infinity(value):
+        if _has_infinity(value) or _has_lone_surrogate(value):
             return False, None
         return True, value
     except (ValueError, RecursionError):
         return False, None
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """PROTOCOL §9: a string (key or value) holding a lone surrogate is BAD_REQUEST."""
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
 
 
 def _has_infinity(value: Any) -> bool:

@@ -130,15 +130,16 @@ async def test_stalled_connections_do_not_exhaust_the_server(port, broker, ws_co
 
 
 async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log():
-    # 64 descriptors, 100 connections that never send a request: accept()
-    # fails with EMFILE until the handshake deadline frees some.
+    # 64 descriptors, 100 connections that never send a request: the oldest
+    # half-open ones are closed before accept() can fail with EMFILE (see
+    # test_half_open.py); if it fails anyway, the accept loop pauses.
     with ProcServer("--handshake_timeout=1", "--log_level=warning", nofile=64) as server:
         hogs = []
         for _ in range(100):
             hogs.append(await RawWs.open(server.port, upgrade=False))
         await asyncio.sleep(2.0)
-        paused = [r for r in server.records() if r.get("event") == "accept"]
-        assert paused and all(r["error"] == "EMFILE" and r["outcome"] == "paused" for r in paused)
+        coping = [r for r in server.records() if r.get("event") in ("accept", "half_open_shed")]
+        assert coping and all(r.get("error") == "EMFILE" or r["event"] == "half_open_shed" for r in coping)
         # One warning per 0.1 s pause at most; Tornado alone logged thousands
         # of tracebacks a second here while spinning.
         assert len(server.lines) < 100, len(server.lines)

@@ -135,7 +135,7 @@ def test_a_huge_declared_body_is_refused_without_reading_it(server):
     # Claim 10 GB and send nothing: the reply must come at once, not after a body read.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /topics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 10000000000\r\n\r\n"
         )
         reply = b""

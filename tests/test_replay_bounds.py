@@ -37,6 +37,7 @@ async def test_last_n_larger_than_queue_size_replays_every_message(rest, ws_conn
     assert (await rest.call("GET", "/stats"))[1]["topics"]["r"]["dropped"] == 0
 
 
+@pytest.mark.pubsub(history_max_bytes=8 << 20)  # the default 1 MiB per topic would keep ~17 of them
 async def test_resume_larger_than_queue_max_bytes_is_recovered_whole(rest, ws_connect):
     # 100 retained messages of ~60 KB: about 6 MB, six times queue_max_bytes.
     await rest.create("big")

@@ -202,13 +202,13 @@ async def test_get_metrics_prometheus_text_with_named_metrics(rest, ws_connect):
 
 
 async def test_get_metrics_content_type_is_prometheus_text(port):
-    status, raw = await raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, raw = await raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     head = raw.split(b"\r\n\r\n", 1)[0].lower()
     assert status == 200 and b"content-type: text/plain" in head and b"version=" in head
 
 
 async def test_json_responses_have_json_content_type(port):
-    status, raw = await raw_http(port, b"GET /topics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, raw = await raw_http(port, b"GET /topics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200 and b"content-type: application/json" in raw.split(b"\r\n\r\n", 1)[0].lower()
 
 

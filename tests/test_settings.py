@@ -22,6 +22,8 @@ NON_DEFAULTS = {
     "queue_max_bytes": ("2048", 2048),
     "overflow_policy": ("disconnect", "disconnect"),
     "history_size": ("3", 3),
+    "history_max_bytes": ("4096", 4096),
+    "max_retained_bytes": ("65536", 65536),
     "heartbeat_interval": ("1.5", 1.5),
     "heartbeat_timeout": ("2.5", 2.5),
     "max_message_size": ("4096", 4096),

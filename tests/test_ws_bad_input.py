@@ -195,14 +195,3 @@ async def test_text_frame_invalid_utf8_bad_request_connection_usable(port, ws_co
     finally:
         peer.close()
     assert (await other.request({"type": "ping"}))["type"] == "pong"
-
-
-async def test_publish_payload_with_lone_surrogate_delivered_as_valid_json(rest, ws_connect):
-    await rest.create("t")
-    sub = await ws_connect()
-    await sub.subscribe("t")
-    pub = await ws_connect()
-    pub.send('{"type":"publish","topic":"t","message":{"id":"%s","payload":"a\\ud800b"}}' % new_id())
-    assert (await pub.recv())["type"] == "ack"
-    (event,) = await sub.events(1)
-    assert event["message"]["payload"] == "a\ud800b"

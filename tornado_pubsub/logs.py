@@ -14,8 +14,8 @@ import json
 import logging
 import re
 import sys
-import urllib.parse
 from typing import Any
+from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -24,73 +24,149 @@ from tornado_pubsub.core.frames import timestamp
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
 
-# The query parameters that carry credentials (api_key on /ws; token on /ws and SSE).
-_CREDENTIAL_PARAM = re.compile(r"((?<![A-Za-z0-9_])(?:api_key|token)=)[^&\s\"'#]*", re.IGNORECASE)
-# A JWT wherever it appears: its header always starts with base64url('{"').
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# A run of URL text holding percent-escapes, decoded to look for hidden secrets.
-_ESCAPED_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
-_DECODE_ROUNDS = 3  # %252D decodes twice; more rounds than this is not a key any more
 REDACTED = "[REDACTED]"
 
+#: Query parameters whose values are credentials (PROTOCOL §5.1).
+SECRET_PARAMS = ("api_key", "token")
 
-def _variants(secret: str) -> set[str]:
-    """Spellings of ``secret`` a log line could hold: raw, escaped, percent-encoded, base64."""
+# How many layers of percent-encoding a parameter name is peeled of: the
+# server decodes once; more is for what a confused client double-encoded.
+_NAME_DECODINGS = 3
+
+
+def _base64_spellings(secret: str) -> set[str]:
+    """``secret`` base64-encoded (standard and URL-safe, padded or not): how it
+    shows when a client smuggles it inside a Basic header or a token-like blob."""
     raw = secret.encode("utf-8", "surrogatepass")
-    # As JSON lines (ASCII-escaped) and text lines (repr) print it, and as a query string would.
-    spellings = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], urllib.parse.quote_plus(secret)}
+    spellings: set[str] = set()
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         text = encoded.decode("ascii")
         spellings.update({text, text.rstrip("=")})
-    return {v for v in spellings if v}
+    return spellings
 
 
 class Redactor:
-    """Removes credentials from a formatted log line, however they were encoded.
+    """Removes credentials from a formatted log line, whoever logged it.
 
-    Gone are: the ``api_key`` and ``token`` query parameters' values, anything
-    shaped like a JWT, and each configured secret (the API key, the token
-    secret) raw, JSON-escaped or base64-encoded; a run of URL text whose
-    percent-decoding (up to three rounds: ``%2D``, ``%252D``) shows a secret
-    or a JWT is replaced whole.  Threat: a client that puts the key in a
-    path, a topic name or an odd parameter spelling (``api%5Fkey``) to make
-    the server write it where operators, log shippers and their vendors read.
+    Three nets, from precise to broad: ``api_key`` and ``token`` query
+    parameter values (the name in any percent-encoding); each configured
+    secret (the API key, the token secret) in any encoding a log line can
+    carry it in (see ``secret_pattern``, plus base64); and anything shaped
+    like a JWT.
+
+    Threat: a key reaching the log is a key handed to everyone who can read
+    logs; a client (or a curious user) picks the encoding, so literal matching
+    is not enough.
     """
 
     def __init__(self, *secrets: str | None) -> None:
         self.secrets = tuple(s for s in secrets if s)
-        self._spellings = sorted({v for s in self.secrets for v in _variants(s)}, key=len, reverse=True)
+        forms = [secret_pattern(s).pattern for s in self.secrets]
+        forms += [re.escape(b) for s in self.secrets for b in sorted(_base64_spellings(s), key=len, reverse=True)]
+        self._secret = re.compile("|".join(forms), re.IGNORECASE) if forms else None
+        # Without "%", "\\" or "+" in a line no encoded form can be there, so
+        # the patterns (tens of microseconds a line) run only if a plain,
+        # case-folded form is: most lines are checked with a few ``in`` tests.
+        self._plain: set[str] = set()
+        for s in self.secrets:
+            self._plain |= {s.lower(), s.encode("utf-8", "surrogatepass").decode("latin-1").lower()}
+            self._plain |= {b.lower() for b in _base64_spellings(s)}
 
     def __call__(self, text: str) -> str:
-        if "%" in text:
-            text = _ESCAPED_RUN.sub(self._decoded_run, text)
-        text = _JWT.sub(REDACTED, redact_uri(text))
-        for spelling in self._spellings:
-            if spelling in text:
-                text = text.replace(spelling, REDACTED)
+        folded = text.lower()
+        encoded = "%" in text or "\\" in text or "+" in text
+        if encoded or any(name in folded for name in SECRET_PARAMS):
+            text = _SECRET_PARAM_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
+        if self._secret is not None and (encoded or any(form in folded for form in self._plain)):
+            text = self._secret.sub(REDACTED, text)
+        if encoded or "eyj" in folded:
+            text = _JWT.sub(REDACTED, text)
         return text
-
-    def _decoded_run(self, match: re.Match[str]) -> str:
-        run = decoded = match.group(0)
-        for _ in range(_DECODE_ROUNDS):
-            decoded = urllib.parse.unquote(decoded)
-            # "+" is a space in a query string: check both readings.
-            if any(self._holds_secret(view) or _JWT.search(view) for view in (decoded, decoded.replace("+", " "))):
-                return REDACTED
-            if "%" not in decoded:
-                break
-        # A credential parameter whose name was escaped (api%5Fkey=...) hides from redact_uri.
-        if len(_CREDENTIAL_PARAM.findall(decoded)) > len(_CREDENTIAL_PARAM.findall(run)):
-            return REDACTED
-        return run
-
-    def _holds_secret(self, text: str) -> bool:
-        return any(s in text for s in self.secrets)
 
 
 def redact_uri(uri: str) -> str:
-    """A request URI with the ``api_key`` and ``token`` parameters' values replaced."""
-    return _CREDENTIAL_PARAM.sub(r"\1" + REDACTED, uri)
+    """A request URI with the value of every ``api_key`` and ``token`` query
+    parameter replaced by ``[REDACTED]``.
+
+    The query string is parsed, not pattern-matched: a parameter counts as a
+    secret when its name, percent-decoded (``api%5Fkey``, ``%61pi_key``,
+    ``+`` as space, several layers), stripped and lower-cased, is one of
+    ``SECRET_PARAMS``; repeated parameters are each redacted, and ``;`` is
+    treated as a separator too (some parsers do).  Everything else is kept
+    byte for byte.
+    """
+    path, sep, rest = uri.partition("?")
+    if not sep:
+        return uri
+    query, hash_sep, fragment = rest.partition("#")
+    fields = re.split(r"([&;])", query)
+    for i in range(0, len(fields), 2):  # separators sit at the odd indexes
+        name, eq, _ = fields[i].partition("=")
+        if eq and _is_secret_name(name):
+            fields[i] = f"{name}={REDACTED}"
+    return f"{path}?{''.join(fields)}{hash_sep}{fragment}"
+
+
+def _is_secret_name(name: str) -> bool:
+    for _ in range(_NAME_DECODINGS):
+        decoded = unquote_plus(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower() in SECRET_PARAMS
+
+
+def _name_pattern(name: str) -> str:
+    # Each character literally or percent-encoded (any hex case, optionally
+    # itself percent-encoded as %25XX).
+    return "".join(f"(?:{re.escape(c)}|%(?:25)?{ord(c):02x})" for c in name)
+
+
+# Backstop for URIs that reach a log line without passing redact_uri (a
+# library's own message): the parameter, its name in any encoding, up to the
+# end of the value.  A backslash escape (JSON, repr) is part of the value.
+_SECRET_PARAM_IN_TEXT = re.compile(
+    r"((?:^|[?&;\s\"'])(?:" + "|".join(_name_pattern(n) for n in SECRET_PARAMS) + r")(?:=|%(?:25)?3d))"
+    r"(?:\\.|[^&;\s\"'#\\])*",
+    re.IGNORECASE,
+)
+
+# A JWT: base64url of '{"' opens its header, three dot-separated segments;
+# any character may be percent-encoded.
+_B64 = r"(?:[A-Za-z0-9_-]|%(?:25)?[0-9a-f]{2})"
+_DOT = r"(?:\.|%(?:25)?2e)"
+_JWT = re.compile(rf"{_name_pattern('eyJ')}{_B64}{{2,}}{_DOT}{_B64}{{2,}}{_DOT}{_B64}*", re.IGNORECASE)
+
+
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """A pattern matching ``secret`` in every form a log line can show it in.
+
+    Per character: itself; its UTF-8 bytes percent-encoded (any hex case,
+    also double-encoded as ``%25XX``); those bytes read as Latin-1 (how
+    Tornado decodes a raw non-ASCII request line); ``+`` for a space.  Each
+    of those characters is then allowed as it appears after up to two layers
+    of JSON or ``repr`` escaping (``\\"``, ``\\\\``, ``\\u00e9``, ``\\xe9``),
+    which is what the JSON and text formatters (and a ``!r`` inside a
+    message) add.  Case is ignored, which can only redact more.
+    """
+    return re.compile("".join(_char_forms(c) for c in secret), re.IGNORECASE)
+
+
+def _char_forms(c: str) -> str:
+    data = c.encode("utf-8", "surrogatepass")
+    # Byte by byte, each percent-encoded or raw (read as Latin-1), in any mix.
+    per_byte = "".join(f"(?:%(?:25)?{b:02x}|{_escaped(chr(b))})" for b in data)
+    alternatives = [_escaped(c), per_byte] + ([r"\+"] if c == " " else [])
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _escaped(x: str) -> str:
+    """Regex for ``x`` as it may appear after 0, 1 or 2 layers of JSON/repr escaping."""
+    forms = {x}
+    for _ in range(2):
+        # repr() escapes a quote only when the string holds both kinds: allow both spellings.
+        forms |= {json.dumps(f)[1:-1] for f in forms} | {repr(f)[1:-1] for f in forms} | {f.replace("'", "\\'") for f in forms}
+    return "(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")"
 
 
 class _FrameTime(logging.Formatter):

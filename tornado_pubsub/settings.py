@@ -44,6 +44,8 @@ class Settings:
     queue_max_bytes: int = 1048576
     overflow_policy: str = "drop_oldest"
     history_size: int = 100
+    history_max_bytes: int = 1048576
+    max_retained_bytes: int = 268435456
     heartbeat_interval: float = 30.0
     heartbeat_timeout: float = 60.0
     max_message_size: int = 65536
@@ -64,6 +66,9 @@ class Settings:
     anonymous_caps: str | None = None
     max_connections_per_user: int = 100
     allowed_origins: tuple[str, ...] = ()
+    # None: derived where the server is built (auth.default_allowed_hosts for
+    # the standalone server, any host when embedded).
+    allowed_hosts: tuple[str, ...] | None = None
     behind_proxy: bool = False
     broker: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -87,6 +92,8 @@ _HELP = {
     "queue_max_bytes": (int, "max bytes queued per connection"),
     "overflow_policy": (str, "on a full queue: drop_oldest (drop oldest event) or disconnect"),
     "history_size": (int, "messages kept per topic for replay and resume"),
+    "history_max_bytes": (int, "bytes of event frames kept per topic (oldest evicted beyond)"),
+    "max_retained_bytes": (int, "bytes of history kept across all topics (oldest anywhere evicted beyond)"),
     "heartbeat_interval": (float, "seconds between heartbeat info pings and WebSocket pings"),
     "heartbeat_timeout": (float, "seconds without a pong or frame before a peer is closed"),
     "max_message_size": (int, "largest inbound WebSocket frame in bytes (larger: close 1009)"),
@@ -106,6 +113,7 @@ _HELP = {
     "anonymous_caps": (str, "JSON capabilities of a client with no credential (unset: it must authenticate)"),
     "max_connections_per_user": (int, "concurrent WebSocket connections one token user may hold"),
     "allowed_origins": (str, "comma-separated origins allowed for cross-origin WebSocket handshakes ('*' for any)"),
+    "allowed_hosts": (str, "comma-separated Host names served, port ignored ('*' for any; unset: loopback names when listening on loopback without behind_proxy, else any)"),
     "behind_proxy": (bool, "trust X-Real-IP / X-Forwarded-For from a reverse proxy"),
     "broker": (str, "memory (one process, no dependencies) or redis (several processes act as one server)"),
     "redis_url": (str, "Redis to use with --broker=redis, e.g. redis://127.0.0.1:6379/0"),
@@ -128,6 +136,8 @@ def _validate(s: Settings) -> None:
         f"overflow_policy must be one of {', '.join(OVERFLOW_POLICIES)}, got {s.overflow_policy!r}",
     )
     need(s.history_size >= 0, f"history_size must be 0 or more, got {s.history_size}")
+    need(s.history_max_bytes >= 0, f"history_max_bytes must be 0 or more, got {s.history_max_bytes}")
+    need(s.max_retained_bytes >= 0, f"max_retained_bytes must be 0 or more, got {s.max_retained_bytes}")
     need(s.heartbeat_interval > 0, f"heartbeat_interval must be positive, got {s.heartbeat_interval}")
     need(s.heartbeat_timeout > 0, f"heartbeat_timeout must be positive, got {s.heartbeat_timeout}")
     need(s.max_message_size >= 256, f"max_message_size must be at least 256, got {s.max_message_size}")
@@ -205,6 +215,8 @@ def _parser() -> OptionParser:
         default = getattr(defaults, name)
         if name == "allowed_origins":
             default = ",".join(default)
+        if name == "allowed_hosts":
+            default = ""
         parser.define(name, default=default, type=kind, help=help_text)
     parser.define(
         "config",
@@ -302,6 +314,8 @@ def load_settings(
     fields = {f.name for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in fields}
     kwargs["allowed_origins"] = origins
+    hosts = tuple(h.strip().lower() for h in (values["allowed_hosts"] or "").split(",") if h.strip())
+    kwargs["allowed_hosts"] = hosts or None
     kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()
     kwargs["log_level"] = str(kwargs["log_level"]).lower()
     kwargs["log_format"] = str(kwargs["log_format"]).lower()

@@ -19,8 +19,9 @@ from typing import Any
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import topic_exists, topic_limit, topic_not_found
-from tornado_pubsub.core.history import Event, History
+from tornado_pubsub.core.history import Event, History, Retention
 from tornado_pubsub.core.hub import Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
+from tornado_pubsub.settings import Settings
 
 __all__ = ["Broker", "Counters", "PublishResult", "SubscribeResult", "Subscriber", "Topic"]
 
@@ -30,12 +31,12 @@ class Topic:
 
     __slots__ = ("name", "epoch", "last_seq", "dropped", "history", "subscribers")
 
-    def __init__(self, name: str, history_size: int) -> None:
+    def __init__(self, name: str, history: History) -> None:
         self.name = name
         self.epoch = secrets.token_hex(8)  # a seq means something only with its epoch
         self.last_seq = 0  # also the count of messages published: seqs start at 1, no gaps
         self.dropped = 0
-        self.history = History(history_size)
+        self.history = history
         # Subscriber -> client_id; a dict keeps fan-out in subscription order.
         self.subscribers: Subscribers = {}
 
@@ -50,10 +51,25 @@ class Broker(Hub):
     oldest events (counted); under ``disconnect`` the subscriber is evicted.
     """
 
-    def __init__(self, **options: Any) -> None:
-        """Takes ``Hub``'s keyword arguments (history_size, queue_size, ...)."""
+    def __init__(self, *, history_max_bytes: int = 1048576, max_retained_bytes: int = 268435456, **options: Any) -> None:
+        """Takes ``Hub``'s keyword arguments (history_size, queue_size, ...) and
+        the history byte bounds (see ``history.Retention``)."""
         super().__init__(**options)
         self._topics: dict[str, Topic] = {}
+        self.history_max_bytes = history_max_bytes
+        self.retention = Retention(max_retained_bytes)  # shared by every topic's history
+
+    @staticmethod
+    def options(settings: Settings) -> dict[str, Any]:
+        """``Hub.options`` plus the history byte bounds."""
+        return Hub.options(settings) | {
+            "history_max_bytes": settings.history_max_bytes,
+            "max_retained_bytes": settings.max_retained_bytes,
+        }
+
+    def gauges(self) -> dict[str, int]:
+        """``Hub.gauges`` plus ``retained_bytes``, the history held across all topics."""
+        return super().gauges() | {"retained_bytes": self.retention.bytes}
 
     def _subscribers_of(self, name: str) -> Subscribers | None:
         topic = self._topics.get(name)
@@ -77,13 +93,15 @@ class Broker(Hub):
             raise topic_exists(name)
         if self.max_topics and len(self._topics) >= self.max_topics:
             raise topic_limit(self.max_topics)
-        topic = self._topics[name] = Topic(name, self.history_size)
+        history = History(self.history_size, self.history_max_bytes, self.retention)
+        topic = self._topics[name] = Topic(name, history)
         return topic
 
     async def delete_topic(self, name: str) -> int:
         """Delete a topic, telling each subscriber ``topic_deleted``; returns how many."""
         topic = self._topic(name)
         del self._topics[name]
+        topic.history.clear()  # frees its share of max_retained_bytes
         return self.end_topic(name, topic.subscribers)
 
     # -- publish / subscribe ---------------------------------------------------
@@ -171,7 +189,7 @@ class Broker(Hub):
         return [{"name": t.name, "subscribers": len(t.subscribers)} for _, t in sorted(self._topics.items())]
 
     async def topic_stats(self) -> dict[str, dict[str, Any]]:
-        """Per-topic counters: messages, subscribers, dropped, last_seq, epoch."""
+        """Per-topic counters: messages, subscribers, dropped, last_seq, epoch, retained_bytes."""
         return {
             name: {
                 "messages": t.last_seq,
@@ -179,6 +197,7 @@ class Broker(Hub):
                 "dropped": t.dropped,
                 "last_seq": t.last_seq,
                 "epoch": t.epoch,
+                "retained_bytes": t.history.bytes,
             }
             for name, t in sorted(self._topics.items())
         }

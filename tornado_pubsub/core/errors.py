@@ -106,7 +106,8 @@ class PubSubError(Exception):
 def error_body(exc: PubSubError) -> str:
     """The JSON body of every HTTP error, REST replies and refused handshakes:
     the one place it is rendered (its WebSocket twin is ``frames.error``)."""
-    return json.dumps({"error": {"code": exc.code, "message": exc.message}}, separators=(",", ":"))
+    # UTF-8 like every frame; messages never hold a lone surrogate (see schemas).
+    return json.dumps({"error": {"code": exc.code, "message": exc.message}}, separators=(",", ":"), ensure_ascii=False)
 
 
 def topic_not_found(name: str) -> PubSubError:

@@ -17,27 +17,34 @@ _encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """Serialize one frame to compact UTF-8 JSON.
+    """Serialize one frame to compact UTF-8 JSON (non-ASCII as UTF-8, never
+    ``\\u`` escapes, so a frame is at most a little larger than its text).
 
-    Strings holding lone surrogates (legal as JSON escapes on input, not
-    encodable as UTF-8) fall back to ASCII escapes, so any payload a client
-    could send is echoed back as valid JSON.
+    Strings holding lone surrogates cannot be UTF-8; clients cannot send them
+    (``schemas.parse_json`` refuses them), so only server code could, and
+    such a frame falls back to ASCII escapes rather than failing.
     """
-    text = _encode_compact(obj)
     try:
-        return text.encode("utf-8")
+        return _encode_compact(obj).encode("utf-8")
     except UnicodeEncodeError:
         return _encode_ascii(obj).encode("ascii")
 
 
 def encode_published(obj: dict[str, Any]) -> bytes:
     """``encode`` for what carries a publisher's payload (an event frame, a
-    Redis stream record): a payload JSON cannot hold is the publisher's
-    ``BAD_REQUEST``, raised here for every backend."""
+    Redis stream record): a payload JSON cannot hold, or one holding a lone
+    surrogate (in-process publishing), is the publisher's ``BAD_REQUEST``,
+    raised here for every backend."""
     try:
-        return encode(obj)
+        return _encode_compact(obj).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PubSubError(BAD_REQUEST, LONE_SURROGATE.format(where="message.payload")) from None
     except (ValueError, TypeError, RecursionError):
         raise PubSubError(BAD_REQUEST, "message.payload cannot be encoded as JSON (nested too deeply?)") from None
+
+
+#: The BAD_REQUEST message for a string UTF-8 cannot carry.
+LONE_SURROGATE = "{where} holds a lone surrogate (a \\ud800-\\udfff escape without its pair); strings must be valid Unicode"
 
 
 def timestamp(now: float | None = None) -> str:

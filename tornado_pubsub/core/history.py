@@ -1,4 +1,5 @@
-"""Published messages and the per-topic ring buffer that keeps the newest ones."""
+"""Published messages, the per-topic ring buffer that keeps the newest ones,
+and the byte budget all topics' rings share."""
 
 from __future__ import annotations
 
@@ -12,32 +13,113 @@ class Event:
     ``data`` is the complete ``event`` frame (JSON); queues hold this object,
     never a per-subscriber copy.  ``owner`` (the topic) holds the ``dropped``
     counter, so a queue that drops the event can count it without knowing
-    topics.  Nothing else is kept per event: a slow reader's queue retains
-    exactly the bytes its bound counts.
+    topics.  The links to other events (``home``, ``older``, ``newer``) are
+    cleared when the history evicts it, so an event left in a slow reader's
+    queue keeps no other event alive: the queue retains exactly the bytes its
+    bound counts.
     """
 
-    __slots__ = ("seq", "id", "data", "owner")
+    __slots__ = ("seq", "id", "data", "owner", "home", "older", "newer")
 
     def __init__(self, seq: int, message_id: str, data: bytes, owner: Any) -> None:
         self.seq = seq
         self.id = message_id
         self.data = data
         self.owner = owner
+        # Set while a History under a shared Retention holds this event: the
+        # history, and the neighbours in the process-wide publish order.
+        self.home: History | None = None
+        self.older: Event | None = None
+        self.newer: Event | None = None
 
     def __repr__(self) -> str:
         return f"Event(seq={self.seq}, id={self.id!r})"
 
 
-class History:
-    """The newest ``size`` events of a topic, oldest first, indexed by message id.
+#: What one retained event costs besides its frame: the ``Event`` object, the
+#: message id and its lower-cased key, the deque slot and the id index entry
+#: (measured with tracemalloc on CPython 3.11: ~350 bytes).  Counted toward
+#: every byte bound, so the bounds hold for RSS even when frames are tiny.
+EVENT_OVERHEAD = 384
 
-    ``size`` 0 keeps nothing (no replay, no idempotent publish).
+
+def retained_cost(event: Event) -> int:
+    """Bytes ``event`` counts toward ``history_max_bytes`` and ``max_retained_bytes``."""
+    return len(event.data) + EVENT_OVERHEAD
+
+
+class Retention:
+    """The byte budget every topic's history in one process shares
+    (``max_retained_bytes``), with the retained events in publish order.
+
+    Events are linked oldest to newest through their own ``older``/``newer``
+    slots, so adding, forgetting and evicting the oldest are each O(1): a
+    publish never scans topics.  When an addition takes the total over the
+    budget, the oldest events across all topics are evicted from their
+    histories until it fits; their topics' ``first_seq`` moves, so a later
+    resume from before them reports ``history_gap``.
+
+    Threat: a client publishing large messages to many topics (each within
+    its own ``history_size`` and ``history_max_bytes``) would otherwise grow
+    the process until it is killed, taking every connection with it.
     """
 
-    __slots__ = ("size", "_events", "_by_id")
+    __slots__ = ("max_bytes", "bytes", "evicted", "_oldest", "_newest")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0  # events evicted by this budget (not by a topic's own bounds)
+        self._oldest: Event | None = None
+        self._newest: Event | None = None
+
+    def add(self, event: Event) -> None:
+        """Link ``event`` (already in its history) as the newest, then evict the
+        oldest events across all topics while the total is over budget."""
+        event.older = self._newest
+        event.newer = None
+        if self._newest is None:
+            self._oldest = event
+        else:
+            self._newest.newer = event
+        self._newest = event
+        self.bytes += retained_cost(event)
+        while self.bytes > self.max_bytes and self._oldest is not None:
+            oldest = self._oldest
+            oldest.home.evict_oldest()  # calls forget(oldest)
+            self.evicted += 1
+
+    def forget(self, event: Event) -> None:
+        """Unlink ``event``, which its history no longer holds."""
+        older, newer = event.older, event.newer
+        if older is None:
+            self._oldest = newer
+        else:
+            older.newer = newer
+        if newer is None:
+            self._newest = older
+        else:
+            newer.older = older
+        event.older = event.newer = event.home = None
+        self.bytes -= retained_cost(event)
+
+
+class History:
+    """The newest events of a topic, oldest first, indexed by message id.
+
+    Bounded by count (``size``; 0 keeps nothing: no replay, no idempotent
+    publish), by bytes (``max_bytes``, frames plus ``EVENT_OVERHEAD`` each) and
+    by the process-wide ``retention`` it shares with every other topic.  Only
+    the oldest event is ever evicted, so retained seqs stay consecutive.
+    """
+
+    __slots__ = ("size", "max_bytes", "bytes", "retention", "_events", "_by_id")
+
+    def __init__(self, size: int, max_bytes: int | None = None, retention: Retention | None = None) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.retention = retention
         self._events: deque[Event] = deque()
         self._by_id: dict[str, Event] = {}
 
@@ -47,15 +129,34 @@ class History:
         return self._events[0].seq if self._events else None
 
     def append(self, event: Event) -> None:
-        """Retain ``event``, evicting the oldest beyond ``size``."""
+        """Retain ``event``, evicting the oldest beyond ``size`` or ``max_bytes``
+        here, then beyond the shared ``retention`` budget anywhere.  An event
+        larger than a byte bound on its own is not retained at all."""
         if self.size == 0:
             return
-        if len(self._events) == self.size:
-            evicted = self._events.popleft()
-            if self._by_id.get(id_key(evicted.id)) is evicted:
-                del self._by_id[id_key(evicted.id)]
         self._events.append(event)
         self._by_id[id_key(event.id)] = event
+        self.bytes += retained_cost(event)
+        while self._events and (len(self._events) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+            self.evict_oldest()
+        if self.retention is not None and self._events and self._events[-1] is event:
+            event.home = self
+            self.retention.add(event)
+
+    def evict_oldest(self) -> None:
+        """Forget the oldest retained event."""
+        evicted = self._events.popleft()
+        key = id_key(evicted.id)
+        if self._by_id.get(key) is evicted:
+            del self._by_id[key]
+        self.bytes -= retained_cost(evicted)
+        if evicted.home is not None:
+            self.retention.forget(evicted)  # type: ignore[union-attr]
+
+    def clear(self) -> None:
+        """Forget every event (the topic is deleted): the shared budget is freed."""
+        while self._events:
+            self.evict_oldest()
 
     def find(self, message_id: str) -> Event | None:
         """The retained event published with ``message_id``, if any."""

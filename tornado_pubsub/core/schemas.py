@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError
+from tornado_pubsub.core.frames import LONE_SURROGATE
 
 # Deepest nesting of arrays and objects accepted in a frame or body.  Python
 # itself gives up near 1000 levels, and clients in other languages earlier
@@ -192,9 +193,12 @@ _INF = float("inf")
 
 
 def parse_json(text: str | bytes) -> Any:
-    """Decode strict JSON (no NaN or Infinity, which no other client could read back)."""
+    """Decode strict JSON: no NaN or Infinity, and no string (key or value)
+    holding a lone surrogate, none of which another client could read back
+    (a surrogate cannot be sent as UTF-8: the event carrying it would go out
+    in ``\\u`` escapes, up to three times its size)."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise PubSubError(BAD_REQUEST, "invalid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -207,6 +211,74 @@ def parse_json(text: str | bytes) -> Any:
         # Our own non-finite-number refusals, or Python's limit on integer digits.
         reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
         raise PubSubError(BAD_REQUEST, f"invalid JSON: {reason}") from None
+    if _may_hold_surrogates(text):
+        where = _lone_surrogate_at(value)
+        if where is not None:
+            raise PubSubError(BAD_REQUEST, LONE_SURROGATE.format(where=where))
+    return value
+
+
+# Strict UTF-8 cannot carry a surrogate, so a decoded string can hold one only
+# through a \uD800-\uDFFF escape; text without one (nearly every frame) is
+# not walked.  Bytes in UTF-16 or UTF-32 (json.loads reads those too) are
+# always walked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _may_hold_surrogates(text: str | bytes) -> bool:
+    if isinstance(text, str):
+        return _SURROGATE_ESCAPE.search(text) is not None
+    if json.detect_encoding(text) != "utf-8":  # the escape's bytes are spread out
+        return True
+    return _SURROGATE_ESCAPE_BYTES.search(text) is not None  # UTF-8 never reuses the byte of "\\"
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where in ``value`` a string holds a lone surrogate ("message.payload.k",
+    "a key in message.payload"), or None.
+
+    Paths are kept as (parent, key) links and spelled out only for the
+    answer: building each node's path as a string would cost the depth times
+    the key lengths per node, quadratic in a hostile frame.
+    """
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    while stack:  # iterative, like _check_depth
+        node, link = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if not _utf8_safe(key):
+                    return f"a key in {_spell(link) or 'the JSON'}"
+                stack.append((child, (link, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (link, index)) for index, child in enumerate(node))
+        elif isinstance(node, str) and not _utf8_safe(node):
+            return _spell(link) or "the JSON"
+    return None
+
+
+def _spell(link: Any) -> str:
+    """``(((None, "message"), "payload"), 0)`` -> ``message.payload[0]``, keys
+    shortened and surrogates shown as escapes, so the message is itself sendable."""
+    parts: list[str] = []
+    while link is not None:
+        link, key = link
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            shown = key[:40].encode("utf-8", "backslashreplace").decode("utf-8")
+            parts.append(f".{shown}" if link is not None else shown)
+    return "".join(reversed(parts))[-200:]
+
+
+def _utf8_safe(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_depth(value: Any) -> None:

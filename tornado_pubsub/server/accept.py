@@ -1,5 +1,5 @@
-"""Accepting connections without spinning when the process runs out of file
-descriptors."""
+"""Accepting connections: without spinning when the process runs out of file
+descriptors, and with connections still in their HTTP handshake bounded."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import errno
 import logging
 import resource
 import socket
+from collections import OrderedDict
 from typing import Any, Callable
 
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 
 from tornado_pubsub.logs import log_op
 
@@ -93,3 +95,76 @@ def raise_descriptor_limit(connections: int) -> tuple[int, bool]:
             pass
     enough = soft == resource.RLIM_INFINITY or soft >= connections + RESERVED_DESCRIPTORS
     return soft, enough
+
+
+#: Half-open connections allowed beyond ``max_connections``, so that a server
+#: full of WebSockets still answers a handshake with 503 and serves REST.
+HANDSHAKE_MARGIN = 64
+#: Descriptors never given to connections: the listening sockets, the event
+#: loop, stdio, a Redis client's pool.
+DESCRIPTOR_HEADROOM = 32
+
+
+class HalfOpen:
+    """TCP connections that are not (yet) WebSockets, oldest first, bounded.
+
+    A connection counts from ``accept()`` until it is upgraded or closed.
+    Together with the upgraded ones they may not exceed ``capacity``:
+    ``max_connections + HANDSHAKE_MARGIN``, and never more than the
+    descriptor limit less ``DESCRIPTOR_HEADROOM``.  Admitting one more past
+    that closes the oldest half-open connection first.
+
+    Threat: clients that open sockets and never finish their HTTP request
+    (slowloris, or a flood of bare TCP connects) would otherwise hold every
+    descriptor until ``handshake_timeout`` and lock everyone else out, since
+    ``accept()`` fails with EMFILE.  Shedding the oldest rather than refusing
+    the newest means a legitimate client, which sends its request at once,
+    gets in; an attacker must keep reconnecting faster than a real
+    handshake takes to keep it out.  Keep-alive REST connections are
+    half-open too (idle ones are the first to go, being the oldest).
+    """
+
+    def __init__(self, max_connections: int, descriptor_limit: int, upgraded: Callable[[], int]) -> None:
+        capacity = descriptor_limit - DESCRIPTOR_HEADROOM
+        if max_connections:
+            capacity = min(capacity, max_connections + HANDSHAKE_MARGIN)
+        self.capacity = max(1, capacity)
+        self._upgraded = upgraded
+        self._streams: OrderedDict[IOStream, None] = OrderedDict()
+        self._unlogged = 0  # shed since the last record
+        self._report: object | None = None
+
+    def admit(self, stream: IOStream) -> None:
+        """Count ``stream``, first closing the oldest half-open connection if it
+        would take the total past ``capacity``: O(1), and the total never grows
+        past the bound.  One at most: if the WebSockets alone fill the bound
+        (descriptors are short), the half-open ones are not all cut at once."""
+        if self._streams and len(self._streams) + self._upgraded() >= self.capacity:
+            oldest, _ = self._streams.popitem(last=False)
+            oldest.close()
+            self._unlogged += 1
+            if self._report is None:  # one record a second: a flood must not become a log flood
+                self._report = IOLoop.current().call_later(1.0, self._log)
+        self._streams[stream] = None
+
+    def done(self, stream: IOStream) -> None:
+        """``stream`` was upgraded to a WebSocket or closed."""
+        self._streams.pop(stream, None)
+
+    def _log(self) -> None:
+        self._report = None
+        log_op(
+            "half_open_shed",
+            logging.WARNING,
+            shed=self._unlogged,
+            half_open=len(self._streams),
+            capacity=self.capacity,
+            outcome="oldest half-open connections closed",
+        )
+        self._unlogged = 0
+
+
+def descriptor_limit() -> int:
+    """The process's soft RLIMIT_NOFILE (a large number when unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft

@@ -14,6 +14,7 @@ from tornado_pubsub.handlers.heartbeat import Heartbeat
 from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.auth import default_allowed_hosts
 from tornado_pubsub.core.hub import Hub
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
@@ -115,7 +116,14 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Application:
-    """The standalone tornado-pubsub application (the tests use this too)."""
+    """The standalone tornado-pubsub application (the tests use this too).
+
+    Unset ``allowed_hosts`` becomes the loopback names when listening on
+    loopback without ``behind_proxy`` (``auth.default_allowed_hosts``);
+    embedded routes (``routes``, ``embed.PubSub``) keep it unset: any host.
+    """
+    if settings.allowed_hosts is None:
+        settings = settings.replace(allowed_hosts=default_allowed_hosts(settings.address, settings.behind_proxy))
     broker = broker or make_broker(settings)
     context = make_context(broker, settings)
     app = tornado.web.Application(_bind(context), **tornado_settings(context))

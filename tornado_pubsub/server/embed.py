@@ -9,8 +9,11 @@ only thread the broker may be used from.
 What stays the host's business: its access log (Tornado's default prints the
 full URI, so a browser's ``api_key`` query parameter would be logged; use
 ``tornado_pubsub.logs.redact_uri`` in a ``log_function`` to avoid that), its
-404 page for paths outside ``prefix``, and its own process lifecycle (call
-``close()`` when it shuts down).
+404 page for paths outside ``prefix``, its own process lifecycle (call
+``close()`` when it shuts down), and which ``Host`` names it serves: unless
+``Settings.allowed_hosts`` is given, embedded routes accept any host (the
+standalone server's loopback default would refuse the names the host
+application is reached by).  Cross-site writes are refused either way.
 """
 
 from __future__ import annotations

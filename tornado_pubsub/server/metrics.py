@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -44,6 +44,11 @@ class BrokerCollector:
         )
         yield GaugeMetricFamily("pubsub_topics", "Existing topics", value=gauges["topics"])
         yield GaugeMetricFamily("pubsub_queued_frames", "Frames waiting in outbound queues", value=gauges["queued_frames"])
+        yield GaugeMetricFamily(
+            "pubsub_retained_bytes",
+            "Bytes of history this process holds across all topics (bounded by max_retained_bytes; 0 with Redis)",
+            value=gauges.get("retained_bytes", 0),
+        )
         yield GaugeMetricFamily("pubsub_draining", "1 while shutting down", value=1 if b.draining else 0)
         yield CounterMetricFamily("pubsub_connections_accepted", "WebSocket connections accepted", value=c.connections_total)
         yield CounterMetricFamily("pubsub_messages_published", "Messages published", value=c.published)
@@ -59,9 +64,12 @@ class BrokerCollector:
 
 
 def registry_for(broker: Broker) -> CollectorRegistry:
-    """A registry holding only ``broker``'s metrics (one per app, no globals)."""
+    """A registry holding ``broker``'s metrics and the process's own (one per
+    app, no globals): ``process_resident_memory_bytes`` is what the memory
+    bounds are judged by (read from /proc, so Linux only)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(broker))
+    ProcessCollector(registry=registry)
     return registry
 
 

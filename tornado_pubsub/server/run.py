@@ -13,7 +13,7 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
-from tornado_pubsub.server.accept import add_guarded_accept_handler, raise_descriptor_limit
+from tornado_pubsub.server.accept import HalfOpen, add_guarded_accept_handler, descriptor_limit, raise_descriptor_limit
 from tornado_pubsub.server.app import make_app, make_broker, server_options
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.server.context import Context
@@ -28,7 +28,8 @@ CLOSE_GRACE = 0.8
 
 
 class _HTTPServer(HTTPServer):
-    """Tornado's HTTPServer with an accept loop that survives EMFILE (see ``accept``).
+    """Tornado's HTTPServer with an accept loop that survives EMFILE and a bound
+    on connections still in their handshake (see ``accept``).
 
     Only public API: accepted sockets are handed to ``handle_stream`` as
     Tornado's own accept handler would (we never configure TLS), and
@@ -38,6 +39,8 @@ class _HTTPServer(HTTPServer):
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         self._guarded: list[tuple[socket.socket, Callable[[], None]]] = []
         super().initialize(*args, **kwargs)
+
+    half_open: HalfOpen
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -54,6 +57,16 @@ class _HTTPServer(HTTPServer):
         self._guarded = []
         super().stop()
 
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        self.half_open.admit(stream)
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        # Tornado calls this when the connection closes and when a WebSocket
+        # upgrade detaches it: either way it is no longer half-open.
+        self.half_open.done(server_conn.stream)  # type: ignore[attr-defined]
+        super().on_close(server_conn)
+
 
 class Server:
     """One listening tornado-pubsub process and its graceful shutdown."""
@@ -64,6 +77,7 @@ class Server:
         self.app = make_app(settings, self.broker)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
+        self.http.half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
