@@ -16,7 +16,7 @@ from typing import Any, Callable
 import tornado.websocket
 from tornado.httputil import responses
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.auth import key_matches, origin_allowed
@@ -218,6 +218,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def send(self, data: bytes) -> "asyncio.Future[None] | None":
         # Valid because this handler never negotiates per-message compression
         # (see ``wsframe``): the bytes are what Tornado would write.
+        if not self.writable():
+            raise StreamClosedError()
         return send_direct(self._stream, data)  # type: ignore[arg-type]
 
     def end(self, disconnect: Disconnect, abort: bool) -> None:

@@ -185,7 +185,7 @@ class OutboundQueue(Queue):
     def get(self, timeout: Any = None) -> "Future[Item]":  # type: ignore[override]
         """Queue.get; items it returns (and ``drain_nowait`` after it) count as
         taken until the writer calls ``sent``."""
-        future = super().get(timeout)
+        future = Queue.get(self, timeout)
         if not future.done():
             self.waiting = True
         return future
