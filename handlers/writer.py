@@ -38,7 +38,8 @@ class Transport(Protocol):
         ...
 
     def send(self, data: bytes) -> "asyncio.Future[None] | None":
-        """Write ``data``; None when it was written at once, else a future for when it is."""
+        """Write ``data``; None when it was written at once, else a future for
+        when it is.  Raises one of ``CLOSED_ERRORS`` once not ``writable``."""
         ...
 
     def end(self, disconnect: Disconnect, abort: bool) -> None:
@@ -121,9 +122,7 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
                 _close_now(queue, transport, batch)
                 break
             data, events = _framed(batch, header, trailer)
-            if not transport.writable():
-                break
-            pending = transport.send(data)
+            pending = transport.send(data)  # raises a CLOSED_ERRORS once closing
             if pending is not None:
                 await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
             counters.delivered += events

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import tornado.websocket
 from tornado.httputil import responses
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.auth import host_allowed, host_refused, key_matches, origin_allowed
@@ -224,7 +224,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def send(self, data: bytes) -> "asyncio.Future[None] | None":
         # Valid because this handler never negotiates per-message compression
         # (see ``wsframe``): the bytes are what Tornado would write.
-        return send_direct(self._stream, data)  # type: ignore[arg-type]
+        stream = self._stream
+        if stream is None or stream.closed() or self.ws_connection is None or self.ws_connection.is_closing():
+            raise StreamClosedError()
+        return send_direct(stream, data)
 
     def end(self, disconnect: Disconnect, abort: bool) -> None:
         if abort:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from tornado.concurrent import Future
 from tornado.queues import Queue
@@ -86,8 +86,7 @@ class OutboundQueue(Queue):
         self.drop_oldest = drop_oldest
         self.on_drop = on_drop
         self.nbytes = 0
-        # The writer's side of the contract (see get, wait_sent, sent):
-        self.waiting = False  # its get() is pending: the next item is handed to it
+        # The writer's side of the contract (see _get, wait_sent, sent):
         self.taken = False  # it holds items it has not finished writing
         self.interrupt: Callable[[], None] | None = None  # see wait_sent
         self.closing: Close | None = None
@@ -106,6 +105,8 @@ class OutboundQueue(Queue):
         self.nbytes += size
 
     def _get(self) -> Item:
+        # Whatever get() returns (and drain_nowait after it) counts as taken
+        # until the writer calls sent().
         self.taken = True
         item = self._queue.pop(0)
         if item.__class__ is Replayed:
@@ -137,18 +138,17 @@ class OutboundQueue(Queue):
             if not (self.drop_oldest and self._drop_oldest_event()):
                 return False
         # _enqueue, inlined: fan-out runs this for every subscriber of every event.
-        if self.waiting:
-            self.waiting = False
+        if not self._queue and not self.taken:
             self.put_nowait(item)
         else:
             self._append(item, size)
         return True
 
     def _enqueue(self, item: Item | Close, size: int) -> None:
-        if self.waiting:
-            # The writer waits in get(): Queue hands it the item.  The queue
-            # is empty, so put_nowait (which checks maxsize) cannot refuse it.
-            self.waiting = False
+        if not self._queue and not self.taken:
+            # The writer, which calls get() again right after sent(), may be
+            # waiting: Queue hands it the item.  The queue is empty, so
+            # put_nowait (which checks maxsize) cannot refuse it.
             self.put_nowait(item)  # type: ignore[arg-type]
         else:
             # Skip put_nowait's bookkeeping (expired getters, join()'s
@@ -181,14 +181,6 @@ class OutboundQueue(Queue):
             self.interrupt()  # the writer waits on a write: it closes now (see wait_sent)
 
     # -- the writer's side --------------------------------------------------------
-
-    def get(self, timeout: Any = None) -> "Future[Item]":  # type: ignore[override]
-        """Queue.get; items it returns (and ``drain_nowait`` after it) count as
-        taken until the writer calls ``sent``."""
-        future = super().get(timeout)
-        if not future.done():
-            self.waiting = True
-        return future
 
     def wait_sent(self, write: "Future[None]", interrupt: Callable[[], None]) -> "Future[None]":
         """What the writer awaits for a write the socket did not take at once
