@@ -13,24 +13,24 @@ from tornado_pubsub.handlers import dashboard, ops, topics, ws
 from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
-from tornado_pubsub.core.hub import Hub
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.server.metrics import registry_for
 from tornado_pubsub.settings import Settings
 
 
-def make_broker(settings: Settings) -> Hub:
+def make_broker(settings: Settings) -> Node:
     """The broker backend ``settings.broker`` names (the caller awaits its ``start()``)."""
     if settings.broker == "redis":
         # Imported here so the in-memory default needs no redis package.
-        from tornado_pubsub.backends.redis.broker import RedisBroker
+        from tornado_pubsub.backends.redis.backend import RedisBroker
 
         return RedisBroker.from_settings(settings)
     return Broker.from_settings(settings)
 
 
-def make_context(broker: Broker, settings: Settings) -> Context:
+def make_context(broker: Node, settings: Settings) -> Context:
     """The object every handler of one application shares."""
     return Context(
         broker=broker,
@@ -40,7 +40,7 @@ def make_context(broker: Broker, settings: Settings) -> Context:
     )
 
 
-def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -> list[tornado.web.URLSpec]:
+def routes(broker: Node, settings: Settings | None = None, prefix: str = "") -> list[tornado.web.URLSpec]:
     """Every pub/sub route under ``prefix``, bound to ``broker``.
 
     Append them to your own ``tornado.web.Application`` handlers to embed
@@ -109,7 +109,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Application:
+def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Application:
     """The standalone tornado-pubsub application (the tests use this too)."""
     broker = broker or make_broker(settings)
     context = make_context(broker, settings)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     INTERNAL,
@@ -31,7 +31,7 @@ _KNOWN_CODES = (BAD_REQUEST, TOPIC_NOT_FOUND, SLOW_CONSUMER, UNAUTHORIZED, LIMIT
 class BrokerCollector:
     """A custom collector that reads one broker's figures."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Node) -> None:
         self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
@@ -58,7 +58,7 @@ class BrokerCollector:
         yield errors
 
 
-def registry_for(broker: Broker) -> CollectorRegistry:
+def registry_for(broker: Node) -> CollectorRegistry:
     """A registry holding only ``broker``'s metrics (one per app, no globals)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(broker))
