@@ -14,13 +14,16 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW_CONSUMER, PubSubError
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import OutboundQueue
+
+if TYPE_CHECKING:
+    from tornado_pubsub.backends.base import Snapshot
 
 #: closer(code, reason, last_frame): the transport closes the connection with
 #: ``code``, writing ``last_frame`` first when given.
@@ -460,6 +463,26 @@ class Hub:
                 return
             if event.seq > last_seq:
                 sub.queue.offer_replay(event)
+
+    def resume(self, lt: LocalTopic, snap: Snapshot) -> tuple[int, bool]:
+        """Catch ``lt``'s subscribers up after the backend missed events for a
+        while; ``snap`` read what is retained after ``lt.last_seq``.  Queues a
+        ``history_gap`` notice first when it does not cover the loss (or the
+        incarnation changed).  Returns ``(events queued, gap)``."""
+        recovered, after = plan_resume(snap.epoch, snap.last_seq, snap.first_seq, lt.last_seq, lt.epoch)
+        if not recovered:
+            lt.epoch = snap.epoch
+            notice = self.gap_notice(lt.name, snap.epoch, snap.first_seq, snap.last_seq)
+            for sub in list(lt.subscribers):
+                sub.send(notice)
+        caught = 0
+        for event in snap.events:
+            if event.seq > after:
+                event.owner = lt
+                self.fan_out(lt.subscribers, event)
+                caught += 1
+        lt.last_seq = snap.last_seq
+        return caught, not recovered
 
     @staticmethod
     def gap_notice(name: str, epoch: str, first_seq: int | None, last_seq: int) -> bytes:
