@@ -21,6 +21,7 @@ from typing import Any, Awaitable, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
@@ -47,9 +48,9 @@ def unavailable() -> PubSubError:
 class Store:
     """Redis commands and Lua scripts, with typed replies.
 
-    ``open()`` makes two clients: one for commands (one immediate retry, so
-    a pooled connection that died with a Redis restart is replaced) and one
-    for the bus (no retry: the bus must never reconnect behind our back).
+    ``open()`` makes two clients: one for commands (one immediate retry on a
+    dead connection) and one for the bus (no retry: the bus must never
+    reconnect behind our back).
     """
 
     def __init__(self, redis_url: str, keys: scripts.Keys, node_id: str) -> None:
@@ -74,7 +75,11 @@ class Store:
     def _client(self, retries: int) -> aioredis.Redis:
         return aioredis.Redis.from_url(
             self.redis_url,
-            retry=Retry(NoBackoff(), retries),
+            # A retry replaces a connection that died with a Redis restart.
+            # Never on a timeout: the command may have run (a stalled Redis
+            # runs it when it wakes), and a second run would answer
+            # "duplicate" or "exists" for what the client did only once.
+            retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
             socket_connect_timeout=2,
             socket_timeout=5,
             socket_keepalive=True,
