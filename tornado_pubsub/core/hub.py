@@ -21,6 +21,9 @@ from tornado_pubsub.core.errors import CLOSE_TRY_AGAIN_LATER, LIMIT_EXCEEDED, SH
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import OutboundQueue
+from tornado_pubsub.core.results import PublishResult, SubscribeResult
+
+__all__ = ["Closer", "Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
 
 if TYPE_CHECKING:
     from tornado_pubsub.backends.base import Snapshot
@@ -76,40 +79,6 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"Subscriber({self.id!r}, topics={len(self.topics)})"
-
-
-@dataclasses.dataclass(frozen=True)
-class PublishResult:
-    """What a publish did: the seq it took (or already had) and whether it was a repeat."""
-
-    topic: str
-    id: str
-    seq: int
-    duplicate: bool
-
-    def log(self, **context: Any) -> None:
-        """Emit the one ``publish`` record; ``context`` says who asked and how (conn_id, remote, via, ...)."""
-        log_op(
-            "publish",
-            topic=self.topic,
-            message_id=self.id,
-            seq=self.seq,
-            duplicate=self.duplicate,
-            outcome="ok",
-            **context,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class SubscribeResult:
-    """What a subscribe did, for the caller's log record."""
-
-    topic: str
-    epoch: str
-    last_seq: int
-    replayed: int
-    recovered: bool | None
-    already: bool
 
 
 @dataclasses.dataclass

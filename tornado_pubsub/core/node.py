@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from tornado_pubsub.backends.base import Backend, Snapshot, TopicInfo, Wanted
 from tornado_pubsub.core.errors import PubSubError, topic_not_found
 from tornado_pubsub.core.history import Event
-from tornado_pubsub.core.hub import Closer, Counters, Hub, PublishResult, Subscriber, SubscribeResult, plan_resume
+from tornado_pubsub.core.hub import Closer, Counters, Hub, Subscriber, plan_resume
+from tornado_pubsub.core.results import PublishResult, SubscribeResult
 from tornado_pubsub.settings import Settings
 
 #: No seq ever exceeds this (Redis counts seqs in a signed 64-bit integer);
@@ -237,7 +238,7 @@ class Node:
     @staticmethod
     def _plan(
         already: bool, snap: Snapshot, since_seq: int | None, epoch: str | None
-    ) -> tuple[bool | None, list[Event] | Any]:
+    ) -> tuple[bool | None, Sequence[Event]]:
         """``(recovered, events to replay)`` for a subscribe that read ``snap``."""
         if already:
             return (True if since_seq is not None else None), ()

@@ -21,12 +21,12 @@ from tornado_pubsub.settings import Settings
 
 
 def make_broker(settings: Settings) -> Node:
-    """The broker backend ``settings.broker`` names (the caller awaits its ``start()``)."""
+    """The node on the backend ``settings.broker`` names (the caller awaits its ``start()``)."""
     if settings.broker == "redis":
         # Imported here so the in-memory default needs no redis package.
-        from tornado_pubsub.backends.redis.backend import RedisBroker
+        from tornado_pubsub.backends.redis.backend import RedisBackend
 
-        return RedisBroker.from_settings(settings)
+        return Node(RedisBackend.from_settings(settings), **Node.options(settings))
     return Broker.from_settings(settings)
 
 

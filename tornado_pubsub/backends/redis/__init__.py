@@ -1,5 +1,5 @@
-"""The Redis backend, split by job: ``backend`` (``RedisBackend`` and the
-node on it, ``RedisBroker``: ties the others together), ``bus`` (the pub/sub
+"""The Redis backend, split by job: ``backend`` (``RedisBackend``, which
+ties the others together behind ``backends.base.Backend``), ``bus`` (the pub/sub
 reader, its message protocol and per-topic progress), ``store`` (every Redis
 command, faults turned into ``PubSubError``), ``scripts`` (the Lua scripts and
 key layout) and ``figures`` (this process's share of the cluster-wide

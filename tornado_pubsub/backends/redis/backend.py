@@ -40,7 +40,6 @@ from tornado_pubsub.backends.redis.store import Store, unavailable
 from tornado_pubsub.core.errors import TOPIC_NOT_FOUND, PubSubError, topic_exists, topic_limit, topic_not_found
 from tornado_pubsub.core.history import id_key
 from tornado_pubsub.core.hub import Hub
-from tornado_pubsub.core.node import Node
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
 
@@ -85,6 +84,11 @@ class RedisBackend:
         self._ready = asyncio.Event()
         self._run_id: str | None = None
         self._connects = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RedisBackend":
+        """A backend configured from ``Settings`` (the node gets the rest)."""
+        return cls(redis_url=settings.redis_url, history_size=settings.history_size, max_topics=settings.max_topics)
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
@@ -284,31 +288,3 @@ class RedisBackend:
             caught += more
             gaps += gap
         log_op("redis", node=self.node_id, caught_up=caught, history_gaps=gaps, outcome="resynced")
-
-
-class RedisBroker(Node):
-    """The node on the Redis backend (``--broker=redis``)."""
-
-    def __init__(
-        self,
-        *,
-        redis_url: str = "redis://127.0.0.1:6379/0",
-        prefix: str = "pubsub:",
-        history_size: int = 100,
-        max_topics: int = 0,
-        **options: Any,
-    ) -> None:
-        """``redis_url``, the key ``prefix``, the backend's history_size and
-        max_topics, plus the node's keyword arguments."""
-        backend = RedisBackend(redis_url=redis_url, prefix=prefix, history_size=history_size, max_topics=max_topics)
-        super().__init__(backend, **options)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "RedisBroker":
-        """A broker configured from ``Settings``."""
-        return cls(
-            redis_url=settings.redis_url,
-            history_size=settings.history_size,
-            max_topics=settings.max_topics,
-            **cls.options(settings),
-        )
