@@ -33,7 +33,7 @@ class TopicInfo:
     last_seq: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: made per call, and frozen init costs
 class Published:
     """What the store did with one publish: the seq it took (or already had)."""
 
@@ -42,7 +42,7 @@ class Published:
     duplicate: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Wanted:
     """What a subscribe asks the history for.
 
@@ -57,7 +57,11 @@ class Wanted:
     epoch: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+#: A subscribe that replays nothing.
+NOTHING = Wanted()
+
+
+@dataclasses.dataclass(slots=True)
 class Snapshot:
     """A topic as one atomic read saw it, and the events ``Wanted`` asked for,
     oldest first.  ``first_seq`` is the oldest retained seq (None: none)."""

@@ -147,6 +147,8 @@ class Join:
 
     def newest(self, epoch: str) -> int:
         """The newest seq of ``epoch`` that arrived meanwhile (0: none)."""
+        if not self.arrivals:  # always so in memory: nothing arrives during its read
+            return 0
         return max((e.seq for ep, e in self.arrivals if ep == epoch and e is not None), default=0)
 
 

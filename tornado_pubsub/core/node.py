@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from tornado_pubsub.backends.base import Backend, Snapshot, TopicInfo, Wanted
+from tornado_pubsub.backends.base import NOTHING, Backend, Snapshot, TopicInfo, Wanted
 from tornado_pubsub.core.errors import PubSubError, topic_not_found
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.core.hub import Closer, Counters, Hub, Subscriber, plan_resume
@@ -228,12 +228,12 @@ class Node:
         ``last_n`` beyond the history size means the whole history, a
         ``since_seq`` beyond any seq means "beyond the last one"."""
         if already:
-            return Wanted()
+            return NOTHING
         if since_seq is not None:
             return Wanted("after", min(since_seq, SEQ_MAX), epoch)
         if last_n:
             return Wanted("last", min(last_n, self.backend.history_size), epoch)
-        return Wanted()
+        return NOTHING
 
     @staticmethod
     def _plan(

@@ -159,12 +159,15 @@ class Store:
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
         """Epoch, last seq, oldest retained seq and the wanted events, oldest
         first, in one atomic read; TOPIC_NOT_FOUND."""
-        self._ready()
+        return await self.call(self._read(name, wanted))
+
+    async def _read(self, name: str, wanted: Wanted) -> Snapshot:
         args = [name, wanted.mode, wanted.n, wanted.epoch or ""]
-        snap = await self.call(self._snapshot(keys=self._topic_keys(name)[:3], args=args))
+        snap = await self._snapshot(keys=self._topic_keys(name)[:3], args=args, client=self._ready())
         if snap is None:
             raise topic_not_found(name)
         entries = snap[3][::-1] if wanted.mode == "last" else snap[3]  # 'last' reads newest first
+        # Rendered here, inside ``call``: a corrupt entry is an error too, never an escape.
         events = [render(name, int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
         return Snapshot(snap[0].decode(), int(snap[1]), int(snap[2]) or None, events)
 
