@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, TypeVar
+from typing import Awaitable, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
