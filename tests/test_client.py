@@ -379,7 +379,7 @@ async def test_server_restart_is_reported_as_not_recovered():
 
         await seen.until(lambda r: len(r.seqs) == 6)
         (gap,) = seen.gaps
-        new_epoch = second_broker._topic("stream").epoch
+        new_epoch = second_broker.backend.topic("stream").epoch
         assert (gap.reason, gap.epoch, gap.after_seq, gap.first_seq) == ("epoch_changed", new_epoch, 4, 1)
         assert seen.seqs == [1, 2, 3, 4, 1, 2]
         assert [m.payload for m in seen.items[-2:]] == ["new 0", "new 1"]

@@ -34,7 +34,7 @@ def assert_broker_empty(broker) -> None:
     """No connection, subscription, queue, writer or heartbeat entry is left behind."""
     assert broker.connections == {}
     assert broker.subscriptions == 0
-    for topic in broker._topics.values():
+    for topic in broker.hub.local_topics():
         assert topic.subscribers == {}, topic.name
     assert broker.gauges()["queued_frames"] == 0
     assert writer_tasks() == []

@@ -3,10 +3,13 @@ with no socket: what lands in a subscriber's queue, in which order."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.backends.memory import Broker, MemoryBackend
 from tornado_pubsub.core.hub import plan_resume
+from tornado_pubsub.core.node import Node
 
 from .support import queued
 
@@ -71,3 +74,64 @@ async def test_delete_and_disconnect_release_every_subscription():
     assert broker.subscriptions == 2 and list(one.topics) == ["b"]
     assert broker.disconnect(two) == 1
     assert broker.subscriptions == 1 and two.id not in broker.connections
+
+
+class SlowMemory(MemoryBackend):
+    """The memory backend with a snapshot that suspends after its read, as a
+    backend on a network store does: the node's seam must hold anyway."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.read = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def snapshot(self, name, wanted):
+        snap = await super().snapshot(name, wanted)
+        self.read.set()
+        await self.answer.wait()
+        return snap
+
+
+async def subscribe_during(backend: SlowMemory, node: Node, meanwhile):
+    """Subscribe a new connection to "t" with last_n=10, run ``meanwhile()``
+    while the backend is between its read and its answer: (the connection, its queued frames)."""
+    sub = node.connect(None)
+    joining = asyncio.ensure_future(node.subscribe(sub, "t", "c", last_n=10))
+    await asyncio.wait_for(backend.read.wait(), 5)
+    await meanwhile()
+    backend.answer.set()
+    await asyncio.wait_for(joining, 5)
+    return sub, queued(sub)
+
+
+async def test_events_published_while_a_subscribe_reads_follow_its_replay_once_in_order():
+    backend = SlowMemory(history_size=10)
+    node = Node(backend)
+    await node.create_topic("t")
+    for n in range(3):
+        await node.publish("t", n)
+
+    async def publish_two():
+        for n in range(3, 5):
+            await node.publish("t", n)
+
+    sub, frames = await subscribe_during(backend, node, publish_two)
+    await node.publish("t", 5)
+    ack, *events = frames + queued(sub)
+    assert ack["type"] == "ack" and ack["last_seq"] == 3
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_topic_deleted_while_a_subscribe_reads_ends_the_new_subscription():
+    backend = SlowMemory(history_size=10)
+    node = Node(backend)
+    await node.create_topic("t")
+    await node.publish("t", 0)
+
+    async def delete():
+        assert await node.delete_topic("t") == 0  # nobody is subscribed yet
+
+    sub, frames = await subscribe_during(backend, node, delete)
+    assert [f["type"] for f in frames] == ["ack", "event", "info"]
+    assert frames[-1]["msg"] == "topic_deleted"
+    assert sub.topics == {} and node.subscriptions == 0

@@ -488,3 +488,81 @@ async def test_drops_on_one_process_show_in_stats_everywhere(cluster, ws_at):
     dropped = await support.wait_until(dropped_figure, 15, "b's drops in a's stats")
     assert 0 < dropped < 300
     assert (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"] >= dropped
+
+
+async def test_redis_stalled_past_the_client_timeout_answers_every_frame_and_keeps_the_connection(
+    cluster, ws_at, redis_server: Redis
+):
+    # Issue 11, finding 6: a stall longer than the Redis client's 5 s socket
+    # timeout used to cancel the connection's frame loop (no reply, no close
+    # frame, "CancelledError" in the log).
+    (proc,) = cluster(1)
+    await Rest(proc.port).create("orders")
+    sub = await subscribed(ws_at, proc.port, "orders")
+    pub = await ws_at(proc.port)
+    assert (await pub.publish("orders", 0))["type"] == "ack"
+    assert [e["seq"] for e in await sub.events(1)] == [1]
+
+    redis_server.send_signal(signal.SIGSTOP)
+    resume = asyncio.get_running_loop().call_later(7.0, redis_server.send_signal, signal.SIGCONT)
+    try:
+        for n in range(3):  # sent at once: the first meets the stall, the others queue behind it
+            message = {"id": new_id(), "payload": n}
+            pub.send({"type": "publish", "topic": "orders", "message": message, "request_id": f"p{n}"})
+        replies = [await pub.reply(timeout=30) for _ in range(3)]
+    finally:
+        resume.cancel()
+        redis_server.send_signal(signal.SIGCONT)
+
+    assert [r.get("request_id") for r in replies] == ["p0", "p1", "p2"]  # every frame answered, in order
+    first = replies[0]
+    assert first["type"] == "error", first
+    assert first["error"]["code"] == "INTERNAL" and "redis" in first["error"]["message"]
+    for reply in replies[1:]:
+        if reply["type"] != "ack":
+            assert reply["error"]["code"] == "INTERNAL" and "redis" in reply["error"]["message"], reply
+
+    # The same connection is still open and usable once Redis is back.
+    assert (await pub.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"
+    wait_until(lambda: http_status(proc.base + "/health") == 200, "reconnect to redis", proc)
+    for _ in range(50):  # bounded: the first publishes may still meet the reconnect
+        reply = await pub.publish("orders", "after")
+        if reply["type"] == "ack":
+            break
+        assert reply["error"]["code"] == "INTERNAL", reply
+        await asyncio.sleep(0.1)
+    assert reply["type"] == "ack", reply
+    # Nothing acked is lost, nothing is out of order.  (A publish answered
+    # INTERNAL may still have been applied once Redis woke: its outcome is
+    # unknown, which is why a retry reuses the message id.)
+    seqs = [1]
+    while seqs[-1] < reply["seq"]:
+        seqs.append((await sub.recv_type("event"))["seq"])
+    assert seqs == list(range(1, reply["seq"] + 1))
+    assert "CancelledError" not in proc.output() and "Uncaught exception" not in proc.output()
+
+
+async def test_counts_redis_would_refuse_are_clamped_before_they_reach_it(cluster, ws_at):
+    # Issue 11, finding 7: last_n 10**30 reached Redis as a COUNT it refuses,
+    # and the client was told Redis was down (two ERROR records per frame).
+    (proc,) = cluster(1, "--history_size=5")
+    await Rest(proc.port).create("orders")
+    pub = await ws_at(proc.port)
+    for n in range(1, 4):
+        assert (await pub.publish("orders", n))["seq"] == n
+
+    replay = await ws_at(proc.port)
+    for _ in range(20):
+        ack = await replay.subscribe("orders", last_n=10**30)
+        assert ack["type"] == "ack", ack
+        assert [e["seq"] for e in await replay.events(3)] == [1, 2, 3]
+        assert (await replay.unsubscribe("orders"))["type"] == "ack"
+
+    resume = await ws_at(proc.port)
+    ack = await resume.subscribe("orders", since_seq=10**30, epoch=ack["epoch"])
+    assert (ack["type"], ack["recovered"]) == ("ack", False), ack
+    assert (await resume.recv_type("info"))["msg"] == "history_gap"
+    assert [e["seq"] for e in await resume.events(3)] == [1, 2, 3]
+
+    errors = [r for r in proc.records() if r.get("level") == "ERROR"]
+    assert errors == []

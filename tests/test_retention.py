@@ -18,7 +18,7 @@ FRAME = 1000  # bytes of payload per message in these tests
 
 def cost(broker: Broker, topic: str) -> int:
     """What one message of FRAME bytes published to ``topic`` is counted as."""
-    return retained_cost(broker._topics[topic].history.last(1)[0])
+    return retained_cost(broker.backend.topics_by_name[topic].history.last(1)[0])
 
 
 async def fill(broker: Broker, topic: str, count: int) -> None:
@@ -27,7 +27,7 @@ async def fill(broker: Broker, topic: str, count: int) -> None:
 
 
 def retained_seqs(broker: Broker, topic: str) -> list[int]:
-    return [e.seq for e in broker._topics[topic].history.after(0)]
+    return [e.seq for e in broker.backend.topics_by_name[topic].history.after(0)]
 
 
 async def test_history_max_bytes_keeps_the_newest_that_fit():
@@ -55,8 +55,8 @@ async def test_max_retained_bytes_evicts_the_oldest_across_topics_first():
     await fill(broker, "c", 2)  # now the two oldest of "b" go, not those of "c"
     assert retained_seqs(broker, "b") == [3, 4, 5]
     stats = await broker.topic_stats()
-    assert sum(s["retained_bytes"] for s in stats.values()) == broker.retention.bytes <= 20_000
-    assert broker.gauges()["retained_bytes"] == broker.retention.bytes
+    assert sum(s["retained_bytes"] for s in stats.values()) == broker.backend.retention.bytes <= 20_000
+    assert broker.gauges()["retained_bytes"] == broker.backend.retention.bytes
 
 
 async def test_resume_from_before_an_evicted_message_reports_history_gap():
@@ -66,7 +66,7 @@ async def test_resume_from_before_an_evicted_message_reports_history_gap():
     await fill(broker, "old", 3)
     await fill(broker, "new", 20)  # evicts everything "old" held
     sub = broker.connect("test")
-    epoch = broker._topics["old"].epoch
+    epoch = broker.backend.topics_by_name["old"].epoch
     await broker.subscribe(sub, "old", "c", since_seq=1, epoch=epoch)
     frames = queued(sub)
     assert frames[0]["type"] == "ack" and frames[0]["recovered"] is False
@@ -77,9 +77,9 @@ async def test_deleting_a_topic_frees_its_share():
     broker = Broker(history_size=100)
     await broker.create_topic("t")
     await fill(broker, "t", 10)
-    assert broker.retention.bytes > 0
+    assert broker.backend.retention.bytes > 0
     await broker.delete_topic("t")
-    assert broker.retention.bytes == 0
+    assert broker.backend.retention.bytes == 0
 
 
 async def test_a_message_larger_than_the_bound_is_published_but_not_retained():
@@ -87,7 +87,7 @@ async def test_a_message_larger_than_the_bound_is_published_but_not_retained():
     await broker.create_topic("t")
     result = await broker.publish("t", "x" * (2 * FRAME), new_id())
     assert result.seq == 1  # never fails a publish
-    assert retained_seqs(broker, "t") == [] and broker.retention.bytes == 0
+    assert retained_seqs(broker, "t") == [] and broker.backend.retention.bytes == 0
 
 
 def test_eviction_unlinks_the_event_so_a_queued_copy_pins_nothing_else():
@@ -110,5 +110,5 @@ async def test_many_topics_stay_within_the_budget(topics):
         await broker.create_topic(f"t{n}")
     for n in range(500):
         await broker.publish(f"t{n % topics}", "x" * FRAME, new_id())
-    assert broker.retention.bytes <= broker.retention.max_bytes
-    assert broker.retention.evicted >= 490 - 10
+    assert broker.backend.retention.bytes <= broker.backend.retention.max_bytes
+    assert broker.backend.retention.evicted >= 490 - 10

@@ -1,211 +1,199 @@
-"""The in-memory broker: topics, history, sequence numbers and counters for
-one process.  It knows nothing of HTTP or WebSockets; connections, their
-queues and fan-out into them live in ``hub.Hub``, shared with the Redis
-backend.
+"""The in-memory backend: topics, history and sequence numbers for one
+process, and ``Broker``, the node built on it (the default).
 
-Every operation runs on the IOLoop thread.  The public operations are
-coroutines so another backend (``redis_broker.RedisBroker``) can sit behind
-the same interface; this one completes them without suspending, which is what
-makes "register the subscription, then queue the ack and the replay" atomic
-with respect to publishes.
+It knows nothing of HTTP or WebSockets, nor of connections: those live in
+the hub (``core.hub.Hub``) it hands each event to.  Every operation runs on
+the IOLoop thread and completes without suspending, which is what makes
+"register the subscription, then queue the ack and the replay" atomic with
+respect to publishes.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
-import uuid
 from typing import Any
 
+from tornado_pubsub.backends.base import Published, Snapshot, TopicFigures, TopicInfo, Totals, Wanted
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import topic_exists, topic_limit, topic_not_found
 from tornado_pubsub.core.history import Event, History, Retention
-from tornado_pubsub.core.hub import Counters, Hub, PublishResult, Subscriber, Subscribers, SubscribeResult, plan_resume
+from tornado_pubsub.core.hub import Counters, Hub, PublishResult, Subscriber, SubscribeResult
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.settings import Settings
 
-__all__ = ["Broker", "Counters", "PublishResult", "SubscribeResult", "Subscriber", "Topic"]
+__all__ = [
+    "Broker",
+    "Counters",
+    "MemoryBackend",
+    "PublishResult",
+    "SubscribeResult",
+    "Subscriber",
+    "Topic",
+]
 
 
 class Topic:
-    """One incarnation of a topic: its epoch, seq counter, history and subscribers."""
+    """One incarnation of a topic: its epoch, seq counter and history."""
 
-    __slots__ = ("name", "epoch", "last_seq", "dropped", "history", "subscribers")
+    __slots__ = ("name", "epoch", "last_seq", "history")
 
     def __init__(self, name: str, history: History) -> None:
         self.name = name
         self.epoch = secrets.token_hex(8)  # a seq means something only with its epoch
         self.last_seq = 0  # also the count of messages published: seqs start at 1, no gaps
-        self.dropped = 0
         self.history = history
-        # Subscriber -> client_id; a dict keeps fan-out in subscription order.
-        self.subscribers: Subscribers = {}
 
 
-class Broker(Hub):
-    """In-memory topics, history and fan-out for one process.
+class MemoryBackend:
+    """``backends.base.Backend`` for one process: a dict of topics.
 
-    Guarantees, for every subscriber of a topic: each message published after
-    its subscription is queued exactly once, in seq order; a replay or resume
-    is queued after the subscribe ack and before any live event, with no gap
-    or duplicate at the seam.  Under ``drop_oldest`` a full queue loses its
-    oldest events (counted); under ``disconnect`` the subscriber is evicted.
+    Nothing here suspends or fails for want of a store; a publish is numbered,
+    retained and handed to the hub in one step.
     """
 
-    def __init__(self, *, history_max_bytes: int = 1048576, max_retained_bytes: int = 268435456, **options: Any) -> None:
-        """Takes ``Hub``'s keyword arguments (history_size, queue_size, ...) and
-        the history byte bounds (see ``history.Retention``)."""
-        super().__init__(**options)
-        self._topics: dict[str, Topic] = {}
+    def __init__(
+        self,
+        *,
+        history_size: int = 100,
+        max_topics: int = 0,
+        history_max_bytes: int = 1048576,
+        max_retained_bytes: int = 268435456,
+    ) -> None:
+        self.history_size = history_size
+        self.max_topics = max_topics
         self.history_max_bytes = history_max_bytes
-        self.retention = Retention(max_retained_bytes)  # shared by every topic's history
+        self.retention = Retention(max_retained_bytes)  # shared by every topic's history (PROTOCOL.md 9)
+        self.topics_by_name: dict[str, Topic] = {}
+        self._hub: Hub | None = None
 
-    @staticmethod
-    def options(settings: Settings) -> dict[str, Any]:
-        """``Hub.options`` plus the history byte bounds."""
-        return Hub.options(settings) | {
-            "history_max_bytes": settings.history_max_bytes,
-            "max_retained_bytes": settings.max_retained_bytes,
-        }
+    def attach(self, hub: Hub) -> None:
+        self._hub = hub
 
-    def gauges(self) -> dict[str, int]:
-        """``Hub.gauges`` plus ``retained_bytes``, the history held across all topics."""
-        return super().gauges() | {"retained_bytes": self.retention.bytes}
+    def local_changed(self, name: str) -> None:
+        """Nothing to do: the figures are read from the hub when asked."""
 
-    def _subscribers_of(self, name: str) -> Subscribers | None:
-        topic = self._topics.get(name)
-        return None if topic is None else topic.subscribers
+    async def start(self) -> None:
+        """Nothing to acquire."""
 
-    def topic_count(self) -> int:
-        return len(self._topics)
+    async def stop(self) -> None:
+        """Nothing to release."""
 
-    # -- topics --------------------------------------------------------------
-
-    def _topic(self, name: str) -> Topic:
-        topic = self._topics.get(name)
+    def topic(self, name: str) -> Topic:
+        """The topic ``name``; raises TOPIC_NOT_FOUND."""
+        topic = self.topics_by_name.get(name)
         if topic is None:
             raise topic_not_found(name)
         return topic
 
-    async def create_topic(self, name: str) -> Topic:
-        """Create a topic with a fresh epoch; raises TOPIC_EXISTS or LIMIT_EXCEEDED."""
-        self._check_open()
-        if name in self._topics:
+    async def create(self, name: str) -> TopicInfo:
+        if name in self.topics_by_name:
             raise topic_exists(name)
-        if self.max_topics and len(self._topics) >= self.max_topics:
+        if self.max_topics and len(self.topics_by_name) >= self.max_topics:
             raise topic_limit(self.max_topics)
         history = History(self.history_size, self.history_max_bytes, self.retention)
-        topic = self._topics[name] = Topic(name, history)
-        return topic
+        topic = self.topics_by_name[name] = Topic(name, history)
+        return TopicInfo(name, topic.epoch)
 
-    async def delete_topic(self, name: str) -> int:
-        """Delete a topic, telling each subscriber ``topic_deleted``; returns how many."""
-        topic = self._topic(name)
-        del self._topics[name]
+    async def delete(self, name: str) -> int:
+        topic = self.topic(name)
+        del self.topics_by_name[name]
         topic.history.clear()  # frees its share of max_retained_bytes
-        return self.end_topic(name, topic.subscribers)
+        assert self._hub is not None
+        return self._hub.ended(name, topic.epoch)
 
-    # -- publish / subscribe ---------------------------------------------------
-
-    async def publish(self, topic_name: str, payload: Any, message_id: str | None = None) -> PublishResult:
-        """Number, retain and fan out one message; returns once it is in every queue.
-
-        A ``message_id`` still held in the topic's history is not published
-        again: the result carries the original seq and ``duplicate=True``.
-        """
-        self._check_open()
-        topic = self._topic(topic_name)
-        if message_id is None:
-            message_id = str(uuid.uuid4())
-        else:
-            earlier = topic.history.find(message_id)
-            if earlier is not None:
-                return PublishResult(topic.name, earlier.id, earlier.seq, True)
+    async def publish(self, name: str, message_id: str, payload: Any) -> Published:
+        topic = self.topic(name)
+        earlier = topic.history.find(message_id)
+        if earlier is not None:
+            return Published(topic.epoch, earlier.seq, True)
         seq = topic.last_seq + 1
-        data = frames.event(topic.name, message_id, payload, frames.timestamp(), seq)
-        topic.last_seq = seq
-        self.counters.published += 1
-        event = Event(seq, message_id, data, topic)
+        data = frames.event(name, message_id, payload, frames.timestamp(), seq)
+        topic.last_seq = seq  # only once the payload rendered: a bad payload takes no seq
+        event = Event(seq, message_id, data, None)
         topic.history.append(event)
-        self.fan_out(topic.subscribers, event)
-        return PublishResult(topic.name, message_id, seq, False)
+        hub = self._hub
+        assert hub is not None
+        if hub.wants(name, topic.epoch, seq):
+            hub.deliver(name, topic.epoch, event)
+        return Published(topic.epoch, seq, False)
 
-    async def subscribe(
-        self,
-        sub: Subscriber,
-        topic_name: str,
-        client_id: str,
-        *,
-        last_n: int | None = None,
-        since_seq: int | None = None,
-        epoch: str | None = None,
-        request_id: str | None = None,
-    ) -> SubscribeResult:
-        """Subscribe ``sub`` and queue, in order: the ack, a ``history_gap`` notice
-        when a resume cannot be complete, the replayed events.
-
-        Subscribing again to a topic already held is acked and replays nothing.
-        A resume without ``epoch`` is taken to mean the current epoch.
-        """
-        self._check_open()
-        topic = self._topic(topic_name)
-        self._check_room(sub, topic.name)
+    async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
+        topic = self.topic(name)
         history = topic.history
-        recovered: bool | None = None
-        replay: list[Event] = []
-        if sub in topic.subscribers:
-            recovered = True if since_seq is not None else None
-        elif since_seq is not None:
-            recovered, after = plan_resume(topic.epoch, topic.last_seq, history.first_seq, since_seq, epoch)
-            replay = history.after(after)
-        elif last_n:
-            replay = history.last(last_n)
-        return self.admit(
-            sub,
-            topic.subscribers,
-            topic.name,
-            client_id,
-            epoch=topic.epoch,
-            last_seq=topic.last_seq,
-            first_seq=history.first_seq,
-            replay=replay,
-            recovered=recovered,
-            request_id=request_id,
-        )
+        events: list[Event] = []
+        if wanted.mode == "after":
+            current = (wanted.epoch is None or wanted.epoch == topic.epoch) and wanted.n <= topic.last_seq
+            events = history.after(wanted.n if current else 0)
+        elif wanted.mode == "last":
+            events = history.last(wanted.n)
+        return Snapshot(topic.epoch, topic.last_seq, history.first_seq, events)
 
-    async def unsubscribe(self, sub: Subscriber, topic_name: str) -> bool:
-        """End ``sub``'s subscription; acked even if there was none (returns False then)."""
-        self._check_open()
-        self._topic(topic_name)
-        return self._detach(sub, topic_name)
+    async def exists(self, name: str) -> bool:
+        return name in self.topics_by_name
+
+    async def counted(self, name: str) -> None:
+        """The figures are the hub's own: always current."""
+
+    def topic_count(self) -> int:
+        return len(self.topics_by_name)
+
+    async def topics(self) -> list[TopicFigures]:
+        assert self._hub is not None
+        figures = self._hub.local_figures
+        rows = []
+        for name, topic in sorted(self.topics_by_name.items()):
+            subscribers, dropped = figures(name)
+            rows.append(TopicFigures(name, topic.epoch, topic.last_seq, subscribers, dropped, topic.history.bytes))
+        return rows
+
+    async def totals(self) -> Totals:
+        assert self._hub is not None
+        return Totals(len(self.topics_by_name), self._hub.subscriptions)
+
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def history_since(self, name: str, seq: int) -> list[Event]:
+        """Retained events of ``name`` with a seq above ``seq``."""
+        return self.topic(name).history.after(seq)
+
+
+class Broker(Node):
+    """The node on the in-memory backend: topics, history and fan-out for one process.
+
+    Takes the backend's ``history_size`` and ``max_topics`` and the node's
+    keyword arguments (queue_size, queue_max_bytes, overflow_policy, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int = 100,
+        max_topics: int = 0,
+        history_max_bytes: int = 1048576,
+        max_retained_bytes: int = 268435456,
+        **options: Any,
+    ) -> None:
+        backend = MemoryBackend(
+            history_size=history_size,
+            max_topics=max_topics,
+            history_max_bytes=history_max_bytes,
+            max_retained_bytes=max_retained_bytes,
+        )
+        super().__init__(backend, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Broker":
+        """A broker configured from ``Settings``."""
+        return cls(
+            history_size=settings.history_size,
+            max_topics=settings.max_topics,
+            history_max_bytes=settings.history_max_bytes,
+            max_retained_bytes=settings.max_retained_bytes,
+            **cls.options(settings),
+        )
 
     async def history_since(self, topic_name: str, seq: int) -> list[Event]:
         """Retained events of a topic with a seq above ``seq``."""
-        return self._topic(topic_name).history.after(seq)
-
-    # -- introspection -----------------------------------------------------------
-
-    async def list_topics(self) -> list[dict[str, Any]]:
-        """``[{name, subscribers}]`` sorted by name."""
-        return [{"name": t.name, "subscribers": len(t.subscribers)} for _, t in sorted(self._topics.items())]
-
-    async def topic_stats(self) -> dict[str, dict[str, Any]]:
-        """Per-topic counters: messages, subscribers, dropped, last_seq, epoch, retained_bytes."""
-        return {
-            name: {
-                "messages": t.last_seq,
-                "subscribers": len(t.subscribers),
-                "dropped": t.dropped,
-                "last_seq": t.last_seq,
-                "epoch": t.epoch,
-                "retained_bytes": t.history.bytes,
-            }
-            for name, t in sorted(self._topics.items())
-        }
-
-    async def health(self) -> dict[str, Any]:
-        """Uptime, topic and subscription counts."""
-        return {
-            "uptime_sec": int(time.monotonic() - self.started),
-            "topics": len(self._topics),
-            "subscribers": self.subscriptions,
-        }
+        assert isinstance(self.backend, MemoryBackend)
+        return self.backend.history_since(topic_name, seq)

@@ -1,11 +1,11 @@
-"""The local side every broker backend shares: connections, their queues,
-local subscriptions and fan-out into queues.
+"""The local side of a node: connections, their queues, local subscriptions
+and fan-out into queues.
 
-A backend (in-memory ``broker.Broker``, ``redis_broker.RedisBroker``)
-decides *what* is published and in which order; the hub puts each event into
-the queues of this process's subscribers, never waiting on any of them.  The
-transport drains each queue; one slow reader cannot slow a publisher or any
-other reader.
+A backend (``backends.base.Backend``: in memory, or on Redis) decides *what*
+is published and in which order, and hands each event to the hub; the hub
+puts it into the queues of this process's subscribers, never waiting on any
+of them.  The transport drains each queue; one slow reader cannot slow a
+publisher or any other reader.  ``core.node.Node`` composes the two.
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import Any, Iterable, Self
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW_CONSUMER, Disconnect, PubSubError
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import OutboundQueue
-from tornado_pubsub.settings import Settings
+from tornado_pubsub.core.results import PublishResult, SubscribeResult
+
+__all__ = ["Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
+
+if TYPE_CHECKING:
+    from tornado_pubsub.backends.base import Snapshot
 
 #: A topic's local subscribers: Subscriber -> client_id, in subscription order.
 Subscribers = dict["Subscriber", str]
@@ -36,20 +41,21 @@ class Subscriber:
 
     __slots__ = ("id", "remote", "queue", "topics", "closed", "dropped", "_broker")
 
-    def __init__(self, broker: "Hub", conn_id: str, remote: str | None) -> None:
-        self._broker = broker
+    def __init__(self, hub: "Hub", conn_id: str, remote: str | None) -> None:
+        self._broker = hub
         self.id = conn_id
         self.remote = remote
         self.closed = False
         self.dropped = 0
         self.topics: dict[str, str] = {}  # topic name -> client_id
         self.queue = OutboundQueue(
-            broker.queue_size, broker.queue_max_bytes, broker.drop_oldest, self._count_drop
+            hub.queue_size, hub.queue_max_bytes, hub.drop_oldest, self._count_drop
         )
 
     def _count_drop(self, event: Event) -> None:
         self.dropped += 1
-        event.owner.dropped += 1
+        if event.owner is not None:  # a live event always has one (see Hub.deliver)
+            event.owner.dropped += 1
         self._broker.counters.dropped += 1
 
     def send(self, frame: bytes) -> bool:
@@ -71,40 +77,6 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"Subscriber({self.id!r}, topics={len(self.topics)})"
-
-
-@dataclasses.dataclass(frozen=True)
-class PublishResult:
-    """What a publish did: the seq it took (or already had) and whether it was a repeat."""
-
-    topic: str
-    id: str
-    seq: int
-    duplicate: bool
-
-    def log(self, **context: Any) -> None:
-        """Emit the one ``publish`` record; ``context`` says who asked and how (conn_id, remote, via, ...)."""
-        log_op(
-            "publish",
-            topic=self.topic,
-            message_id=self.id,
-            seq=self.seq,
-            duplicate=self.duplicate,
-            outcome="ok",
-            **context,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class SubscribeResult:
-    """What a subscribe did, for the caller's log record."""
-
-    topic: str
-    epoch: str
-    last_seq: int
-    replayed: int
-    recovered: bool | None
-    already: bool
 
 
 @dataclasses.dataclass
@@ -137,28 +109,76 @@ def plan_resume(epoch: str, last_seq: int, first_seq: int | None, since_seq: int
     return first_seq is not None and first_seq <= since_seq + 1, since_seq
 
 
-class Hub:
-    """Connections and local fan-out for one process; backends subclass it.
+class LocalTopic:
+    """This process's view of one topic incarnation: its subscribers here, the
+    newest seq handed to the hub, and the drops of its live events here."""
 
-    A subclass supplies ``_subscribers_of(name)`` (the local subscribers of a
-    topic, or None) and ``topic_count()``, and implements the public
-    coroutines (create_topic, delete_topic, publish, subscribe, unsubscribe,
-    list_topics, topic_stats, health).
+    __slots__ = ("name", "epoch", "last_seq", "subscribers", "dropped")
+
+    def __init__(self, name: str, epoch: str, last_seq: int = 0) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.last_seq = last_seq
+        # Subscriber -> client_id; a dict keeps fan-out in subscription order.
+        self.subscribers: Subscribers = {}
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"LocalTopic({self.name!r}, epoch={self.epoch!r}, last_seq={self.last_seq})"
+
+
+class Join:
+    """One subscribe in flight: the live events of its topic that reached the
+    hub while the backend read the history, queued after the replay (the seam).
+
+    ``arrivals`` holds ``(epoch, event)`` in arrival order; ``(epoch, None)``
+    marks the deletion of that incarnation.  ``counted``: the subscription is
+    new, so the figures count it from the moment the read starts.
+    """
+
+    __slots__ = ("name", "counted", "arrivals")
+
+    def __init__(self, name: str, counted: bool) -> None:
+        self.name = name
+        self.counted = counted
+        self.arrivals: list[tuple[str, Event | None]] = []
+
+    def newest(self, epoch: str) -> int:
+        """The newest seq of ``epoch`` that arrived meanwhile (0: none)."""
+        if not self.arrivals:  # always so in memory: nothing arrives during its read
+            return 0
+        return max((e.seq for ep, e in self.arrivals if ep == epoch and e is not None), default=0)
+
+
+def _unchanged(name: str) -> None:
+    """The default ``on_change``: nobody outside the hub counts subscriptions."""
+
+
+class Hub:
+    """Connections, local subscriptions and local fan-out for one process.
+
+    The backend calls ``wants``/``deliver`` for each event of a topic, in seq
+    order, and ``ended`` when a topic incarnation is deleted; the node calls
+    the rest.  Nothing here suspends: every method completes on the IOLoop in
+    one step, so callers may rely on "no event is fanned out between two
+    calls of mine that do not await".
+
+    Threat: a hostile client controls how many connections, subscriptions
+    and frames it makes, never how long the hub works per event: fan-out is
+    one ``offer`` per local subscriber, and a subscriber that cannot keep up
+    is dropped or evicted by its own queue, not waited for.
     """
 
     def __init__(
         self,
         *,
-        history_size: int = 100,
         queue_size: int = 1000,
         queue_max_bytes: int = 1048576,
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
-        max_topics: int = 0,
         max_connections: int = 0,
+        on_change: Callable[[str], None] = _unchanged,
     ) -> None:
-        self.history_size = history_size
-        self.max_topics = max_topics
         self.queue_size = queue_size
         self.queue_max_bytes = queue_max_bytes
         self.drop_oldest = overflow_policy == "drop_oldest"
@@ -170,53 +190,21 @@ class Hub:
         self.subscriptions = 0
         self.connections: dict[str, Subscriber] = {}
         self._ids = itertools.count(1)
-
-    @staticmethod
-    def options(settings: Settings) -> dict[str, Any]:
-        """The constructor arguments every backend takes, from ``settings``."""
-        return {
-            "history_size": settings.history_size,
-            "queue_size": settings.queue_size,
-            "queue_max_bytes": settings.queue_max_bytes,
-            "overflow_policy": settings.overflow_policy,
-            "max_subscriptions_per_connection": settings.max_subscriptions_per_connection,
-            "max_topics": settings.max_topics,
-            "max_connections": settings.max_connections,
-        }
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """A broker configured from ``Settings``."""
-        return cls(**cls.options(settings))
-
-    # -- backend hooks -----------------------------------------------------------
-
-    def _subscribers_of(self, name: str) -> Subscribers | None:
-        raise NotImplementedError
-
-    def _subscriptions_changed(self, name: str) -> None:
-        """Called after a local subscription to ``name`` was added or removed."""
-
-    def topic_count(self) -> int:
-        """Topics this process knows of (for /metrics)."""
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        """Connect to whatever the backend needs (nothing for the in-memory one)."""
-
-    async def stop(self) -> None:
-        """Release what ``start`` acquired."""
+        self._local: dict[str, LocalTopic] = {}
+        self._joins: dict[str, list[Join]] = {}
+        self._on_change = on_change  # the backend's figures follow local subscriptions
 
     # -- connections -------------------------------------------------------
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """Raise SHUTTING_DOWN once draining has begun."""
         if self.draining:
             raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
 
     def check_admission(self) -> None:
         """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused
         (the transport asks before its handshake, ``connect`` again after it)."""
-        self._check_open()
+        self.check_open()
         if self.max_connections and len(self.connections) >= self.max_connections:
             raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_connections} reached")
 
@@ -233,7 +221,7 @@ class Hub:
         sub.closed = True
         names = list(sub.topics)
         for name in names:
-            self._detach(sub, name)
+            self.detach(sub, name)
         sub.queue.clear()
         self.connections.pop(sub.id, None)
         return len(names)
@@ -259,23 +247,90 @@ class Hub:
         )
         sub.queue.close(SLOW, frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting")))
 
-    # -- local subscriptions and fan-out -------------------------------------------
+    # -- local topics ---------------------------------------------------------------
 
-    def _check_room(self, sub: Subscriber, name: str) -> None:
-        if name not in sub.topics and len(sub.topics) >= self.max_subscriptions:
-            raise PubSubError(
-                LIMIT_EXCEEDED, f"subscription limit of {self.max_subscriptions} per connection reached"
-            )
+    def local_topics(self) -> list[LocalTopic]:
+        """Every topic incarnation this process holds a view of."""
+        return list(self._local.values())
 
-    def _detach(self, sub: Subscriber, name: str) -> bool:
-        """End ``sub``'s local subscription to ``name``; False if it had none."""
-        sub.topics.pop(name, None)
-        subscribers = self._subscribers_of(name)
-        if subscribers is None or subscribers.pop(sub, None) is None:
-            return False
-        self.subscriptions -= 1
-        self._subscriptions_changed(name)
-        return True
+    def local_names(self) -> set[str]:
+        """Topics with subscriptions here, or with a new one being made."""
+        return set(self._local) | {name for name, joins in self._joins.items() if any(j.counted for j in joins)}
+
+    def local_figures(self, name: str) -> tuple[int, int]:
+        """``(subscribers, dropped)`` of ``name`` here; a subscription being
+        made already counts, so /stats right after its ack includes it."""
+        lt = self._local.get(name)
+        joining = sum(j.counted for j in self._joins.get(name, ()))
+        if lt is None:
+            return joining, 0
+        return len(lt.subscribers) + joining, lt.dropped
+
+    def incarnation(self, name: str, epoch: str, last_seq: int) -> LocalTopic:
+        """The local view of ``name`` at ``epoch``, ending an older incarnation here.
+
+        A new view starts at ``last_seq``: nothing up to there is fanned out
+        by it (whoever created it got those events some other way).
+        """
+        lt = self._local.get(name)
+        if lt is not None and lt.epoch != epoch:
+            self.end(lt)
+            lt = None
+        if lt is None:
+            lt = self._local[name] = LocalTopic(name, epoch, last_seq)
+        return lt
+
+    def end(self, lt: LocalTopic) -> int:
+        """Drop the view ``lt``, telling each of its subscribers ``topic_deleted``; returns how many."""
+        if self._local.get(lt.name) is lt:
+            del self._local[lt.name]
+        notice = frames.info("topic_deleted", topic=lt.name)
+        ended = list(lt.subscribers)
+        lt.subscribers.clear()
+        self.subscriptions -= len(ended)
+        for sub in ended:
+            sub.topics.pop(lt.name, None)
+            sub.send(notice)
+        self._on_change(lt.name)
+        return len(ended)
+
+    def ended(self, name: str, epoch: str) -> int:
+        """Incarnation ``epoch`` of ``name`` was deleted: end its view here and
+        tell subscribes in flight; returns how many subscribers were told."""
+        lt = self._local.get(name)
+        told = self.end(lt) if lt is not None and lt.epoch == epoch else 0
+        for join in self._joins.get(name, ()):
+            join.arrivals.append((epoch, None))
+        return told
+
+    # -- events from the backend ---------------------------------------------------------
+
+    def wants(self, name: str, epoch: str, seq: int) -> bool:
+        """Record that event ``seq`` of ``name`` at ``epoch`` reached this
+        process; True when someone here must get it (then call ``deliver``).
+
+        An event at or below the view's newest seq is never delivered again.
+        """
+        lt = self._local.get(name)
+        if lt is not None and lt.epoch == epoch:
+            if seq <= lt.last_seq:
+                return False
+            lt.last_seq = seq
+            return bool(lt.subscribers) or name in self._joins
+        return name in self._joins
+
+    def deliver(self, name: str, epoch: str, event: Event) -> None:
+        """Queue ``event`` (that ``wants`` accepted) for every local subscriber,
+        and keep it for every subscribe in flight on the topic."""
+        lt = self._local.get(name)
+        if lt is not None and lt.epoch == epoch:
+            event.owner = lt  # its drops count against this topic
+            if lt.subscribers:
+                self.fan_out(lt.subscribers, event)
+        joins = self._joins.get(name)
+        if joins:
+            for join in joins:
+                join.arrivals.append((epoch, event))
 
     def fan_out(self, subscribers: Subscribers, event: Event) -> None:
         """Put ``event`` in every subscriber's queue, evicting those that overflow."""
@@ -289,27 +344,49 @@ class Hub:
             for sub in slow:
                 self.evict_slow(sub)
 
-    def end_topic(self, name: str, subscribers: Subscribers) -> int:
-        """Tell each local subscriber ``topic_deleted`` and drop them; returns how many."""
-        notice = frames.info("topic_deleted", topic=name)
-        ended = list(subscribers)
-        subscribers.clear()
-        self.subscriptions -= len(ended)
-        for sub in ended:
-            sub.topics.pop(name, None)
-            sub.send(notice)
-        if ended:
-            self._subscriptions_changed(name)
-        return len(ended)
+    # -- local subscriptions ------------------------------------------------------------
+
+    def check_room(self, sub: Subscriber, name: str) -> None:
+        """Raise LIMIT_EXCEEDED if ``sub`` may not take one more subscription."""
+        if name not in sub.topics and len(sub.topics) >= self.max_subscriptions:
+            raise PubSubError(
+                LIMIT_EXCEEDED, f"subscription limit of {self.max_subscriptions} per connection reached"
+            )
+
+    def detach(self, sub: Subscriber, name: str) -> bool:
+        """End ``sub``'s local subscription to ``name``; False if it had none."""
+        sub.topics.pop(name, None)
+        lt = self._local.get(name)
+        if lt is None or lt.subscribers.pop(sub, None) is None:
+            return False
+        self.subscriptions -= 1
+        self._on_change(name)
+        return True
+
+    def open_join(self, name: str, counted: bool) -> Join:
+        """Start keeping ``name``'s live events for a subscribe that reads history."""
+        join = Join(name, counted)
+        self._joins.setdefault(name, []).append(join)
+        if counted:
+            self._on_change(name)
+        return join
+
+    def close_join(self, join: Join) -> None:
+        """Stop keeping events for ``join`` (in a ``finally``: it may have failed)."""
+        joins = self._joins.get(join.name)
+        if joins is not None and join in joins:
+            joins.remove(join)
+            if not joins:
+                del self._joins[join.name]
+        if join.counted:
+            self._on_change(join.name)
 
     def admit(
         self,
         sub: Subscriber,
-        subscribers: Subscribers,
-        name: str,
+        lt: LocalTopic,
         client_id: str,
         *,
-        epoch: str,
         last_seq: int,
         first_seq: int | None,
         replay: Iterable[Event],
@@ -320,10 +397,11 @@ class Hub:
         ``recovered`` is False, and ``replay``; then register the subscription.
 
         The caller guarantees that no live event of the topic is fanned out
-        between reading ``replay`` and this call, so the seam has no gap and
-        no duplicate.
+        between reading ``replay`` and this call (or that it is in the join it
+        ``flush``es next), so the seam has no gap and no duplicate.
         """
-        already = sub in subscribers
+        name, epoch = lt.name, lt.epoch
+        already = sub in lt.subscribers
         extra: dict[str, Any] = {"epoch": epoch, "last_seq": last_seq}
         if recovered is not None:
             extra["recovered"] = recovered
@@ -333,15 +411,47 @@ class Hub:
         if recovered is False:
             sub.send(self.gap_notice(name, epoch, first_seq, last_seq))
         if not already:
-            subscribers[sub] = client_id
+            lt.subscribers[sub] = client_id
             sub.topics[name] = client_id
             self.subscriptions += 1
-            self._subscriptions_changed(name)
+            self._on_change(name)
         replayed = 0
         for event in replay:  # the whole replay, whatever the queue's bounds
             sub.queue.offer_replay(event)
             replayed += 1
         return SubscribeResult(name, epoch, last_seq, replayed, recovered, already)
+
+    def flush(self, sub: Subscriber, lt: LocalTopic, join: Join, last_seq: int) -> None:
+        """Queue for a new subscription the live events its join kept (the seam),
+        whole like the replay; a deletion among them ends the view."""
+        for epoch, event in join.arrivals:
+            if epoch != lt.epoch:
+                continue
+            if event is None:  # deleted while we read its history
+                self.end(lt)
+                return
+            if event.seq > last_seq:
+                sub.queue.offer_replay(event)
+
+    def resume(self, lt: LocalTopic, snap: Snapshot) -> tuple[int, bool]:
+        """Catch ``lt``'s subscribers up after the backend missed events for a
+        while; ``snap`` read what is retained after ``lt.last_seq``.  Queues a
+        ``history_gap`` notice first when it does not cover the loss (or the
+        incarnation changed).  Returns ``(events queued, gap)``."""
+        recovered, after = plan_resume(snap.epoch, snap.last_seq, snap.first_seq, lt.last_seq, lt.epoch)
+        if not recovered:
+            lt.epoch = snap.epoch
+            notice = self.gap_notice(lt.name, snap.epoch, snap.first_seq, snap.last_seq)
+            for sub in list(lt.subscribers):
+                sub.send(notice)
+        caught = 0
+        for event in snap.events:
+            if event.seq > after:
+                event.owner = lt
+                self.fan_out(lt.subscribers, event)
+                caught += 1
+        lt.last_seq = snap.last_seq
+        return caught, not recovered
 
     @staticmethod
     def gap_notice(name: str, epoch: str, first_seq: int | None, last_seq: int) -> bytes:
@@ -351,14 +461,9 @@ class Hub:
 
     # -- introspection and lifecycle -----------------------------------------------
 
-    def gauges(self) -> dict[str, int]:
-        """Point-in-time figures for /metrics."""
-        return {
-            "connections": len(self.connections),
-            "subscriptions": self.subscriptions,
-            "topics": self.topic_count(),
-            "queued_frames": sum(s.queue.qsize() for s in self.connections.values()),
-        }
+    def queued_frames(self) -> int:
+        """Frames waiting in every connection's queue (for /metrics)."""
+        return sum(s.queue.qsize() for s in self.connections.values())
 
     def begin_shutdown(self) -> None:
         """Refuse new operations and tell every connection ``shutting_down``."""

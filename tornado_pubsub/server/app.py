@@ -15,7 +15,7 @@ from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.auth import default_allowed_hosts
-from tornado_pubsub.core.hub import Hub
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
 from tornado_pubsub.server.metrics import registry_for
@@ -23,17 +23,17 @@ from tornado_pubsub.settings import Settings
 from tornado_pubsub.tokens import credentials_for
 
 
-def make_broker(settings: Settings) -> Hub:
-    """The broker backend ``settings.broker`` names (the caller awaits its ``start()``)."""
+def make_broker(settings: Settings) -> Node:
+    """The node on the backend ``settings.broker`` names (the caller awaits its ``start()``)."""
     if settings.broker == "redis":
         # Imported here so the in-memory default needs no redis package.
-        from tornado_pubsub.backends.redis.broker import RedisBroker
+        from tornado_pubsub.backends.redis.backend import RedisBackend
 
-        return RedisBroker.from_settings(settings)
+        return Node(RedisBackend.from_settings(settings), **Node.options(settings))
     return Broker.from_settings(settings)
 
 
-def make_context(broker: Broker, settings: Settings) -> Context:
+def make_context(broker: Node, settings: Settings) -> Context:
     """The object every handler of one application shares."""
     return Context(
         broker=broker,
@@ -44,7 +44,7 @@ def make_context(broker: Broker, settings: Settings) -> Context:
     )
 
 
-def routes(broker: Broker, settings: Settings | None = None, prefix: str = "") -> list[tornado.web.URLSpec]:
+def routes(broker: Node, settings: Settings | None = None, prefix: str = "") -> list[tornado.web.URLSpec]:
     """Every pub/sub route under ``prefix``, bound to ``broker``.
 
     Append them to your own ``tornado.web.Application`` handlers to embed
@@ -115,7 +115,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, broker: Broker | None = None) -> tornado.web.Application:
+def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Application:
     """The standalone tornado-pubsub application (the tests use this too).
 
     Unset ``allowed_hosts`` becomes the loopback names when listening on

@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.identity import Credentials
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.settings import Settings
 
 
@@ -16,7 +16,7 @@ from tornado_pubsub.settings import Settings
 class Context:
     """Shared by all handlers of one application (passed via ``initialize``)."""
 
-    broker: Broker
+    broker: Node  # the in-memory or the Redis backend, behind one interface
     settings: Settings
     registry: CollectorRegistry
     heartbeat: Any  # handlers.heartbeat.Heartbeat; typed loosely so the server imports no handler here

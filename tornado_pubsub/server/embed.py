@@ -23,7 +23,9 @@ from typing import Any
 import tornado.web
 
 from tornado_pubsub.server.app import _bind, make_context
-from tornado_pubsub.backends.memory import Broker, PublishResult
+from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.hub import PublishResult
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.core.errors import SHUTDOWN, TOPIC_EXISTS, PubSubError
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
@@ -44,7 +46,7 @@ class PubSub:
     them.  Server-only settings (port, address, log format) are ignored.
     """
 
-    def __init__(self, settings: Settings | None = None, prefix: str = "/pubsub", broker: Broker | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, prefix: str = "/pubsub", broker: Node | None = None) -> None:
         self.settings = settings or Settings()
         self.broker = broker or Broker.from_settings(self.settings)
         self.context = make_context(self.broker, self.settings)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     INTERNAL,
@@ -31,7 +31,7 @@ _KNOWN_CODES = (BAD_REQUEST, TOPIC_NOT_FOUND, SLOW_CONSUMER, UNAUTHORIZED, LIMIT
 class BrokerCollector:
     """A custom collector that reads one broker's figures."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Node) -> None:
         self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
@@ -63,7 +63,7 @@ class BrokerCollector:
         yield errors
 
 
-def registry_for(broker: Broker) -> CollectorRegistry:
+def registry_for(broker: Node) -> CollectorRegistry:
     """A registry holding ``broker``'s metrics and the process's own (one per
     app, no globals): ``process_resident_memory_bytes`` is what the memory
     bounds are judged by (read from /proc, so Linux only)."""

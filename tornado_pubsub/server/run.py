@@ -15,7 +15,7 @@ from tornado.netutil import bind_sockets
 
 from tornado_pubsub.server.accept import HalfOpen, add_guarded_accept_handler, descriptor_limit, raise_descriptor_limit
 from tornado_pubsub.server.app import make_app, make_broker, server_options
-from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import SHUTDOWN
 from tornado_pubsub.server import tornado_patches
@@ -71,7 +71,7 @@ class _HTTPServer(HTTPServer):
 class Server:
     """One listening tornado-pubsub process and its graceful shutdown."""
 
-    def __init__(self, settings: Settings, broker: Broker | None = None) -> None:
+    def __init__(self, settings: Settings, broker: Node | None = None) -> None:
         self.settings = settings
         self.broker = broker or make_broker(settings)
         self.app = make_app(settings, self.broker)

@@ -70,10 +70,9 @@ class NodeFigures:
         """Return once Redis holds this process's figures as they are now (best effort)."""
         writer = self._kick()
         if writer is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), SYNC_WAIT)
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.wait never cancels the writer, nor (unlike wait_for on
+            # newer Pythons) the caller's task when the wait times out.
+            await asyncio.wait((writer,), timeout=SYNC_WAIT)
 
     async def write(self) -> None:
         """Send what changed (everything after ``rewrite()``); raises on a Redis error."""

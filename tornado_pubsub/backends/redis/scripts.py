@@ -7,15 +7,13 @@ what gives every process the same per-topic order.  All scripts touch one
 Redis; Redis Cluster is not supported (the keys of a topic and the topic
 table would live in different slots).
 
-Bus messages (one channel for everything, so each process needs one pub/sub
-connection and sees creations, deletions and events in one total order)::
-
-    e\\n<topic>\\n<epoch>\\n<seq>\\n<body>    an event; body = {"id","ts","payload"} JSON
-    c\\n<topic>\\n<epoch>                    a topic was created
-    d\\n<topic>\\n<epoch>                    a topic was deleted
+Each script announces what it did on the bus through the helpers of
+``bus.LUA`` (the bus message format lives there only).
 """
 
 from __future__ import annotations
+
+from tornado_pubsub.backends.redis.bus import LUA as _BUS
 
 
 class Keys:
@@ -39,23 +37,23 @@ class Keys:
 
 # KEYS: topics, seq, log, ids.  ARGV: name, epoch, max_topics, bus.
 # Returns 1 created, 0 exists, -1 topic limit reached.
-CREATE = """
+CREATE = _BUS + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return -1 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], 'c\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+bus_created(ARGV[4], ARGV[1], ARGV[2])
 return 1
 """
 
 # KEYS: topics, seq, log, ids.  ARGV: name, bus.  Returns the deleted epoch or nil.
-DELETE = """
+DELETE = _BUS + """
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-redis.call('PUBLISH', ARGV[2], 'd\\n' .. ARGV[1] .. '\\n' .. epoch)
+bus_deleted(ARGV[2], ARGV[1], epoch)
 return epoch
 """
 
@@ -63,7 +61,7 @@ return epoch
 # history_size, bus.  Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
 # A message id still in the history is not published again (idempotency
 # lasts as long as the message is retained, as in memory).
-PUBLISH = """
+PUBLISH = _BUS + """
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return false end
 local size = tonumber(ARGV[4])
@@ -83,7 +81,7 @@ if size > 0 then
     end
   end
 end
-redis.call('PUBLISH', ARGV[5], 'e\\n' .. ARGV[1] .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. ARGV[3])
+bus_event(ARGV[5], ARGV[1], epoch, seq, ARGV[3])
 return {epoch, seq, 0}
 """
 

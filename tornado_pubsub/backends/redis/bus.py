@@ -1,0 +1,259 @@
+"""The bus: one Redis pub/sub channel that carries every creation, deletion
+and event to every process, in one total order; its message protocol, the
+reader that holds the subscription, and where each topic has got to here.
+
+Messages (written by the Lua scripts through ``LUA``, read by ``decode``;
+this module is the only place that knows the format)::
+
+    e\\n<topic>\\n<epoch>\\n<seq>\\n<body>    an event; body = {"id","ts","payload"} JSON
+    c\\n<topic>\\n<epoch>                    a topic was created
+    d\\n<topic>\\n<epoch>                    a topic was deleted
+
+The same ``body`` is what the history stream keeps, so a live event and a
+replayed one render to the same frame on every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tornado_pubsub.core import frames
+from tornado_pubsub.core.errors import PubSubError
+from tornado_pubsub.core.history import Event
+from tornado_pubsub.logs import log_op
+
+# Reconnect backoff of the bus: doubles from MIN up to MAX seconds.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 1.0
+
+#: Lua helpers the scripts announce through (prepended to each script).
+LUA = """
+local function bus_event(channel, name, epoch, seq, body)
+  redis.call('PUBLISH', channel, 'e\\n' .. name .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. body)
+end
+local function bus_created(channel, name, epoch)
+  redis.call('PUBLISH', channel, 'c\\n' .. name .. '\\n' .. epoch)
+end
+local function bus_deleted(channel, name, epoch)
+  redis.call('PUBLISH', channel, 'd\\n' .. name .. '\\n' .. epoch)
+end
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Announced:
+    """An event on the bus: seq ``seq`` of ``name`` at ``epoch``, its body undecoded."""
+
+    name: str
+    epoch: str
+    seq: int
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Created:
+    """Topic ``name`` was created with ``epoch``."""
+
+    name: str
+    epoch: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deleted:
+    """Incarnation ``epoch`` of topic ``name`` was deleted."""
+
+    name: str
+    epoch: str
+
+
+Message = Announced | Created | Deleted
+
+
+def decode(data: bytes) -> Message | None:
+    """One bus message, or None for a kind this version does not know."""
+    kind = data[:1]
+    if kind == b"e":
+        _, name, epoch, seq, body = data.split(b"\n", 4)
+        return Announced(name.decode(), epoch.decode(), int(seq), body)
+    if kind == b"c":
+        _, name, epoch = data.decode().split("\n")
+        return Created(name, epoch)
+    if kind == b"d":
+        _, name, epoch = data.decode().split("\n")
+        return Deleted(name, epoch)
+    return None
+
+
+def encode_body(message_id: str, payload: Any) -> bytes:
+    """The body a publish retains and announces (raises BAD_REQUEST for a payload JSON cannot hold)."""
+    return frames.encode_published({"id": message_id, "ts": frames.timestamp(), "payload": payload})
+
+
+def render(name: str, seq: int, body: bytes) -> Event:
+    """The event frame for ``body`` (rendered once per process); its owner is
+    set by the hub when it is delivered live."""
+    message = json.loads(body)
+    data = frames.event(name, message["id"], message["payload"], message["ts"], seq)
+    return Event(seq, message["id"], data, None)
+
+
+@dataclasses.dataclass(slots=True)
+class Position:
+    """How far the bus has carried one topic incarnation here."""
+
+    epoch: str
+    seq: int
+
+
+class Progress:
+    """Every topic this process knows of, with the newest seq its bus carried,
+    and the callers waiting for the bus to reach a seq.
+
+    A publish is acked, and a subscribe joins, only once this process's own
+    bus has delivered up to the seq Redis gave them: that is what orders a
+    client's ack before the event reaches a subscriber on the same process.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[str, Position] = {}
+        self._waiters: dict[tuple[str, str], list[tuple[float, asyncio.Future[None]]]] = {}
+
+    def reset(self, known: dict[str, Position]) -> None:
+        """Replace the topic table (after a resync)."""
+        self.known = known
+
+    def carried(self, name: str, epoch: str, seq: int) -> None:
+        """The bus delivered ``seq`` of ``name`` at ``epoch``."""
+        known = self.known.get(name)
+        if known is not None and known.epoch == epoch:
+            known.seq = seq
+        else:
+            self.known[name] = Position(epoch, seq)
+        if self._waiters:
+            self._release(name, epoch, seq)
+
+    def created(self, name: str, epoch: str) -> None:
+        self.known[name] = Position(epoch, 0)
+        self._release(name, epoch, 0)
+
+    def deleted(self, name: str, epoch: str) -> None:
+        known = self.known.get(name)
+        if known is not None and known.epoch == epoch:
+            del self.known[name]
+        self._release(name, epoch, float("inf"))
+
+    def release_all(self) -> None:
+        """Nobody waits on a dead bus."""
+        for name, epoch in list(self._waiters):
+            self._release(name, epoch, float("inf"))
+
+    async def reached(self, name: str, epoch: str, seq: int, timeout: float) -> bool:
+        """Return once the bus carried ``seq`` of ``name`` at ``epoch``; False
+        after ``timeout``.  Never cancels its caller (see ``Store.call``)."""
+        known = self.known.get(name)
+        if known is not None and known.epoch == epoch and known.seq >= seq:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((name, epoch), []).append((seq, future))
+        done, _ = await asyncio.wait((future,), timeout=timeout)
+        if not done:
+            self._forget(name, epoch, future)
+        return bool(done)
+
+    def _forget(self, name: str, epoch: str, future: asyncio.Future[None]) -> None:
+        waiting = self._waiters.get((name, epoch), [])
+        waiting[:] = [(s, f) for s, f in waiting if f is not future]
+        if not waiting:
+            self._waiters.pop((name, epoch), None)
+
+    def _release(self, name: str, epoch: str, seq: float) -> None:
+        waiting = self._waiters.get((name, epoch))
+        if not waiting:
+            return
+        still = []
+        for target, future in waiting:
+            if target <= seq:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        if still:
+            self._waiters[(name, epoch)] = still
+        else:
+            del self._waiters[(name, epoch)]
+
+
+class Bus:
+    """Holds the one pub/sub connection, for as long as the process runs.
+
+    After each (re)connection it awaits ``on_up`` (the backend's resync)
+    before reading on, then hands each message to ``on_message`` in order;
+    ``on_lost`` is told each time the connection goes.  The bus never lets
+    redis-py reconnect behind its back: a lost bus means missed events, which
+    ``on_up`` must catch up on.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        channel: str,
+        node_id: str,
+        on_up: Callable[[], Awaitable[None]],
+        on_message: Callable[[Message], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.node_id = node_id
+        self._on_up = on_up
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self.closing = False
+
+    async def run(self) -> None:
+        """Subscribe, resync, read; reconnect with backoff until ``closing``."""
+        delay = BACKOFF_MIN
+        while not self.closing:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                await self._confirmed(pubsub)
+                await self._on_up()
+                delay = BACKOFF_MIN
+                async for raw in pubsub.listen():
+                    if raw["type"] == "message":
+                        message = decode(raw["data"])
+                        if message is not None:
+                            self._on_message(message)
+                raise ConnectionError("bus subscription ended")
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, PubSubError) as exc:
+                self._on_lost(str(exc) or type(exc).__name__)
+            except Exception:  # a bug must not stop the bus for good
+                log_op("internal", logging.ERROR, exc_info=True, node=self.node_id)
+                self._on_lost("internal error")
+            finally:
+                try:
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                except (RedisError, OSError, asyncio.TimeoutError):
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    @staticmethod
+    async def _confirmed(pubsub: Any) -> None:
+        # Only once Redis confirmed the SUBSCRIBE is every later publish
+        # guaranteed to reach us; reading state before that could miss one.
+        for _ in range(50):
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise ConnectionError("no confirmation of the bus subscription")

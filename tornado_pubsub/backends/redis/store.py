@@ -1,0 +1,219 @@
+"""The store: every Redis command and script the backend sends, each one
+answered with a typed value or a ``PubSubError``.
+
+Threat: Redis may stall (SIGSTOP, a full disk, a long script elsewhere) or
+vanish mid-command, and a hostile client may send one frame after another
+into that.  ``call`` runs each piece of Redis work in its own task, so the
+Redis client's timeouts cancel that task only, never the caller's (a caller
+driven outside a task, like the WebSocket handler's inline frames, would
+otherwise be cancelled in someone else's name); a failure becomes one
+``INTERNAL`` error naming Redis, and the ERROR records it causes are
+throttled for the whole process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from tornado_pubsub.backends.base import Published, Snapshot, Wanted
+from tornado_pubsub.backends.redis import scripts
+from tornado_pubsub.backends.redis.bus import Position, render
+from tornado_pubsub.backends.redis.figures import NodeFigures
+from tornado_pubsub.core.errors import INTERNAL, PubSubError, topic_not_found
+from tornado_pubsub.core.ratelimit import TokenBucket
+from tornado_pubsub.logs import log_op
+
+T = TypeVar("T")
+
+UNAVAILABLE = "the message store (redis) is unavailable; retry later"
+UNAVAILABLE_STATUS = 503
+# At most this many ERROR records per second about failed commands, process-wide.
+FAILURE_LOGS_PER_SECOND = 1.0
+
+
+def unavailable() -> PubSubError:
+    """The error every Redis fault becomes (HTTP 503)."""
+    return PubSubError(INTERNAL, UNAVAILABLE, UNAVAILABLE_STATUS)
+
+
+class Store:
+    """Redis commands and Lua scripts, with typed replies.
+
+    ``open()`` makes two clients: one for commands (one immediate retry on a
+    dead connection) and one for the bus (no retry: the bus must never
+    reconnect behind our back).
+    """
+
+    def __init__(self, redis_url: str, keys: scripts.Keys, node_id: str) -> None:
+        self.redis_url = redis_url
+        self.keys = keys
+        self.node_id = node_id
+        self.redis: aioredis.Redis | None = None
+        self.bus_redis: aioredis.Redis | None = None
+        self._logs = TokenBucket(FAILURE_LOGS_PER_SECOND)
+        self._unlogged = 0
+
+    def open(self) -> None:
+        """Make the clients and register the scripts (connects lazily)."""
+        self.redis = r = self._client(retries=1)
+        self.bus_redis = self._client(retries=0)
+        self._create = r.register_script(scripts.CREATE)
+        self._delete = r.register_script(scripts.DELETE)
+        self._publish = r.register_script(scripts.PUBLISH)
+        self._snapshot = r.register_script(scripts.SNAPSHOT)
+        self._restore = r.register_script(scripts.RESTORE)
+
+    def _client(self, retries: int) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            self.redis_url,
+            # A retry replaces a connection that died with a Redis restart.
+            # Never on a timeout: the command may have run (a stalled Redis
+            # runs it when it wakes), and a second run would answer
+            # "duplicate" or "exists" for what the client did only once.
+            retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            socket_keepalive=True,
+            # Shows which process a connection belongs to in CLIENT LIST.
+            client_name=f"tornado-pubsub:{self.node_id}",
+        )
+
+    async def close(self) -> None:
+        """Close both clients."""
+        for client in (self.redis, self.bus_redis):
+            if client is not None:
+                await client.aclose()
+
+    async def call(self, work: Awaitable[T]) -> T:
+        """Run ``work`` (Redis commands) in a task of its own; its result, or
+        ``PubSubError`` INTERNAL for any fault (never a Redis exception, and
+        a ``CancelledError`` only when the caller itself is cancelled)."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.cancelled():
+            self._failed("redis command cancelled")
+            raise unavailable()
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        if isinstance(exc, PubSubError):
+            raise exc
+        if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
+            self._failed(str(exc) or type(exc).__name__)
+            raise unavailable()
+        log_op("internal", logging.ERROR, exc_info=exc, node=self.node_id)
+        raise PubSubError(INTERNAL, "internal server error")
+
+    def _failed(self, detail: str) -> None:
+        # One stalled Redis fails every frame of every client: log the fault,
+        # not each frame (the client gets its own error frame regardless).
+        if not self._logs.take():
+            self._unlogged += 1
+            return
+        unlogged, self._unlogged = self._unlogged, 0
+        log_op("redis", logging.ERROR, node=self.node_id, detail=detail, unlogged=unlogged or None, outcome="command_failed")
+
+    def _topic_keys(self, name: str) -> list[str]:
+        return [self.keys.topics, *self.keys.topic(name)]
+
+    def _ready(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise unavailable()
+        return self.redis
+
+    # -- scripts (each one atomic) -----------------------------------------------
+
+    async def create(self, name: str, epoch: str, max_topics: int) -> int:
+        """1 created, 0 exists, -1 topic limit reached."""
+        self._ready()
+        return int(await self.call(self._create(keys=self._topic_keys(name), args=[name, epoch, max_topics, self.keys.bus])))
+
+    async def delete(self, name: str) -> str | None:
+        """The deleted incarnation's epoch, or None when there was none."""
+        self._ready()
+        epoch = await self.call(self._delete(keys=self._topic_keys(name), args=[name, self.keys.bus]))
+        return None if epoch is None else epoch.decode()
+
+    async def publish(self, name: str, id_key: str, body: bytes, history_size: int) -> Published:
+        """Number, retain and announce ``body``; TOPIC_NOT_FOUND."""
+        self._ready()
+        args = [name, id_key, body, history_size, self.keys.bus]
+        reply = await self.call(self._publish(keys=self._topic_keys(name), args=args))
+        if reply is None:
+            raise topic_not_found(name)
+        return Published(reply[0].decode(), int(reply[1]), bool(reply[2]))
+
+    async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
+        """Epoch, last seq, oldest retained seq and the wanted events, oldest
+        first, in one atomic read; TOPIC_NOT_FOUND."""
+        return await self.call(self._read(name, wanted))
+
+    async def _read(self, name: str, wanted: Wanted) -> Snapshot:
+        args = [name, wanted.mode, wanted.n, wanted.epoch or ""]
+        snap = await self._snapshot(keys=self._topic_keys(name)[:3], args=args, client=self._ready())
+        if snap is None:
+            raise topic_not_found(name)
+        entries = snap[3][::-1] if wanted.mode == "last" else snap[3]  # 'last' reads newest first
+        # Rendered here, inside ``call``: a corrupt entry is an error too, never an escape.
+        events = [render(name, int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
+        return Snapshot(snap[0].decode(), int(snap[1]), int(snap[2]) or None, events)
+
+    async def restore(self, name: str, position: Position) -> bool:
+        """Put back a topic Redis lost (same epoch, seq never backwards); True if it was missing."""
+        keys = self._topic_keys(name)[:2]
+        return bool(await self.call(self._restore(keys=keys, args=[name, position.epoch, position.seq])))
+
+    # -- plain commands ---------------------------------------------------------------
+
+    async def exists(self, name: str) -> bool:
+        """Whether topic ``name`` exists."""
+        return bool(await self.call(self._ready().hexists(self.keys.topics, name)))
+
+    async def run_id(self) -> str:
+        """The Redis server's run id (it changes when Redis restarts)."""
+        return str((await self.call(self._ready().info("server")))["run_id"])
+
+    async def table(self) -> dict[str, Position]:
+        """Every topic with its epoch and last seq."""
+        return await self.call(self._table())
+
+    async def _table(self) -> dict[str, Position]:
+        redis = self._ready()
+        table = await redis.hgetall(self.keys.topics)
+        pipe = redis.pipeline(transaction=False)
+        for name in table:
+            pipe.get(self.keys.topic(name.decode())[0])
+        seqs = await pipe.execute()
+        return {n.decode(): Position(e.decode(), int(s or 0)) for (n, e), s in zip(table.items(), seqs)}
+
+    async def cluster(self, figures: NodeFigures) -> tuple[dict[str, Position], dict[str, list[int]], int]:
+        """``({topic: position}, {topic: [subscribers, dropped]}, live processes)``, sorted by name."""
+        return await self.call(self._cluster(figures))
+
+    async def _cluster(self, figures: NodeFigures) -> tuple[dict[str, Position], dict[str, list[int]], int]:
+        redis = self._ready()
+        pipe = redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.topics)
+        figures.read_live(pipe, time.time())
+        table, _, nodes = await pipe.execute()
+        names = sorted(n.decode() for n in table)
+        pipe = redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(self.keys.topic(name)[0])
+        figures.read_figures(pipe, nodes)
+        replies = await pipe.execute()
+        topics = {name: Position(table[name.encode()].decode(), int(seq or 0)) for name, seq in zip(names, replies)}
+        return topics, NodeFigures.sum(replies[len(names):]), len(nodes)
