@@ -16,6 +16,7 @@ from tornado_pubsub.client.connection import (
     PubSubClient,
     PublishAck,
     Subscription,
+    SubscriptionEnded,
     endpoints,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "PubSubClient",
     "PublishAck",
     "Subscription",
+    "SubscriptionEnded",
     "endpoints",
 ]
