@@ -20,6 +20,9 @@ from tornado_pubsub.core.frames import timestamp
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
 
+#: This process's worker number under ``--processes N`` (1..N), None otherwise.
+_worker: int | None = None
+
 _API_KEY_PARAM = re.compile(r"(api_key=)[^&\s\"'#]*", re.IGNORECASE)
 REDACTED = "[REDACTED]"
 
@@ -84,10 +87,27 @@ class _RedactingText(_FrameTime):
         return self.redactor(f"{line} {extra}" if extra else line)
 
 
+class _WorkerField(logging.Filter):
+    """Adds ``worker`` to every record of a worker process, Tornado's included,
+    so the interleaved output of N workers can be told apart."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _worker is not None:
+            record.worker = _worker
+        return True
+
+
+def set_worker(worker: int | None) -> None:
+    """Label every later log record of this process with ``worker`` (called after the fork)."""
+    global _worker
+    _worker = worker
+
+
 def configure_logging(level: str = "info", fmt: str = "json", secret: str | None = None) -> None:
     """Route every logger (ours and Tornado's) to stdout in ``fmt``, redacting ``secret``."""
     redactor = Redactor(secret)
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_WorkerField())
     handler.setFormatter(_RedactingJson(redactor) if fmt == "json" else _RedactingText(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):

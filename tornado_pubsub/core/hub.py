@@ -172,6 +172,9 @@ class Hub:
         self.subscriptions = 0
         self.connections: dict[str, Subscriber] = {}
         self._ids = itertools.count(1)
+        #: Prepended to every conn_id: a worker's own (``w2-``) under ``--processes``,
+        #: so ids stay unique across the workers sharing a port and a Redis.
+        self.id_prefix = ""
 
     @staticmethod
     def options(settings: Settings) -> dict[str, Any]:
@@ -225,7 +228,7 @@ class Hub:
     def connect(self, remote: str | None, closer: Closer) -> Subscriber:
         """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
         self.check_admission()
-        sub = Subscriber(self, f"c{next(self._ids)}", remote, closer)
+        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote, closer)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
         return sub

@@ -68,6 +68,15 @@ _UNAVAILABLE = "the message store (redis) is unavailable; retry later"
 _UNAVAILABLE_STATUS = 503
 
 
+def _without_password(url: str) -> str:
+    """``redis_url`` fit for a log line: a password in it becomes ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def _unavailable() -> PubSubError:
     return PubSubError(INTERNAL, _UNAVAILABLE, _UNAVAILABLE_STATUS)
 
@@ -101,6 +110,7 @@ class RedisBroker(Hub):
         """``redis_url`` and the key ``prefix``, plus ``Hub``'s keyword arguments."""
         super().__init__(**options)
         self.redis_url = redis_url
+        self.last_error: str | None = None  # why the bus last failed
         self.keys = redis_scripts.Keys(prefix)
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.connected = False
@@ -151,7 +161,14 @@ class RedisBroker(Hub):
         try:
             await asyncio.wait_for(self._ready.wait(), STARTUP_WAIT)
         except asyncio.TimeoutError:
-            log_op("redis", logging.WARNING, node=self.node_id, outcome="unreachable_at_startup")
+            log_op(
+                "redis",
+                logging.WARNING,
+                node=self.node_id,
+                redis_url=_without_password(self.redis_url),
+                error=self.last_error,
+                outcome="unreachable_at_startup",
+            )
 
     def _client(self, retries: int) -> aioredis.Redis:
         return aioredis.Redis.from_url(
@@ -479,6 +496,7 @@ class RedisBroker(Hub):
         log_op("redis", node=self.node_id, connects=self._connects, topics=len(self._known), outcome="connected")
 
     def _lost(self, detail: str) -> None:
+        self.last_error = detail  # named by the start-up warning
         if self.connected:
             log_op("redis", logging.ERROR, node=self.node_id, detail=detail, outcome="lost")
         self.connected = False
