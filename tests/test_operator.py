@@ -16,7 +16,7 @@ import time
 import tornado_pubsub
 from tornado_pubsub.settings import _HELP
 
-from .procs import PubSub, cluster, free_port, redis_server, ws_at  # noqa: F401  (fixtures)
+from .procs import cluster, free_port, redis_server, ws_at  # noqa: F401  (cluster needs redis_server)
 from .servers import ROOT, ProcServer, clean_env
 from .support import wait_until
 from .test_settings import run_main

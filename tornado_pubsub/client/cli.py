@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import dataclasses
 import json
 import logging
 import os
 import signal
-import stat
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterable, AsyncIterator, BinaryIO, Callable
+from typing import Any, AsyncIterator
 
 from tornado_pubsub.client.connection import (
     CLOSED,
@@ -48,9 +46,8 @@ from tornado_pubsub.client.connection import (
     PubSubClient,
 )
 from tornado_pubsub import __version__
+from tornado_pubsub.client.publishing import Progress, count_lines, publish_windowed, read_lines
 from tornado_pubsub.core.errors import FORBIDDEN, INTERNAL, SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED
-
-WINDOW = 64  # publishes in flight at once when sending many
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
 EXIT_UNAVAILABLE = 6
@@ -246,84 +243,6 @@ async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -
 # -- pub ------------------------------------------------------------------------------------
 
 
-async def _lines(source: BinaryIO) -> AsyncIterator[bytes]:
-    """Lines of a file, or of stdin without blocking the event loop when it is a pipe."""
-    if stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-        for line in source:
-            yield line
-        return
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), source)
-    while line := await reader.readline():
-        yield line
-
-
-def _count_lines(path: str) -> int | None:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
-        return None
-
-
-async def _publish_windowed(
-    client: PubSubClient, topic: str, payloads: AsyncIterable[Any], on_ack: Callable[[PublishAck], None]
-) -> None:
-    """Publish every payload with up to WINDOW publishes in flight; ``on_ack`` sees the acks in order.
-
-    The first failure is raised and the publishes still in flight are cancelled.
-    """
-    inflight: collections.deque[asyncio.Future[PublishAck]] = collections.deque()
-    try:
-        async for payload in payloads:
-            inflight.append(asyncio.ensure_future(client.publish(topic, payload)))
-            if len(inflight) >= WINDOW:
-                on_ack(await inflight.popleft())
-        while inflight:
-            on_ack(await inflight.popleft())
-    finally:
-        for future in inflight:
-            future.cancel()
-        # A publish whose reply was already in can still end in its own error: collect
-        # them all, so asyncio does not print each one as "never retrieved".
-        await asyncio.gather(*inflight, return_exceptions=True)
-
-
-class Progress:
-    """``published N/TOTAL  R msg/s`` on stderr: redrawn in place on a terminal, summarised at the end."""
-
-    def __init__(self, out: Output, total: int | None) -> None:
-        self.out = out
-        self.total = total
-        self.done = 0
-        self.started = time.monotonic()
-        self._drawn = 0.0
-
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.started, 1e-9)
-
-    def tick(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if self.out.progress and now - self._drawn >= 0.1:
-            self._drawn = now
-            sys.stderr.write("\r" + self._bar() + f"  {self.rate():,.0f} msg/s ")
-            sys.stderr.flush()
-
-    def _bar(self, width: int = 30) -> str:
-        if not self.total:
-            return f"published {self.done:,}"
-        filled = int(width * self.done / self.total)
-        return f"[{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,}"
-
-    def finish(self, topic: str) -> None:
-        if self.out.progress:
-            sys.stderr.write("\r\033[K")
-        elapsed = time.monotonic() - self.started
-        self.out.note(f"published {self.done} messages to {topic} in {elapsed:.2f}s ({self.rate():,.0f} msg/s)")
-
-
 async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
     if args.payload is not None:
         if args.file is not None:
@@ -344,13 +263,13 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             source = open(args.file, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-        total = _count_lines(args.file) if out.progress else None  # only the drawn bar shows it
+        total = count_lines(args.file) if out.progress else None  # only the drawn bar shows it
     await client.connect()
     progress = Progress(out, total)
 
     async def payloads() -> AsyncIterator[Any]:
         number = 0
-        async for raw in _lines(source):
+        async for raw in read_lines(source):
             number += 1
             text = raw.decode("utf-8", "replace").strip()
             if text:
@@ -365,7 +284,7 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             out.result(dataclasses.asdict(ack))
 
     try:
-        await _publish_windowed(client, args.topic, payloads(), on_ack)
+        await publish_windowed(client, args.topic, payloads(), on_ack)
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -411,7 +330,7 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
             await sub.subscribe(topic, on_message)
         await client.connect()
         started = time.perf_counter()
-        await _publish_windowed(client, topic, payloads(), lambda ack: None)
+        await publish_windowed(client, topic, payloads(), lambda ack: None)
         published = time.perf_counter() - started
         try:
             await asyncio.wait_for(all_in.wait(), args.wait)

@@ -38,7 +38,23 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_pubsub.client.subscription import (
+# Gap, Message, SubscriptionEnded and the client-side codes are re-exported:
+# ``tornado_pubsub.client.connection`` was their home before the split.
+from tornado_pubsub.client.errors import (  # noqa: F401
+    BAD_RESPONSE,
+    CLOSED,
+    CONNECTION_LOST,
+    DEFAULT_TIMEOUT,
+    TIMEOUT,
+    TOO_BIG,
+    UNREACHABLE,
+    ClientError,
+    error_from_http,
+    loss_error,
+)
+from tornado_pubsub.client.recovery import RETRYABLE, Recovery
+from tornado_pubsub.client.rest import RestCalls
+from tornado_pubsub.client.subscription import (  # noqa: F401
     DEFAULT_MAX_BUFFERED,
     TOPIC_DELETED,
     UNSUBSCRIBED,
@@ -51,49 +67,15 @@ from tornado_pubsub.client.subscription import (
     SubscriptionEnded,
     call_back,
 )
-from tornado_pubsub.core.errors import (
-    CLOSE_NORMAL,
-    CLOSE_TOO_BIG,
-    SHUTTING_DOWN,
-    TOPIC_EXISTS,
-    TOPIC_NOT_FOUND,
-    UNAUTHORIZED,
-    PubSubError,
-)
+from tornado_pubsub.core.errors import CLOSE_NORMAL, UNAUTHORIZED
 
 log = logging.getLogger("tornado_pubsub.client")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its reply
-
-# Client-side codes, next to the protocol's own (TOPIC_NOT_FOUND, UNAUTHORIZED, ...).
-UNREACHABLE = "UNREACHABLE"  # no server answered at the URL
-CONNECTION_LOST = "CONNECTION_LOST"  # the connection dropped before the reply came
-TIMEOUT = "TIMEOUT"  # no reply within request_timeout
-CLOSED = "CLOSED"  # the client was closed, or gave up reconnecting
-BAD_RESPONSE = "BAD_RESPONSE"  # the server's answer was not the JSON the contract promises
-TOO_BIG = "TOO_BIG"  # the server closed the connection (1009): a frame exceeded its max_message_size
-
-# A publish that failed for one of these reasons never reached history twice:
-# resending the same message id after the reconnect is safe.
-_RETRYABLE = (CONNECTION_LOST, SHUTTING_DOWN)
 
 #: A token, or a function (plain or coroutine) returning a fresh one each time it is called.
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 StateHandler = Callable[..., Union[None, Awaitable[None]]]
-
-
-class ClientError(PubSubError):
-    """A failed client operation: ``code`` is the protocol error code (e.g.
-    ``TOPIC_NOT_FOUND``) or a client-side one (``UNREACHABLE``, ``TIMEOUT``,
-    ``CONNECTION_LOST``, ``CLOSED``); ``status`` is the HTTP status if any."""
-
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
-        super().__init__(code, message, status)
-        self.status = status  # None when no HTTP status was involved
-
-    def __str__(self) -> str:  # "TOPIC_NOT_FOUND: topic 'x' does not exist", as a log line or traceback shows it
-        return f"{self.code}: {self.message}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,29 +103,7 @@ def endpoints(url: str) -> tuple[str, str]:
     return http, ws
 
 
-def _loss_error(close_code: int | None, reason: str | None) -> ClientError:
-    """Why requests in flight failed when the connection closed under them."""
-    if close_code == CLOSE_TOO_BIG:  # resending the same frame would only close the next connection
-        return ClientError(TOO_BIG, "the server closed the connection: a frame exceeded its max_message_size")
-    detail = f" (close code {close_code}{': ' + reason if reason else ''})" if close_code else ""
-    return ClientError(CONNECTION_LOST, f"connection lost before the reply arrived{detail}")
-
-
-def _error_from_http(exc: Exception, what: str) -> ClientError:
-    """A ``ClientError`` from a failed HTTP exchange (REST call or WebSocket handshake)."""
-    if isinstance(exc, tornado.httpclient.HTTPClientError) and exc.response is not None and exc.code != 599:
-        try:
-            error = json.loads(exc.response.body or b"")["error"]
-            return ClientError(error["code"], error["message"], exc.code)
-        except (ValueError, KeyError, TypeError):
-            return ClientError(BAD_RESPONSE, f"{what}: HTTP {exc.code} {exc.message}", exc.code)
-    if isinstance(exc, tornado.httpclient.HTTPClientError):  # 599: timeout or connection failure
-        return ClientError(UNREACHABLE, f"{what}: {exc.message}")
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return ClientError(UNREACHABLE, f"{what}: {reason}")
-
-
-class PubSubClient:
+class PubSubClient(Recovery, RestCalls):
     """A tornado-pubsub client: one WebSocket with automatic resume, plus REST calls.
 
     ``url`` is the server's base URL (``http://host:port``, with the prefix if
@@ -286,7 +246,7 @@ class PubSubClient:
             StreamClosedError,
             asyncio.TimeoutError,
         ) as exc:
-            raise _error_from_http(exc, f"cannot connect to {self.ws_url}") from None
+            raise error_from_http(exc, f"cannot connect to {self.ws_url}") from None
 
     async def _run(self) -> None:
         """Read frames; after a loss, reconnect and resume until closed."""
@@ -299,7 +259,7 @@ class PubSubClient:
                     break
                 self._on_raw(raw)
             self._connected.clear()
-            loss = _loss_error(conn.close_code, conn.close_reason)
+            loss = loss_error(conn.close_code, conn.close_reason)
             self._fail_pending(loss)
             if self._closing.is_set():
                 break
@@ -346,59 +306,6 @@ class PubSubClient:
             asyncio.ensure_future(self._resubscribe_all())
             return conn, "closed"
         return None, "closed"
-
-    async def _resubscribe_all(self) -> None:
-        for sub in [s for s in self.subscriptions.values() if s.acked and not s.waiting]:
-            try:
-                await self._subscribe_request(sub)
-            except ClientError as exc:
-                if exc.code in _RETRYABLE or exc.code == CLOSED:
-                    continue  # the next connection resubscribes it again
-                if exc.code == TOPIC_NOT_FOUND and sub.wait_for_topic:
-                    self._await_topic(sub)
-                    continue
-                # Anything else (TOPIC_NOT_FOUND, LIMIT_EXCEEDED, ...) would leave it
-                # silently dead: end it, so its owner hears why.
-                log.warning("cannot resume %s: %s", sub.topic, exc.message)
-                self._end(sub, exc.code.lower())
-
-    def _end(self, sub: Subscription, reason: str) -> None:
-        if self.subscriptions.get(sub.topic) is sub:
-            del self.subscriptions[sub.topic]
-        sub.end(reason)
-
-    def _await_topic(self, sub: Subscription) -> None:
-        """The topic of ``sub`` is gone (deleted, or missing after a restart): keep
-        the subscription and its position, and subscribe again, with backoff,
-        until the topic exists; the new incarnation's epoch makes the server
-        report the gap (``history_gap``), which reaches ``on_gap``."""
-        if sub.waiting:
-            return
-        sub.waiting = True
-        log.warning("topic %s does not exist; resubscribing once it exists again", sub.topic)
-        asyncio.ensure_future(self._resubscribe_when_created(sub))
-
-    async def _resubscribe_when_created(self, sub: Subscription) -> None:
-        attempt = 0
-        while self.subscriptions.get(sub.topic) is sub and not self._closing.is_set() and sub.waiting:
-            delay = min(self.backoff_max, self.backoff_min * 2**attempt) * random.uniform(0.5, 1.0)
-            attempt += 1
-            try:
-                await asyncio.wait_for(self._closing.wait(), delay)
-                return  # closed while waiting
-            except asyncio.TimeoutError:
-                pass
-            if not self.connected:
-                continue  # never mind the reconnect here: the next attempt uses the new connection
-            try:
-                await self._subscribe_request(sub)
-            except ClientError as exc:
-                if exc.code in (TOPIC_NOT_FOUND, TIMEOUT, CLOSED) or exc.code in _RETRYABLE:
-                    continue
-                log.warning("cannot resume %s: %s", sub.topic, exc.message)
-                self._end(sub, exc.code.lower())
-                return
-            log.info("topic %s exists again; subscription resumed", sub.topic)
 
     def _fail_pending(self, error: ClientError) -> None:
         for future, _ in self._pending.values():
@@ -533,7 +440,7 @@ class PubSubClient:
             try:
                 return await make()
             except ClientError as exc:
-                if exc.code not in _RETRYABLE or not self.reconnect or loop.time() >= deadline:
+                if exc.code not in RETRYABLE or not self.reconnect or loop.time() >= deadline:
                     raise
                 # Wait for the reader to notice the loss before retrying.
                 await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
@@ -619,64 +526,3 @@ class PubSubClient:
         started = loop.time()
         await self._request({"type": "ping"})
         return loop.time() - started
-
-    # -- REST ----------------------------------------------------------------------------
-
-    async def rest(self, method: str, path: str, body: Any = None, ok_statuses: tuple[int, ...] = ()) -> Any:
-        """One REST call; returns the decoded JSON body or raises ``ClientError``."""
-        client = tornado.httpclient.AsyncHTTPClient()
-        data = None if body is None else json.dumps(body).encode()
-        try:
-            headers = {**await self._headers(), "Content-Type": "application/json"}
-        except Exception as exc:  # the caller's token function failed
-            raise ClientError(UNAUTHORIZED, f"the token function failed: {type(exc).__name__}") from None
-        try:
-            response = await client.fetch(
-                self.http_url + path,
-                method=method,
-                body=data,
-                headers=headers,
-                connect_timeout=self.connect_timeout,
-                request_timeout=self.request_timeout,
-                raise_error=False,
-            )
-        except (OSError, StreamClosedError, tornado.httpclient.HTTPClientError) as exc:
-            raise _error_from_http(exc, f"cannot reach {self.http_url}") from None
-        # Timeouts and connection failures were raised above; response.error is the
-        # HTTPClientError for the status (a literal 599 is treated like an unreachable server).
-        if response.code == 599:
-            raise _error_from_http(response.error, f"cannot reach {self.http_url}")
-        if response.code >= 400 and response.code not in ok_statuses:
-            raise _error_from_http(response.error, f"{method} {path}")
-        try:
-            return json.loads(response.body or b"null")
-        except ValueError:
-            raise ClientError(BAD_RESPONSE, f"{method} {path}: the answer is not JSON", response.code) from None
-
-    async def topics(self) -> list[dict[str, Any]]:
-        """``[{name, subscribers}]``."""
-        return (await self.rest("GET", "/topics"))["topics"]
-
-    async def create_topic(self, name: str, exist_ok: bool = False) -> bool:
-        """Create a topic; returns True if this call created it.  An existing
-        topic raises ``ClientError`` ``TOPIC_EXISTS``, or returns False with
-        ``exist_ok``."""
-        try:
-            await self.rest("POST", "/topics", {"name": name})
-        except ClientError as exc:
-            if exist_ok and exc.code == TOPIC_EXISTS:
-                return False
-            raise
-        return True
-
-    async def delete_topic(self, name: str) -> None:
-        """Delete a topic; raises ``ClientError`` ``TOPIC_NOT_FOUND``."""
-        await self.rest("DELETE", f"/topics/{name}")
-
-    async def stats(self) -> dict[str, Any]:
-        """Per-topic counters (``GET /stats``)."""
-        return await self.rest("GET", "/stats")
-
-    async def health(self) -> dict[str, Any]:
-        """``GET /health``; a draining server's 503 body is returned, not raised."""
-        return await self.rest("GET", "/health", ok_statuses=(503,))

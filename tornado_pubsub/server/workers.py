@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from typing import Callable
 
