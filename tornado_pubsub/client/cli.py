@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from tornado_pubsub.client.connection import (
+from tornado_pubsub.client import (
     CLOSED,
     CONNECTION_LOST,
     DEFAULT_TIMEOUT,

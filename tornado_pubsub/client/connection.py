@@ -38,33 +38,19 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-# Gap, Message, SubscriptionEnded and the client-side codes are re-exported:
-# ``tornado_pubsub.client.connection`` was their home before the split.
-from tornado_pubsub.client.errors import (  # noqa: F401
-    BAD_RESPONSE,
-    CLOSED,
-    CONNECTION_LOST,
-    DEFAULT_TIMEOUT,
-    TIMEOUT,
-    TOO_BIG,
-    UNREACHABLE,
-    ClientError,
-    error_from_http,
-    loss_error,
-)
+from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT, ClientError
+from tornado_pubsub.client.errors import error_from_http, loss_error
 from tornado_pubsub.client.recovery import RETRYABLE, Recovery
 from tornado_pubsub.client.rest import RestCalls
-from tornado_pubsub.client.subscription import (  # noqa: F401
+from tornado_pubsub.client.subscription import Gap, Message  # noqa: F401  (re-exported: their home before the split)
+from tornado_pubsub.client.subscription import (
     DEFAULT_MAX_BUFFERED,
     TOPIC_DELETED,
     UNSUBSCRIBED,
     EndHandler,
-    Gap,
     GapHandler,
     Handler,
-    Message,
     Subscription,
-    SubscriptionEnded,
     call_back,
 )
 from tornado_pubsub.core.errors import CLOSE_NORMAL, UNAUTHORIZED
