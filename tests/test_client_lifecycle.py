@@ -298,3 +298,16 @@ async def test_token_goes_in_the_handshake_and_is_refreshed_on_token_expiring():
     finally:
         await client.close()
         server.stop()
+
+
+async def test_a_failing_token_function_is_token_failed_without_its_message(port):
+    def token() -> str:
+        raise RuntimeError("eyJ-part-of-a-token")
+
+    client = PubSubClient(f"http://127.0.0.1:{port}", token=token)
+    with pytest.raises(ClientError) as info:
+        await client.connect()
+    assert info.value.code == "TOKEN_FAILED" and "eyJ" not in str(info.value)
+    with pytest.raises(ClientError) as info:
+        await client.topics()
+    assert info.value.code == "TOKEN_FAILED"

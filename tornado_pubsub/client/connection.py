@@ -38,7 +38,8 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT, ClientError
+from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT, TOKEN_FAILED
+from tornado_pubsub.client.errors import ClientError
 from tornado_pubsub.client.errors import error_from_http, loss_error
 from tornado_pubsub.client.recovery import RETRYABLE, Recovery
 from tornado_pubsub.client.rest import RestCalls
@@ -159,10 +160,16 @@ class PubSubClient(Recovery, RestCalls):
         self._notified: asyncio.Future[None] | None = None
 
     async def _fresh_token(self) -> str | None:
+        """The token to present now (the function is called each time); raises
+        ``ClientError`` ``TOKEN_FAILED`` when the function fails (its message is
+        not shown: it might hold the token)."""
         if self.token is None or isinstance(self.token, str):
             return self.token
-        token = self.token()
-        return await token if inspect.isawaitable(token) else token
+        try:
+            token = self.token()
+            return await token if inspect.isawaitable(token) else token
+        except Exception as exc:
+            raise ClientError(TOKEN_FAILED, f"the token function raised {type(exc).__name__}") from None
 
     async def _headers(self) -> dict[str, str]:
         headers = {"X-API-Key": self.api_key} if self.api_key is not None else {}
@@ -211,13 +218,9 @@ class PubSubClient(Recovery, RestCalls):
         return self._connected.is_set()
 
     async def _open(self) -> tornado.websocket.WebSocketClientConnection:
-        try:
-            headers = await self._headers()
-        except Exception as exc:  # the caller's token function failed: as if refused
-            raise ClientError(UNAUTHORIZED, f"the token function failed: {type(exc).__name__}") from None
         request = tornado.httpclient.HTTPRequest(
             self.ws_url,
-            headers=headers,
+            headers=await self._headers(),
             connect_timeout=self.connect_timeout,
             request_timeout=self.connect_timeout,
         )
@@ -367,12 +370,9 @@ class PubSubClient(Recovery, RestCalls):
             log.warning("the server says the token expires soon; give token= a function to refresh it")
             return
         try:
-            token = await self._fresh_token()
-            await self._request({"type": "auth", "token": token})
+            await self._request({"type": "auth", "token": await self._fresh_token()})
         except ClientError as exc:
-            log.warning("token refresh refused: %s", exc)
-        except Exception as exc:  # the caller's token function
-            log.warning("token refresh failed: the token function raised %s", type(exc).__name__)
+            log.warning("token refresh failed: %s", exc)
         else:
             log.info("token refreshed")
 

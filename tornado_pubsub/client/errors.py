@@ -19,6 +19,7 @@ TIMEOUT = "TIMEOUT"  # no reply within request_timeout
 CLOSED = "CLOSED"  # the client was closed, or gave up reconnecting
 BAD_RESPONSE = "BAD_RESPONSE"  # the server's answer was not the JSON the contract promises
 TOO_BIG = "TOO_BIG"  # the server closed the connection (1009): a frame exceeded its max_message_size
+TOKEN_FAILED = "TOKEN_FAILED"  # the token function raised: retried on reconnect, like an unreachable server
 
 
 class ClientError(PubSubError):

@@ -10,7 +10,7 @@ import tornado.httpclient
 from tornado.iostream import StreamClosedError
 
 from tornado_pubsub.client.errors import BAD_RESPONSE, ClientError, error_from_http
-from tornado_pubsub.core.errors import TOPIC_EXISTS, UNAUTHORIZED
+from tornado_pubsub.core.errors import TOPIC_EXISTS
 
 
 class RestCalls:
@@ -28,10 +28,7 @@ class RestCalls:
         """One REST call; returns the decoded JSON body or raises ``ClientError``."""
         client = tornado.httpclient.AsyncHTTPClient()
         data = None if body is None else json.dumps(body).encode()
-        try:
-            headers = {**await self._headers(), "Content-Type": "application/json"}
-        except Exception as exc:  # the caller's token function failed
-            raise ClientError(UNAUTHORIZED, f"the token function failed: {type(exc).__name__}") from None
+        headers = {**await self._headers(), "Content-Type": "application/json"}
         try:
             response = await client.fetch(
                 self.http_url + path,

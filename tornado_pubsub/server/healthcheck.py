@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
+from tornado_pubsub.server.run import local_url
 from tornado_pubsub.settings import Settings, SettingsError, load_settings
 
 TIMEOUT = 2.0  # seconds; Docker's own --timeout should be larger
@@ -51,10 +52,7 @@ def settings_of(pid: int) -> Settings:
 
 def health_url(settings: Settings) -> str:
     """Where the server answers: loopback when it listens on every interface."""
-    host = "127.0.0.1" if settings.address in ("", "0.0.0.0") else "[::1]" if settings.address == "::" else settings.address
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}/health"
+    return local_url(settings.address, settings.port) + "/health"
 
 
 def main(argv: list[str] | None = None) -> int:

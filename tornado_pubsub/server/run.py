@@ -134,15 +134,24 @@ class Server:
         await self._stopped.wait()
 
 
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def local_url(address: str, port: int) -> str:
+    """``http://host:port`` to reach a server listening on ``address`` from this
+    machine: loopback for a wildcard address (``::`` is IPv6-only: Tornado
+    sets IPV6_V6ONLY)."""
+    host = _WILDCARDS.get(address, address)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
 def announce(settings: Settings, port: int, processes: int = 1) -> None:
     """On a terminal, one human line on stderr: where to point a browser or a client.
     (The JSON log on stdout is for machines; nothing is printed when stderr is not a tty.)"""
     if not sys.stderr.isatty():
         return
-    wildcard = settings.address in ("", "0.0.0.0", "::")
-    host = "127.0.0.1" if wildcard else settings.address
-    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    where = " (all interfaces)" if wildcard else ""
+    base = local_url(settings.address, port)
+    where = " (all interfaces)" if settings.address in _WILDCARDS else ""
     workers = f" with {processes} processes" if processes > 1 else ""
     print(f"tornado-pubsub listening on {base}{where}{workers}; dashboard {base}/dashboard/", file=sys.stderr, flush=True)
 
