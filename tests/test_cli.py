@@ -303,6 +303,20 @@ def test_sub_takes_several_topics(server):
     assert sorted((e["topic"], e["payload"]) for e in json_lines(out)) == [("left", 1), ("right", 2)]
 
 
+def test_sub_with_wait_for_topic_outlives_the_topic_and_reports_the_new_incarnation(server):
+    cli(server, "create", "phoenix")
+    sub = start_sub(server, "phoenix", "--wait-for-topic", "--count", "2")
+    wait_subscribers(server, "phoenix", 1)
+    cli(server, "pub", "phoenix", '"before"')
+    cli(server, "delete", "phoenix")
+    cli(server, "create", "phoenix")
+    cli(server, "pub", "phoenix", '"after"')
+    code, out, err = finish(sub)
+    assert code == 0, err
+    assert [(e["seq"], e["payload"]) for e in json_lines(out)] == [(1, "before"), (1, "after")]
+    assert "topic recreated or server restarted" in err
+
+
 def test_version_is_printed_and_exits_0():
     result = cli(None, "--version")
     assert result.returncode == 0 and result.stdout.strip() == f"pubsub {tornado_pubsub.__version__}"
