@@ -275,7 +275,7 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             if text:
                 try:
                     yield parse_payload(text, args.json)
-                except UsageError as exc:  # the lines before it were published: say which one stopped it
+                except UsageError as exc:  # stop here, naming the line; some before it may have been sent
                     raise UsageError(f"line {number}: {exc}; stopped there") from None
 
     def on_ack(ack: PublishAck) -> None:
