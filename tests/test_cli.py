@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -12,7 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from .procs import free_port
+import tornado_pubsub
+
+from .procs import PubSub, free_port, redis_server  # noqa: F401  (redis_server is a fixture)
 from .servers import ROOT, ProcServer, clean_env
 
 WAIT = 30.0  # upper bound for any one command or wait
@@ -134,10 +139,10 @@ def test_sub_replays_last_n_or_resumes_since_a_seq(server):
     assert [e["payload"] for e in json_lines(last.stdout)] == ["d", "e"]
     since = cli(server, "sub", "replayed", "--since", "3", "--count", "2")
     events = json_lines(since.stdout)
-    assert [e["seq"] for e in events] == [4, 5] and since.stderr == ""
+    assert [e["seq"] for e in events] == [4, 5] and since.stderr == "pubsub: subscribed to replayed\n"
     other = cli(server, "sub", "replayed", "--since", "3", "--epoch", "an-old-epoch", "--count", "5")
     assert [e["seq"] for e in json_lines(other.stdout)] == [1, 2, 3, 4, 5]
-    assert "topic recreated or server restarted" in one_error_line(other)
+    assert "topic recreated or server restarted" in other.stderr.replace("pubsub: subscribed to replayed\n", "")
 
 
 def test_pub_from_a_file_reports_progress_and_rate_on_stderr(server, tmp_path):
@@ -206,11 +211,138 @@ def test_missing_topic_is_exit_5(server, args):
 
 
 @pytest.mark.parametrize(
-    "args", [("sub",), ("sub", "t", "--last-n", "2", "--since", "1"), ("sub", "t", "--epoch", "e"), ("nosuch",)]
+    "args",
+    [
+        ("sub",),
+        ("sub", "t", "--last-n", "2", "--since", "1"),
+        ("sub", "t", "--epoch", "e"),
+        ("sub", "a", "b", "--since", "1"),
+        ("nosuch",),
+    ],
 )
 def test_bad_usage_is_exit_2(server, args):
     result = cli(server, *args)
     assert result.returncode == 2 and "usage" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_pub_usage_error_shows_the_usage_of_pub(server, tmp_path):
+    result = cli(server, "pub", "x", "--file", str(tmp_path / "absent.txt"))
+    assert result.returncode == 2 and result.stderr.startswith("usage: pubsub pub ")
+    assert "cannot read" in result.stderr.splitlines()[-1]
+
+
+def test_pub_json_refuses_what_is_not_json_and_publishes_nothing(server):
+    cli(server, "create", "strict")
+    for args in [("strict", "{bad", "--json"), ("--json", "strict", "plain words")]:
+        refused = cli(server, "pub", *args)
+        assert refused.returncode == 2 and "usage: pubsub pub" in refused.stderr and "not JSON" in refused.stderr
+    from_stdin = cli(server, "pub", "strict", "--json", stdin='{"n": 1}\n{"n": 2\n')
+    assert from_stdin.returncode == 2 and "line 2: not JSON" in from_stdin.stderr
+    accepted = cli(server, "pub", "strict", '"a string"', "--json")
+    assert accepted.returncode == 0
+    stored = json_lines(accepted.stdout)[0]["seq"]  # 2 if line 1 left before line 2 stopped the rest, else 1
+    events = json_lines(cli(server, "sub", "strict", "--last-n", "5", "--count", str(stored)).stdout)
+    assert [e["payload"] for e in events] in ([{"n": 1}, "a string"], ["a string"])
+
+
+def test_every_command_prints_one_compact_json_document_per_line_when_piped(server):
+    outputs = [
+        cli(server, "create", "styled"),
+        cli(server, "pub", "styled", '{"n": "é"}'),
+        cli(server, "sub", "styled", "--last-n", "1", "--count", "1"),
+        cli(server, "topics"),
+        cli(server, "stats"),
+        cli(server, "health"),
+    ]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        (line,) = result.stdout.splitlines()
+        assert line == json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_sub_on_a_terminal_pretty_prints_and_says_subscribed(server):
+    cli(server, "create", "tty")
+    cli(server, "pub", "tty", '{"n": 1}')
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tornado_pubsub.client.cli", "sub", "tty", "--last-n", "1", "--count", "1"],
+            cwd=ROOT,
+            env=clean_env(PYTHONPATH=str(ROOT), PUBSUB_URL=server.url),
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(terminal)
+        _, err = proc.communicate(timeout=WAIT)
+        printed = b""
+        while True:  # the child exited: read what it left on the terminal, up to EOF (EIO)
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            printed += chunk
+    finally:
+        os.close(controller)
+    text = printed.decode().replace("\r\n", "\n")
+    assert proc.returncode == 0 and err == "pubsub: subscribed to tty\n"
+    assert text.startswith("{\n  ") and json.loads(text)["payload"] == {"n": 1}
+
+
+def test_sub_takes_several_topics(server):
+    for topic in ("left", "right"):
+        cli(server, "create", topic)
+    sub = start_sub(server, "left", "right", "--count", "2")
+    wait_subscribers(server, "right", 1)
+    cli(server, "pub", "left", "1")
+    cli(server, "pub", "right", "2")
+    code, out, err = finish(sub)
+    assert code == 0 and err == "pubsub: subscribed to left, right\n"
+    assert sorted((e["topic"], e["payload"]) for e in json_lines(out)) == [("left", 1), ("right", 2)]
+
+
+def test_sub_with_wait_for_topic_outlives_the_topic_and_reports_the_new_incarnation(server):
+    cli(server, "create", "phoenix")
+    sub = start_sub(server, "phoenix", "--wait-for-topic", "--count", "2")
+    wait_subscribers(server, "phoenix", 1)
+    cli(server, "pub", "phoenix", '"before"')
+    cli(server, "delete", "phoenix")
+    cli(server, "create", "phoenix")
+    cli(server, "pub", "phoenix", '"after"')
+    code, out, err = finish(sub)
+    assert code == 0, err
+    assert [(e["seq"], e["payload"]) for e in json_lines(out)] == [(1, "before"), (1, "after")]
+    assert "topic recreated or server restarted" in err
+
+
+def test_version_is_printed_and_exits_0():
+    result = cli(None, "--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"pubsub {tornado_pubsub.__version__}"
+
+
+def test_every_bench_flag_has_help():
+    from tornado_pubsub.client.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bench = commands.choices["bench"]
+    flags = [a for a in bench._actions if a.option_strings]
+    assert len(flags) >= 8 and all(a.help for a in flags), [a.dest for a in flags if not a.help]
+
+
+def test_a_redis_outage_is_exit_6_not_1(tmp_path, redis_server):
+    server = PubSub(tmp_path, "--broker=redis", f"--redis-url={redis_server.url}").start()
+    try:
+        url = server.base
+        assert cli(None, "create", "stored", PUBSUB_URL=url).returncode == 0
+        redis_server.stop()
+        for args in (("pub", "stored", "1"), ("topics",), ("create", "other")):
+            result = cli(None, *args, PUBSUB_URL=url)
+            assert result.returncode == 6, (args, result.stderr)
+            assert "retry later" in one_error_line(result)
+    finally:
+        server.stop()
 
 
 # -- bench and packaging -------------------------------------------------------------------------------

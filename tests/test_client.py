@@ -17,7 +17,7 @@ from tornado.netutil import bind_sockets
 from tornado_pubsub.server.app import make_app
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.errors import Disconnect
-from tornado_pubsub.client.connection import (
+from tornado_pubsub.client import (
     CLOSED,
     TIMEOUT,
     TOO_BIG,

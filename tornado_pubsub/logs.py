@@ -24,6 +24,8 @@ from tornado_pubsub.core.frames import timestamp
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
 
+#: This process's worker number under ``--processes N`` (1..N), None otherwise.
+_worker: int | None = None
 REDACTED = "[REDACTED]"
 
 #: Query parameters whose values are credentials (PROTOCOL §5.1).
@@ -211,10 +213,27 @@ class _RedactingText(_FrameTime):
         return self.redactor(f"{line} {extra}" if extra else line)
 
 
+class _WorkerField(logging.Filter):
+    """Adds ``worker`` to every record of a worker process, Tornado's included,
+    so the interleaved output of N workers can be told apart."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _worker is not None:
+            record.worker = _worker
+        return True
+
+
+def set_worker(worker: int | None) -> None:
+    """Label every later log record of this process with ``worker`` (called after the fork)."""
+    global _worker
+    _worker = worker
+
+
 def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | None) -> None:
     """Route every logger (ours and Tornado's) to stdout in ``fmt``, redacting ``secrets``."""
     redactor = Redactor(*secrets)
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_WorkerField())
     handler.setFormatter(_RedactingJson(redactor) if fmt == "json" else _RedactingText(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):

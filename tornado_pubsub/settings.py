@@ -10,6 +10,7 @@ that the rest of the server reads.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -225,6 +226,55 @@ def _parser() -> OptionParser:
         help=f"config file in tornado.options syntax (read if present; default {DEFAULT_CONFIG})",
     )
     return parser
+
+
+#: PUBSUB_* variables that are not server settings but are read by the
+#: ``pubsub`` command line (an operator's shell often has them set).
+CLIENT_VARIABLES = ("PUBSUB_URL",)
+
+
+def help_text(prog: str = "python -m tornado_pubsub") -> str:
+    """``--help``: every setting with its flag, environment variable and default.
+
+    Written here rather than by ``tornado.options`` so it shows no machine
+    paths (Tornado groups options under the file that defined them)."""
+    defaults = Settings()
+    lines = [
+        f"usage: {prog} [--name=value ...]",
+        "",
+        "A WebSocket publish/subscribe server. Every setting is a flag (--name=value, '-' or '_'),",
+        f"an environment variable {ENV_PREFIX}NAME and a line in the config file; flag > variable > file.",
+        "",
+        "settings:",
+    ]
+    for name, (_kind, text) in _HELP.items():
+        default = getattr(defaults, name)
+        shown = "unset" if default in (None, ()) else ",".join(default) if isinstance(default, tuple) else default
+        lines.append(f"  --{name.replace('_', '-')}=VALUE  ({ENV_PREFIX}{name.upper()})")
+        lines.append(f"      {text} (default {shown})")
+    lines += [
+        f"  --config=PATH  ({ENV_PREFIX}CONFIG)",
+        f"      config file in tornado.options syntax, read if present (default {DEFAULT_CONFIG})",
+        "",
+        "other options:",
+        "  -h, --help     show this help and exit",
+        "  --version      show the version and exit",
+    ]
+    return "\n".join(lines)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``PUBSUB_*`` variables that name no setting (a typo is otherwise silently
+    ignored), each with the closest known name or None."""
+    known = [ENV_PREFIX + name.upper() for name in _HELP] + [ENV_PREFIX + "CONFIG"]
+    unknown = []
+    for variable in sorted(environ):
+        if variable.startswith(ENV_PREFIX) and variable not in known and variable not in CLIENT_VARIABLES:
+            # Compared without the shared prefix, which would make every name look close.
+            names = {v[len(ENV_PREFIX) :]: v for v in known}
+            close = difflib.get_close_matches(variable[len(ENV_PREFIX) :], names, n=1, cutoff=0.6)
+            unknown.append((variable, names[close[0]] if close else None))
+    return unknown
 
 
 def _flag_names(argv: Sequence[str]) -> set[str]:

@@ -1,23 +1,19 @@
 """The client side: ``PubSubClient`` (Python, with automatic reconnect and
-resume; in ``connection``) and the ``pubsub`` command line (``cli``)."""
+resume; in ``connection``, its subscriptions in ``subscription``, its errors
+in ``errors``) and the ``pubsub`` command line (``cli``)."""
 
-from tornado_pubsub.client.connection import (
+from tornado_pubsub.client.connection import DEFAULT_URL, PubSubClient, PublishAck, endpoints
+from tornado_pubsub.client.errors import (
     BAD_RESPONSE,
     CLOSED,
     CONNECTION_LOST,
     DEFAULT_TIMEOUT,
-    DEFAULT_URL,
     TIMEOUT,
     TOO_BIG,
     UNREACHABLE,
     ClientError,
-    Gap,
-    Message,
-    PubSubClient,
-    PublishAck,
-    Subscription,
-    endpoints,
 )
+from tornado_pubsub.client.subscription import Gap, Message, Subscription, SubscriptionEnded
 
 __all__ = [
     "BAD_RESPONSE",
@@ -34,5 +30,6 @@ __all__ = [
     "PubSubClient",
     "PublishAck",
     "Subscription",
+    "SubscriptionEnded",
     "endpoints",
 ]

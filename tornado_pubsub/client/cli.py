@@ -1,34 +1,39 @@
 """``pubsub`` (or ``python -m tornado_pubsub.client.cli``): the command line for a tornado-pubsub server.
 
     pubsub create orders
-    pubsub sub orders --last-n 10          # one JSON line per event
+    pubsub sub orders audit --last-n 10    # one JSON document per event
     pubsub pub orders '{"id": 1}'
+    pubsub pub orders --json '{"id": 1}'   # refuse anything that is not JSON
     seq 1000 | pubsub pub orders           # one message per line
     pubsub topics | stats | health | delete orders | bench
     pubsub token --sub 42 --allow subscribe:user.42 --ttl 1h   # mint a user token (offline)
 
-Results go to stdout as JSON; progress, notices and errors go to stderr, errors
-as one line.  Exit codes: 0 ok, 1 refused by the server, 2 bad usage,
-3 server unreachable or connection lost, 4 unauthorized, 5 topic not found.
+Results go to stdout as JSON, in one style for every command: one compact
+document per line when stdout is a pipe or a file, indented on a terminal.
+Progress, notices and errors go to stderr, errors as one line.
+
+Exit codes (also in ``--help``): 0 ok, 1 refused by the server, 2 bad usage
+or bad input, 3 server unreachable or connection lost, 4 unauthorized or
+forbidden, 5 topic not found, 6 server unavailable (it answered, but cannot
+serve now: its Redis is down, it is draining, or it failed internally; retry
+later), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import dataclasses
 import json
 import logging
 import os
 import signal
-import stat
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterable, AsyncIterator, BinaryIO, Callable
+from typing import Any, AsyncIterator
 
-from tornado_pubsub.client.connection import (
+from tornado_pubsub.client import (
     CLOSED,
     CONNECTION_LOST,
     DEFAULT_TIMEOUT,
@@ -41,19 +46,37 @@ from tornado_pubsub.client.connection import (
     PublishAck,
     PubSubClient,
 )
-from tornado_pubsub.core.errors import TOPIC_NOT_FOUND, UNAUTHORIZED
-
-WINDOW = 64  # publishes in flight at once when sending many
+from tornado_pubsub import __version__
+from tornado_pubsub.client.publishing import Progress, count_lines, publish_windowed, read_lines
+from tornado_pubsub.core.errors import FORBIDDEN, INTERNAL, SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
+EXIT_UNAVAILABLE = 6
+EXIT_CODES = (
+    "exit codes: 0 ok, 1 refused by the server, 2 bad usage or input, 3 unreachable or connection lost, "
+    "4 unauthorized or forbidden, 5 topic not found, 6 server unavailable (retry later), 130 interrupted"
+)
 _EXIT_FOR_CODE = {
     UNREACHABLE: EXIT_UNREACHABLE,
     CONNECTION_LOST: EXIT_UNREACHABLE,
     TIMEOUT: EXIT_UNREACHABLE,
     CLOSED: EXIT_UNREACHABLE,
     UNAUTHORIZED: EXIT_UNAUTHORIZED,
+    FORBIDDEN: EXIT_UNAUTHORIZED,
     TOPIC_NOT_FOUND: EXIT_NOT_FOUND,
+    # The server answered but cannot serve now: a Redis outage (INTERNAL with
+    # HTTP 503 on REST, INTERNAL on the WebSocket), a draining server, a fault.
+    INTERNAL: EXIT_UNAVAILABLE,
+    SHUTTING_DOWN: EXIT_UNAVAILABLE,
+    "UNAVAILABLE": EXIT_UNAVAILABLE,
 }
+
+
+def exit_code_for(error: ClientError) -> int:
+    """The exit code for a failed command: by protocol code, and any HTTP 503 is "unavailable"."""
+    if error.status == 503:
+        return EXIT_UNAVAILABLE
+    return _EXIT_FOR_CODE.get(error.code, EXIT_REFUSED)
 _HINT = {
     UNREACHABLE: " (is the server running? set --url or PUBSUB_URL)",
     UNAUTHORIZED: " (set --api-key or PUBSUB_API_KEY)",
@@ -61,7 +84,12 @@ _HINT = {
 
 
 class Output:
-    """stdout for results (one JSON document per line), stderr for people."""
+    """stdout for results, stderr for people.
+
+    Every JSON document (a REST result, an event, an ack) is written the same
+    way: compact on one line when stdout is a pipe or a file (so ``jq`` and
+    ``while read`` work), indented when it is a terminal.
+    """
 
     def __init__(self) -> None:
         self.pretty = sys.stdout.isatty()
@@ -80,11 +108,10 @@ class Output:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def result(self, obj: Any) -> None:
-        self._write(json.dumps(obj, indent=2 if self.pretty else None, ensure_ascii=False))
-
-    def line(self, obj: Any) -> None:
-        """One compact JSON line (streams: sub events, publish acks)."""
-        self._write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+        if self.pretty:
+            self._write(json.dumps(obj, indent=2, ensure_ascii=False))
+        else:
+            self._write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
     def text(self, text: str) -> None:
         """One line of plain text (a token)."""
@@ -94,11 +121,14 @@ class Output:
         print(f"pubsub: {text}", file=sys.stderr, flush=True)
 
 
-def parse_payload(text: str) -> Any:
-    """A JSON value when ``text`` is JSON, else the text itself as a string."""
+def parse_payload(text: str, strict: bool = False) -> Any:
+    """A JSON value when ``text`` is JSON, else the text itself as a string;
+    with ``strict`` (``pub --json``) anything that is not JSON is a ``UsageError``."""
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as exc:
+        if strict:
+            raise UsageError(f"not JSON ({exc}): {text[:60]!r}") from None
         return text
 
 
@@ -130,7 +160,7 @@ async def cmd_stats(client: PubSubClient, args: argparse.Namespace, out: Output)
 async def cmd_health(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
     body = await client.health()
     out.result(body)
-    return EXIT_OK if body.get("status", "ok") == "ok" else EXIT_REFUSED
+    return EXIT_OK if body.get("status", "ok") == "ok" else EXIT_UNAVAILABLE
 
 
 # -- sub ------------------------------------------------------------------------------------
@@ -143,6 +173,14 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
+    """Subscribe to every topic given; the command ends with the first subscription
+    that ends (a topic deleted, a resume refused), so none ends unnoticed."""
+    if args.epoch is not None and args.since is None:
+        raise UsageError("--epoch goes with --since")
+    if args.since is not None and len(args.topics) > 1:
+        raise UsageError("--since resumes one topic: give a single TOPIC")
+    if len(set(args.topics)) != len(args.topics):
+        raise UsageError("a TOPIC is given twice")
     stop = asyncio.Event()
     _stop_on_signals(stop)
     received = 0
@@ -152,7 +190,7 @@ async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -
         if args.count is not None and received >= args.count:
             return
         received += 1
-        out.line(
+        out.result(
             {
                 "topic": message.topic,
                 "seq": message.seq,
@@ -172,120 +210,52 @@ async def cmd_sub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             first_lost = gap.after_seq + 1 if gap.after_seq is not None else "?"
             out.note(f"{gap.topic}: messages {first_lost}..{gap.first_seq - 1} were lost ({gap.reason})")
 
-    if args.epoch is not None and args.since is None:
-        raise UsageError("--epoch goes with --since")
     await client.connect()
-    sub = await client.subscribe(
-        args.topic, on_message, last_n=args.last_n, on_gap=on_gap, since_seq=args.since, epoch=args.epoch
-    )
+    subs = [
+        await client.subscribe(
+            topic,
+            on_message,
+            last_n=args.last_n,
+            on_gap=on_gap,
+            since_seq=args.since,
+            epoch=args.epoch,
+            wait_for_topic=args.wait_for_topic,
+        )
+        for topic in args.topics
+    ]
+    out.note(f"subscribed to {', '.join(args.topics)}")
     if args.count == 0:
         return EXIT_OK
-    ended = asyncio.ensure_future(sub.wait())
+    ends = {asyncio.ensure_future(sub.wait()): sub.topic for sub in subs}
     stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([ended, stopped], return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
+    done, _ = await asyncio.wait([*ends, stopped], return_when=asyncio.FIRST_COMPLETED)
+    for future in [*ends, stopped]:
+        future.cancel()
     if stop.is_set():
-        ended.cancel()
         return EXIT_OK
-    reason = ended.result()
+    ended = next(f for f in ends if f in done)
+    topic, reason = ends[ended], ended.result()
     if reason in ("topic_deleted", "topic_not_found"):
-        out.note(f"topic {args.topic!r} no longer exists ({reason})")
+        out.note(f"topic {topic!r} no longer exists ({reason})")
         return EXIT_NOT_FOUND
     if reason == "unauthorized":
         out.note("unauthorized on reconnect" + _HINT[UNAUTHORIZED])
         return EXIT_UNAUTHORIZED
-    out.note(f"subscription ended: {reason}")
+    out.note(f"subscription to {topic} ended: {reason}")
     return EXIT_UNREACHABLE
 
 
 # -- pub ------------------------------------------------------------------------------------
 
 
-async def _lines(source: BinaryIO) -> AsyncIterator[bytes]:
-    """Lines of a file, or of stdin without blocking the event loop when it is a pipe."""
-    if stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-        for line in source:
-            yield line
-        return
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), source)
-    while line := await reader.readline():
-        yield line
-
-
-def _count_lines(path: str) -> int | None:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
-        return None
-
-
-async def _publish_windowed(
-    client: PubSubClient, topic: str, payloads: AsyncIterable[Any], on_ack: Callable[[PublishAck], None]
-) -> None:
-    """Publish every payload with up to WINDOW publishes in flight; ``on_ack`` sees the acks in order.
-
-    The first failure is raised and the publishes still in flight are cancelled.
-    """
-    inflight: collections.deque[asyncio.Future[PublishAck]] = collections.deque()
-    try:
-        async for payload in payloads:
-            inflight.append(asyncio.ensure_future(client.publish(topic, payload)))
-            if len(inflight) >= WINDOW:
-                on_ack(await inflight.popleft())
-        while inflight:
-            on_ack(await inflight.popleft())
-    finally:
-        for future in inflight:
-            future.cancel()
-        # A publish whose reply was already in can still end in its own error: collect
-        # them all, so asyncio does not print each one as "never retrieved".
-        await asyncio.gather(*inflight, return_exceptions=True)
-
-
-class Progress:
-    """``published N/TOTAL  R msg/s`` on stderr: redrawn in place on a terminal, summarised at the end."""
-
-    def __init__(self, out: Output, total: int | None) -> None:
-        self.out = out
-        self.total = total
-        self.done = 0
-        self.started = time.monotonic()
-        self._drawn = 0.0
-
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.started, 1e-9)
-
-    def tick(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if self.out.progress and now - self._drawn >= 0.1:
-            self._drawn = now
-            sys.stderr.write("\r" + self._bar() + f"  {self.rate():,.0f} msg/s ")
-            sys.stderr.flush()
-
-    def _bar(self, width: int = 30) -> str:
-        if not self.total:
-            return f"published {self.done:,}"
-        filled = int(width * self.done / self.total)
-        return f"[{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,}"
-
-    def finish(self, topic: str) -> None:
-        if self.out.progress:
-            sys.stderr.write("\r\033[K")
-        elapsed = time.monotonic() - self.started
-        self.out.note(f"published {self.done} messages to {topic} in {elapsed:.2f}s ({self.rate():,.0f} msg/s)")
-
-
 async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
-    await client.connect()
     if args.payload is not None:
         if args.file is not None:
             raise UsageError("give a PAYLOAD or --file, not both")
-        ack = await client.publish(args.topic, parse_payload(args.payload), id=args.id)
-        out.line(dataclasses.asdict(ack))
+        payload = parse_payload(args.payload, args.json)  # refused before connecting
+        await client.connect()
+        ack = await client.publish(args.topic, payload, id=args.id)
+        out.result(dataclasses.asdict(ack))
         return EXIT_OK
     if args.id is not None:
         raise UsageError("--id applies to a single PAYLOAD")
@@ -298,22 +268,28 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
             source = open(args.file, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-        total = _count_lines(args.file) if out.progress else None  # only the drawn bar shows it
+        total = count_lines(args.file) if out.progress else None  # only the drawn bar shows it
+    await client.connect()
     progress = Progress(out, total)
 
     async def payloads() -> AsyncIterator[Any]:
-        async for raw in _lines(source):
+        number = 0
+        async for raw in read_lines(source):
+            number += 1
             text = raw.decode("utf-8", "replace").strip()
             if text:
-                yield parse_payload(text)
+                try:
+                    yield parse_payload(text, args.json)
+                except UsageError as exc:  # stop here, naming the line; some before it may have been sent
+                    raise UsageError(f"line {number}: {exc}; stopped there") from None
 
     def on_ack(ack: PublishAck) -> None:
         progress.tick()
         if args.acks:
-            out.line(dataclasses.asdict(ack))
+            out.result(dataclasses.asdict(ack))
 
     try:
-        await _publish_windowed(client, args.topic, payloads(), on_ack)
+        await publish_windowed(client, args.topic, payloads(), on_ack)
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -359,7 +335,7 @@ async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output)
             await sub.subscribe(topic, on_message)
         await client.connect()
         started = time.perf_counter()
-        await _publish_windowed(client, topic, payloads(), lambda ack: None)
+        await publish_windowed(client, topic, payloads(), lambda ack: None)
         published = time.perf_counter() - started
         try:
             await asyncio.wait_for(all_in.wait(), args.wait)
@@ -487,40 +463,47 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pubsub",
         parents=[common],
         description="Command line for a tornado-pubsub server.",
-        epilog="exit codes: 0 ok, 1 refused by the server, 2 bad usage, 3 unreachable, 4 unauthorized, 5 topic not found",
+        epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"pubsub {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text, epilog=EXIT_CODES)
+        p.set_defaults(handler=handler, parser=p)  # a UsageError shows this command's usage
         return p
 
     command("topics", cmd_topics, "list topics and their subscriber counts")
     command("create", cmd_create, "create a topic").add_argument("name")
     command("delete", cmd_delete, "delete a topic (its subscribers are told)").add_argument("name")
     command("stats", cmd_stats, "per-topic message, subscriber and drop counters")
-    command("health", cmd_health, "server health (exit 1 while draining)")
+    command("health", cmd_health, "server health (exit 6 while draining)")
 
-    sub = command("sub", cmd_sub, "subscribe and print one JSON line per event")
-    sub.add_argument("topic")
+    sub = command("sub", cmd_sub, "subscribe to one or more topics and print one JSON document per event")
+    sub.add_argument("topics", nargs="+", metavar="TOPIC")
     start = sub.add_mutually_exclusive_group()
     start.add_argument("--last-n", type=_non_negative, help="replay up to N retained messages first")
     start.add_argument("--since", type=_non_negative, metavar="SEQ", help="resume after seq SEQ")
     sub.add_argument("--epoch", help="the epoch SEQ belongs to (from a printed event); a different one is reported")
-    sub.add_argument("--count", type=_non_negative, help="exit after N events")
+    sub.add_argument("--count", type=_non_negative, help="exit after N events (all topics together)")
+    sub.add_argument(
+        "--wait-for-topic",
+        action="store_true",
+        help="when a topic is deleted or lost in a server restart, wait for it to exist again instead of exiting",
+    )
 
     pub = command("pub", cmd_pub, "publish PAYLOAD, or one message per line of --file or stdin")
     pub.add_argument("topic")
-    pub.add_argument("payload", nargs="?", help="JSON value (anything else is sent as a string)")
+    pub.add_argument("payload", nargs="?", help="JSON value (anything else is sent as a string, unless --json)")
+    pub.add_argument("--json", action="store_true", help="refuse (exit 2) a payload or line that is not JSON")
     pub.add_argument("--file", "-f", help="file with one message per line ('-': stdin)")
     pub.add_argument("--id", help="message id (UUID) for an idempotent single publish")
     pub.add_argument("--acks", action="store_true", help="print every ack when publishing many")
 
     bench = command("bench", cmd_bench, "measure fan-out: one publisher, N subscribers")
-    bench.add_argument("--subscribers", type=_positive, default=10)
-    bench.add_argument("--messages", type=_positive, default=2000)
-    bench.add_argument("--size", type=_non_negative, default=100, help="payload padding in bytes")
+    bench.add_argument("--subscribers", type=_positive, default=10, help="subscriber connections (default 10)")
+    bench.add_argument("--messages", type=_positive, default=2000, help="messages to publish (default 2000)")
+    bench.add_argument("--size", type=_non_negative, default=100, help="payload padding in bytes (default 100)")
     bench.add_argument("--topic", help="topic to create for the run (default: a random bench-* name)")
     bench.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every delivery (default 30)")
 
@@ -551,8 +534,10 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     try:
         return await args.handler(client, args, out)
     except ClientError as exc:
-        out.note(f"{exc.code.lower().replace('_', ' ')}: {exc.message}{_HINT.get(exc.code, '')}")
-        return _EXIT_FOR_CODE.get(exc.code, EXIT_REFUSED)
+        code = exit_code_for(exc)
+        hint = " (the server cannot serve now; retry later)" if code == EXIT_UNAVAILABLE else _HINT.get(exc.code, "")
+        out.note(f"{exc.code.lower().replace('_', ' ')}: {exc.message}{hint}")
+        return code
     finally:
         await client.close()
 
@@ -560,7 +545,12 @@ async def run(args: argparse.Namespace, out: Output) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``pubsub`` and ``python -m tornado_pubsub.client.cli``; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "pub" and args.payload is None and len(extra) == 1 and not extra[0].startswith("-"):
+        # argparse matches an optional positional too early: `pub t --json '{..}'` leaves the payload over.
+        args.payload, extra = extra[0], []
+    if extra:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="pubsub: %(message)s", stream=sys.stderr)
     if args.command == "sub":  # say so when a subscription reconnects
         logging.getLogger("tornado_pubsub.client").setLevel(logging.INFO)
@@ -570,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_token(args, out)
         return asyncio.run(run(args, out))
     except UsageError as exc:
-        parser.error(str(exc))  # exits 2
+        getattr(args, "parser", parser).error(str(exc))  # the command's usage, then exit 2
     except KeyboardInterrupt:
         return 130
     return EXIT_OK

@@ -6,6 +6,9 @@ Example::
         await client.subscribe("orders", lambda m: print(m.seq, m.payload))
         ack = await client.publish("orders", {"n": 1})   # ack.seq, ack.duplicate
 
+        async for message in await client.subscribe("orders", last_n=10):
+            print(message.seq, message.payload)           # SubscriptionEnded if the topic is deleted
+
 Guarantee: for each subscription the handler sees messages in seq order, each
 at most once, with no silent gap.  When the connection drops, the client
 reconnects with exponential backoff and jitter and re-subscribes with
@@ -35,64 +38,31 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_pubsub.core.errors import CLOSE_TOO_BIG, SHUTTING_DOWN, UNAUTHORIZED, PubSubError
+from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT, TOKEN_FAILED
+from tornado_pubsub.client.errors import ClientError
+from tornado_pubsub.client.errors import error_from_http, loss_error
+from tornado_pubsub.client.recovery import RETRYABLE, Recovery
+from tornado_pubsub.client.rest import RestCalls
+from tornado_pubsub.client.subscription import Gap, Message  # noqa: F401  (re-exported: their home before the split)
+from tornado_pubsub.client.subscription import (
+    DEFAULT_MAX_BUFFERED,
+    TOPIC_DELETED,
+    UNSUBSCRIBED,
+    EndHandler,
+    GapHandler,
+    Handler,
+    Subscription,
+    call_back,
+)
+from tornado_pubsub.core.errors import CLOSE_NORMAL, UNAUTHORIZED
 
 log = logging.getLogger("tornado_pubsub.client")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its reply
 
-# Client-side codes, next to the protocol's own (TOPIC_NOT_FOUND, UNAUTHORIZED, ...).
-UNREACHABLE = "UNREACHABLE"  # no server answered at the URL
-CONNECTION_LOST = "CONNECTION_LOST"  # the connection dropped before the reply came
-TIMEOUT = "TIMEOUT"  # no reply within request_timeout
-CLOSED = "CLOSED"  # the client was closed, or gave up reconnecting
-BAD_RESPONSE = "BAD_RESPONSE"  # the server's answer was not the JSON the contract promises
-TOO_BIG = "TOO_BIG"  # the server closed the connection (1009): a frame exceeded its max_message_size
-
-# A publish that failed for one of these reasons never reached history twice:
-# resending the same message id after the reconnect is safe.
-_RETRYABLE = (CONNECTION_LOST, SHUTTING_DOWN)
-
-
-class ClientError(PubSubError):
-    """A failed client operation: ``code`` is the protocol error code (e.g.
-    ``TOPIC_NOT_FOUND``) or a client-side one (``UNREACHABLE``, ``TIMEOUT``,
-    ``CONNECTION_LOST``, ``CLOSED``); ``status`` is the HTTP status if any."""
-
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
-        super().__init__(code, message, status)
-        self.status = status  # None when no HTTP status was involved
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    """One event as the handler sees it; ``seq`` is meaningful with ``epoch``."""
-
-    topic: str
-    id: str
-    payload: Any
-    seq: int | None
-    ts: str
-    epoch: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Gap:
-    """Messages the handler will never see.
-
-    ``reason`` is ``epoch_changed`` (the topic was recreated or the server
-    restarted: seqs start again), ``evicted`` (seqs ``after_seq+1 ..
-    first_seq-1`` left the server's history while disconnected) or
-    ``dropped`` (the server dropped them for a slow reader).  The next
-    message delivered has seq ``first_seq`` in ``epoch``.
-    """
-
-    topic: str
-    reason: str
-    epoch: str | None
-    after_seq: int | None
-    first_seq: int
+#: A token, or a function (plain or coroutine) returning a fresh one each time it is called.
+TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
+StateHandler = Callable[..., Union[None, Awaitable[None]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +73,6 @@ class PublishAck:
     id: str
     seq: int | None
     duplicate: bool
-
-
-Handler = Callable[[Message], Union[None, Awaitable[None]]]
-GapHandler = Callable[[Gap], Union[None, Awaitable[None]]]
 
 
 def endpoints(url: str) -> tuple[str, str]:
@@ -124,143 +90,7 @@ def endpoints(url: str) -> tuple[str, str]:
     return http, ws
 
 
-def _loss_error(close_code: int | None, reason: str | None) -> ClientError:
-    """Why requests in flight failed when the connection closed under them."""
-    if close_code == CLOSE_TOO_BIG:  # resending the same frame would only close the next connection
-        return ClientError(TOO_BIG, "the server closed the connection: a frame exceeded its max_message_size")
-    detail = f" (close code {close_code}{': ' + reason if reason else ''})" if close_code else ""
-    return ClientError(CONNECTION_LOST, f"connection lost before the reply arrived{detail}")
-
-
-def _error_from_http(exc: Exception, what: str) -> ClientError:
-    """A ``ClientError`` from a failed HTTP exchange (REST call or WebSocket handshake)."""
-    if isinstance(exc, tornado.httpclient.HTTPClientError) and exc.response is not None and exc.code != 599:
-        try:
-            error = json.loads(exc.response.body or b"")["error"]
-            return ClientError(error["code"], error["message"], exc.code)
-        except (ValueError, KeyError, TypeError):
-            return ClientError(BAD_RESPONSE, f"{what}: HTTP {exc.code} {exc.message}", exc.code)
-    if isinstance(exc, tornado.httpclient.HTTPClientError):  # 599: timeout or connection failure
-        return ClientError(UNREACHABLE, f"{what}: {exc.message}")
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return ClientError(UNREACHABLE, f"{what}: {reason}")
-
-
-class Subscription:
-    """One topic's subscription: position (epoch, last seq) and in-order delivery.
-
-    Frames are sorted here on the reader's side (dedupe, gap detection) and
-    handed to a per-subscription task, so a slow or awaiting handler never
-    stops the client from reading acks and pongs.  The hand-over queue is
-    unbounded: a handler that is slower than the stream for long grows this
-    process's memory (the server's own queue stays bounded).
-    """
-
-    def __init__(self, topic: str, handler: Handler, on_gap: GapHandler | None, last_n: int | None = None) -> None:
-        self.topic = topic
-        self.handler = handler
-        self.on_gap = on_gap
-        self.last_n = last_n  # messages to replay when subscribing without a known position
-        self.epoch: str | None = None
-        #: seq of the last message queued for the handler (None: not known yet).
-        self.last_seq: int | None = None
-        self.acked = False
-        self.duplicates = 0  # events ignored because their seq was already seen
-        self.gaps = 0
-        self._resume_from = 0  # since_seq for a resume before the first event arrived
-        self._before_resume: tuple[str | None, int | None] = (None, None)
-        self._items: asyncio.Queue[Message | Gap | None] = asyncio.Queue()
-        self._task = asyncio.ensure_future(self._deliver())
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    # -- reader side: called synchronously, in frame order -------------------------
-
-    def subscribe_frame(self) -> dict[str, Any]:
-        """The subscribe frame: a resume when a position is known, else ``last_n``."""
-        frame: dict[str, Any] = {"type": "subscribe", "topic": self.topic}
-        if self.epoch is not None or self.last_seq is not None:
-            since = self.last_seq if self.last_seq is not None else self._resume_from
-            frame["since_seq"] = since
-            if self.epoch is not None:
-                frame["epoch"] = self.epoch
-            self._before_resume = (self.epoch, since)
-        elif self.last_n:
-            frame["last_n"] = self.last_n
-        return frame
-
-    def on_ack(self, frame: dict[str, Any]) -> None:
-        resumed = "recovered" in frame
-        self.epoch = frame.get("epoch")
-        last = frame.get("last_seq")
-        if not resumed and isinstance(last, int):
-            if self.last_n:  # a replay of up to last_n messages follows; a resume would ask for the same
-                self._resume_from = max(0, last - self.last_n)
-            else:
-                self.last_seq = last
-        self.acked = True
-
-    def on_history_gap(self, frame: dict[str, Any]) -> None:
-        old_epoch, after = self._before_resume
-        epoch = frame.get("epoch")
-        first = int(frame.get("first_seq") or 1)
-        reason = "epoch_changed" if old_epoch is not None and old_epoch != epoch else "evicted"
-        self._gap(Gap(self.topic, reason, epoch, after, first))
-
-    def on_event(self, frame: dict[str, Any]) -> None:
-        seq = frame.get("seq")
-        if isinstance(seq, int) and self.last_seq is not None:
-            if seq <= self.last_seq:
-                self.duplicates += 1
-                return
-            if seq > self.last_seq + 1:
-                self._gap(Gap(self.topic, "dropped", self.epoch, self.last_seq, seq))
-        if isinstance(seq, int):
-            self.last_seq = seq
-        message = frame.get("message") or {}
-        self._items.put_nowait(
-            Message(self.topic, message.get("id"), message.get("payload"), seq, frame.get("ts", ""), self.epoch)
-        )
-
-    def _gap(self, gap: Gap) -> None:
-        self.gaps += 1
-        self.last_seq = gap.first_seq - 1
-        self._items.put_nowait(gap)
-
-    def end(self, reason: str) -> None:
-        """Stop delivering after what is already queued; ``ended`` resolves to ``reason``."""
-        if not self.ended.done():
-            self.ended.set_result(reason)
-            self._items.put_nowait(None)
-
-    # -- delivery task -------------------------------------------------------------
-
-    async def _deliver(self) -> None:
-        while True:
-            item = await self._items.get()
-            if item is None:
-                return
-            if isinstance(item, Gap) and self.on_gap is None:
-                log.warning("subscription to %s has a gap: %s", self.topic, item)
-                continue
-            try:
-                result = self.handler(item) if isinstance(item, Message) else self.on_gap(item)  # type: ignore[misc]
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # one failing message must not end the subscription
-                log.exception("handler for %s failed on %r", self.topic, item)
-
-    async def wait(self) -> str:
-        """Wait until the subscription ends and its queued messages were handled; returns why it ended."""
-        reason = await self.ended
-        await asyncio.shield(self._task)
-        return reason
-
-    def cancel(self) -> None:
-        self.end("closed")
-        self._task.cancel()
-
-
-class PubSubClient:
+class PubSubClient(Recovery, RestCalls):
     """A tornado-pubsub client: one WebSocket with automatic resume, plus REST calls.
 
     ``url`` is the server's base URL (``http://host:port``, with the prefix if
@@ -270,6 +100,19 @@ class PubSubClient:
     doubling up to ``backoff_max`` (each delay randomized between half and all
     of it, so many clients do not reconnect in lockstep), forever unless
     ``max_attempts`` is set; a refused API key stops it at once.
+
+    ``token`` (a string, or a function or coroutine function returning one,
+    called for every handshake) is sent as ``Authorization: Bearer``; when the
+    server warns ``token_expiring`` the function is called again and the new
+    token sent in an ``auth`` frame.  Neither the token nor the key is ever
+    logged.
+
+    Connection-state callbacks (plain or coroutine functions; a failure is
+    logged): ``on_connected(reconnect: bool)`` after every successful
+    handshake, ``on_disconnected(error: ClientError)`` when an open
+    connection is lost (``error.code`` ``CONNECTION_LOST`` or ``TOO_BIG``),
+    ``on_reconnecting(attempt: int, delay: float)`` before each reconnect
+    attempt.  They run in the order of the events.
     """
 
     def __init__(
@@ -285,6 +128,10 @@ class PubSubClient:
         backoff_max: float = 10.0,
         max_attempts: int | None = None,
         keepalive: float = 20.0,
+        token: TokenSource | None = None,
+        on_connected: StateHandler | None = None,
+        on_disconnected: StateHandler | None = None,
+        on_reconnecting: StateHandler | None = None,
     ) -> None:
         self.http_url, self.ws_url = endpoints(url)
         self.api_key = api_key
@@ -296,6 +143,10 @@ class PubSubClient:
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts
         self.keepalive = keepalive
+        self.token = token
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.on_reconnecting = on_reconnecting
         self.reconnects = 0  # successful reconnections so far
         self.subscriptions: dict[str, Subscription] = {}
         self._conn: tornado.websocket.WebSocketClientConnection | None = None
@@ -304,9 +155,40 @@ class PubSubClient:
         self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], Callable[[dict[str, Any]], None] | None]] = {}
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
+        # State callbacks run one after another on this task chain, so they are
+        # seen in the order the events happened even when they await.
+        self._notified: asyncio.Future[None] | None = None
 
-    def _headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.api_key} if self.api_key is not None else {}
+    async def _fresh_token(self) -> str | None:
+        """The token to present now (the function is called each time); raises
+        ``ClientError`` ``TOKEN_FAILED`` when the function fails (its message is
+        not shown: it might hold the token)."""
+        if self.token is None or isinstance(self.token, str):
+            return self.token
+        try:
+            token = self.token()
+            return await token if inspect.isawaitable(token) else token
+        except Exception as exc:
+            raise ClientError(TOKEN_FAILED, f"the token function raised {type(exc).__name__}") from None
+
+    async def _headers(self) -> dict[str, str]:
+        headers = {"X-API-Key": self.api_key} if self.api_key is not None else {}
+        token = await self._fresh_token()
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _notify(self, callback: StateHandler | None, *args: Any) -> None:
+        if callback is None:
+            return
+        previous = self._notified
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            await call_back(callback, *args)
+
+        self._notified = asyncio.ensure_future(run())
 
     # -- connection ----------------------------------------------------------------
 
@@ -320,6 +202,7 @@ class PubSubClient:
             return self
         self._conn = await self._open()
         self._connected.set()
+        self._notify(self.on_connected, False)
         self._runner = asyncio.ensure_future(self._run())
         return self
 
@@ -337,7 +220,7 @@ class PubSubClient:
     async def _open(self) -> tornado.websocket.WebSocketClientConnection:
         request = tornado.httpclient.HTTPRequest(
             self.ws_url,
-            headers=self._headers(),
+            headers=await self._headers(),
             connect_timeout=self.connect_timeout,
             request_timeout=self.connect_timeout,
         )
@@ -352,7 +235,7 @@ class PubSubClient:
             StreamClosedError,
             asyncio.TimeoutError,
         ) as exc:
-            raise _error_from_http(exc, f"cannot connect to {self.ws_url}") from None
+            raise error_from_http(exc, f"cannot connect to {self.ws_url}") from None
 
     async def _run(self) -> None:
         """Read frames; after a loss, reconnect and resume until closed."""
@@ -365,8 +248,12 @@ class PubSubClient:
                     break
                 self._on_raw(raw)
             self._connected.clear()
-            self._fail_pending(_loss_error(conn.close_code, conn.close_reason))
-            if self._closing.is_set() or not self.reconnect:
+            loss = loss_error(conn.close_code, conn.close_reason)
+            self._fail_pending(loss)
+            if self._closing.is_set():
+                break
+            self._notify(self.on_disconnected, loss)
+            if not self.reconnect:
                 break
             log.info("connection to %s lost (code %s); reconnecting", self.ws_url, conn.close_code)
             conn, reason = await self._reconnect()
@@ -379,8 +266,10 @@ class PubSubClient:
         while not self._closing.is_set():
             delay = min(self.backoff_max, self.backoff_min * 2**attempt)
             attempt += 1
+            delay *= random.uniform(0.5, 1.0)
+            self._notify(self.on_reconnecting, attempt, delay)
             try:
-                await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+                await asyncio.wait_for(self._closing.wait(), delay)
                 break  # closed while waiting
             except asyncio.TimeoutError:
                 pass
@@ -402,22 +291,10 @@ class PubSubClient:
                 len(self.subscriptions),
             )
             self._connected.set()
+            self._notify(self.on_connected, True)
             asyncio.ensure_future(self._resubscribe_all())
             return conn, "closed"
         return None, "closed"
-
-    async def _resubscribe_all(self) -> None:
-        for sub in [s for s in self.subscriptions.values() if s.acked]:
-            try:
-                await self._subscribe_request(sub)
-            except ClientError as exc:
-                if exc.code in _RETRYABLE or exc.code == CLOSED:
-                    continue  # the next connection resubscribes it again
-                # Anything else (TOPIC_NOT_FOUND, LIMIT_EXCEEDED, ...) would leave it
-                # silently dead: end it, so its owner hears why.
-                log.warning("cannot resume %s: %s", sub.topic, exc.message)
-                self.subscriptions.pop(sub.topic, None)
-                sub.end(exc.code.lower())
 
     def _fail_pending(self, error: ClientError) -> None:
         for future, _ in self._pending.values():
@@ -428,7 +305,7 @@ class PubSubClient:
         """Close the connection, end every subscription; pending requests fail with ``CLOSED``."""
         self._closing.set()
         if self._conn is not None:
-            self._conn.close()
+            self._conn.close(CLOSE_NORMAL, "client closed")  # the server logs a clean close, not a lost connection
         if self._runner is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._runner), 2.0)
@@ -476,10 +353,28 @@ class PubSubClient:
         if msg == "history_gap" and sub is not None:
             sub.on_history_gap(frame)
         elif msg == "topic_deleted" and sub is not None:
-            del self.subscriptions[sub.topic]
-            sub.end("topic_deleted")
+            if sub.wait_for_topic:
+                self._await_topic(sub)
+            else:
+                self._end(sub, TOPIC_DELETED)
         elif msg == "shutting_down":
             log.info("server at %s is shutting down", self.ws_url)
+        elif msg == "token_expiring":
+            asyncio.ensure_future(self._refresh_token())
+
+    async def _refresh_token(self) -> None:
+        """Answer ``token_expiring``: ask the token function for a new one and send it
+        in an ``auth`` frame.  A failure is logged (without the token): the server
+        closes with 4401 at expiry and the reconnect asks the function again."""
+        if self.token is None or isinstance(self.token, str):
+            log.warning("the server says the token expires soon; give token= a function to refresh it")
+            return
+        try:
+            await self._request({"type": "auth", "token": await self._fresh_token()})
+        except ClientError as exc:
+            log.warning("token refresh failed: %s", exc)
+        else:
+            log.info("token refreshed")
 
     # -- requests ----------------------------------------------------------------------
 
@@ -531,7 +426,7 @@ class PubSubClient:
             try:
                 return await make()
             except ClientError as exc:
-                if exc.code not in _RETRYABLE or not self.reconnect or loop.time() >= deadline:
+                if exc.code not in RETRYABLE or not self.reconnect or loop.time() >= deadline:
                     raise
                 # Wait for the reader to notice the loss before retrying.
                 await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
@@ -539,25 +434,40 @@ class PubSubClient:
     async def subscribe(
         self,
         topic: str,
-        handler: Handler,
+        handler: Handler | None = None,
         last_n: int | None = None,
         *,
         on_gap: GapHandler | None = None,
+        on_end: EndHandler | None = None,
         since_seq: int | None = None,
         epoch: str | None = None,
+        wait_for_topic: bool = False,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
     ) -> Subscription:
-        """Subscribe ``handler`` (a function or coroutine function taking a ``Message``).
+        """Subscribe ``handler`` (a function or coroutine function taking a ``Message``),
+        or, without one, return a subscription to consume with ``async for``.
 
         ``last_n`` replays up to that many retained messages first; ``since_seq``
         (with the ``epoch`` it belongs to) resumes from a stored position.
         ``on_gap`` is told about messages that cannot be delivered (see ``Gap``).
-        Raises ``ClientError`` (e.g. ``TOPIC_NOT_FOUND``).
+        ``on_end`` receives a ``SubscriptionEnded`` when the subscription ends,
+        whatever the reason (``async for`` raises it, except after
+        ``unsubscribe()``).  With ``wait_for_topic`` a topic that is deleted,
+        or missing after a reconnect (a restarted server), does not end the
+        subscription: the client subscribes again, with backoff, until the
+        topic exists, and ``on_gap`` reports an ``epoch_changed`` gap.
+        ``max_buffered`` bounds the messages buffered for a consumer that
+        falls behind (see ``Subscription``).
+        Raises ``ClientError`` (e.g. ``TOPIC_NOT_FOUND``: the first subscribe
+        never waits for a topic; create it with ``create_topic(name, exist_ok=True)``).
         """
         if topic in self.subscriptions:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
         if last_n is not None and since_seq is not None:
             raise ValueError("last_n and since_seq cannot be combined")
-        sub = Subscription(topic, handler, on_gap, last_n)
+        sub = Subscription(
+            topic, handler, on_gap, last_n, on_end=on_end, max_buffered=max_buffered, wait_for_topic=wait_for_topic
+        )
         if since_seq is not None:
             sub.last_seq, sub.epoch = since_seq, epoch
         self.subscriptions[topic] = sub
@@ -579,7 +489,7 @@ class PubSubClient:
         """End the subscription to ``topic``; events already queued are still handled."""
         sub = self.subscriptions.pop(topic, None)
         if sub is not None:
-            sub.end("unsubscribed")
+            sub.end(UNSUBSCRIBED)
         await self._request({"type": "unsubscribe", "topic": topic, "client_id": self.client_id})
 
     async def publish(self, topic: str, payload: Any, id: str | None = None) -> PublishAck:
@@ -602,53 +512,3 @@ class PubSubClient:
         started = loop.time()
         await self._request({"type": "ping"})
         return loop.time() - started
-
-    # -- REST ----------------------------------------------------------------------------
-
-    async def rest(self, method: str, path: str, body: Any = None, ok_statuses: tuple[int, ...] = ()) -> Any:
-        """One REST call; returns the decoded JSON body or raises ``ClientError``."""
-        client = tornado.httpclient.AsyncHTTPClient()
-        data = None if body is None else json.dumps(body).encode()
-        headers = {**self._headers(), "Content-Type": "application/json"}
-        try:
-            response = await client.fetch(
-                self.http_url + path,
-                method=method,
-                body=data,
-                headers=headers,
-                connect_timeout=self.connect_timeout,
-                request_timeout=self.request_timeout,
-                raise_error=False,
-            )
-        except (OSError, StreamClosedError, tornado.httpclient.HTTPClientError) as exc:
-            raise _error_from_http(exc, f"cannot reach {self.http_url}") from None
-        # Timeouts and connection failures were raised above; response.error is the
-        # HTTPClientError for the status (a literal 599 is treated like an unreachable server).
-        if response.code == 599:
-            raise _error_from_http(response.error, f"cannot reach {self.http_url}")
-        if response.code >= 400 and response.code not in ok_statuses:
-            raise _error_from_http(response.error, f"{method} {path}")
-        try:
-            return json.loads(response.body or b"null")
-        except ValueError:
-            raise ClientError(BAD_RESPONSE, f"{method} {path}: the answer is not JSON", response.code) from None
-
-    async def topics(self) -> list[dict[str, Any]]:
-        """``[{name, subscribers}]``."""
-        return (await self.rest("GET", "/topics"))["topics"]
-
-    async def create_topic(self, name: str) -> None:
-        """Create a topic; raises ``ClientError`` ``TOPIC_EXISTS`` if it exists."""
-        await self.rest("POST", "/topics", {"name": name})
-
-    async def delete_topic(self, name: str) -> None:
-        """Delete a topic; raises ``ClientError`` ``TOPIC_NOT_FOUND``."""
-        await self.rest("DELETE", f"/topics/{name}")
-
-    async def stats(self) -> dict[str, Any]:
-        """Per-topic counters (``GET /stats``)."""
-        return await self.rest("GET", "/stats")
-
-    async def health(self) -> dict[str, Any]:
-        """``GET /health``; a draining server's 503 body is returned, not raised."""
-        return await self.rest("GET", "/health", ok_statuses=(503,))

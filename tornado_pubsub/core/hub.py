@@ -193,6 +193,9 @@ class Hub:
         self._local: dict[str, LocalTopic] = {}
         self._joins: dict[str, list[Join]] = {}
         self._on_change = on_change  # the backend's figures follow local subscriptions
+        #: Prepended to every conn_id: a worker's own (``w2-``) under ``--processes``,
+        #: so ids stay unique across the workers sharing a port and a Redis.
+        self.id_prefix = ""
 
     # -- connections -------------------------------------------------------
 
@@ -211,7 +214,7 @@ class Hub:
     def connect(self, remote: str | None) -> Subscriber:
         """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
         self.check_admission()
-        sub = Subscriber(self, f"c{next(self._ids)}", remote)
+        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
         return sub

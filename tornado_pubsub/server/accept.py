@@ -78,7 +78,10 @@ RESERVED_DESCRIPTORS = 256
 
 def raise_descriptor_limit(connections: int) -> tuple[int, bool]:
     """Raise the soft RLIMIT_NOFILE toward the hard limit so ``connections``
-    WebSockets fit; returns the soft limit now in force and whether it is enough.
+    WebSockets fit (plus ``RESERVED_DESCRIPTORS`` of headroom); returns the soft
+    limit now in force and whether it is at least ``connections``.  A limit
+    between the two is not worth a warning: the last few connections near it
+    may meet EMFILE, which the guarded accept loop survives (see above).
 
     Only the standalone server calls this: an embedding application owns its
     process limits.
@@ -93,7 +96,7 @@ def raise_descriptor_limit(connections: int) -> tuple[int, bool]:
             soft = want
         except (ValueError, OSError):
             pass
-    enough = soft == resource.RLIM_INFINITY or soft >= connections + RESERVED_DESCRIPTORS
+    enough = soft == resource.RLIM_INFINITY or soft >= connections
     return soft, enough
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 import time
 from typing import Any, Callable, Iterable
 
@@ -19,7 +20,7 @@ from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import SHUTDOWN
 from tornado_pubsub.server import tornado_patches
-from tornado_pubsub.logs import log_op
+from tornado_pubsub.logs import log_op, set_worker
 from tornado_pubsub.settings import Settings
 
 # After closing every socket with 1001, how long to wait for clients to answer
@@ -71,9 +72,11 @@ class _HTTPServer(HTTPServer):
 class Server:
     """One listening tornado-pubsub process and its graceful shutdown."""
 
-    def __init__(self, settings: Settings, broker: Node | None = None) -> None:
+    def __init__(self, settings: Settings, broker: Node | None = None, worker: int | None = None) -> None:
         self.settings = settings
         self.broker = broker or make_broker(settings)
+        if worker is not None:
+            self.broker.hub.id_prefix = f"w{worker}-"
         self.app = make_app(settings, self.broker)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
@@ -170,8 +173,39 @@ class Server:
         await self._stopped.wait()
 
 
-async def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    """Run a server until SIGTERM or SIGINT has drained it."""
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def local_url(address: str, port: int) -> str:
+    """``http://host:port`` to reach a server listening on ``address`` from this
+    machine: loopback for a wildcard address (``::`` is IPv6-only: Tornado
+    sets IPV6_V6ONLY)."""
+    host = _WILDCARDS.get(address, address)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def announce(settings: Settings, port: int, processes: int = 1) -> None:
+    """On a terminal, one human line on stderr: where to point a browser or a client.
+    (The JSON log on stdout is for machines; nothing is printed when stderr is not a tty.)"""
+    if not sys.stderr.isatty():
+        return
+    base = local_url(settings.address, port)
+    where = " (all interfaces)" if settings.address in _WILDCARDS else ""
+    workers = f" with {processes} processes" if processes > 1 else ""
+    print(f"tornado-pubsub listening on {base}{where}{workers}; dashboard {base}/dashboard/", file=sys.stderr, flush=True)
+
+
+async def serve(settings: Settings, sockets: list[socket.socket] | None = None, worker: int | None = None) -> None:
+    """Run a server until SIGTERM or SIGINT has drained it.
+
+    ``worker`` is the worker number under ``--processes`` (its log records and
+    conn_ids carry it); the parent then owns ``sockets`` and the start-up line.
+    The port is bound before the broker starts, so a port in use is reported
+    at once, not after waiting for Redis."""
+    set_worker(worker)
+    own_sockets = sockets is None
+    if sockets is None:
+        sockets = bind_sockets(settings.port, settings.address)
     descriptors, enough = raise_descriptor_limit(settings.max_connections)
     if not enough:
         # Past the descriptor limit accept() fails (see accept.py) before
@@ -183,8 +217,10 @@ async def serve(settings: Settings, sockets: list[socket.socket] | None = None) 
             descriptor_limit=descriptors,
             outcome="max_connections exceeds the file descriptor limit (raise ulimit -n)",
         )
-    server = Server(settings)
+    server = Server(settings, worker=worker)
     await server.broker.start()
-    server.listen(sockets)
+    port = server.listen(sockets)
+    if own_sockets:
+        announce(settings, port)
     server.install_signal_handlers()
     await server.wait_stopped()

@@ -9,31 +9,34 @@ settings refuse it otherwise): the workers share nothing but Redis.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
-import socket
 import sys
 from typing import Callable
 
 from tornado.netutil import bind_sockets
 
 from tornado_pubsub.logs import log_op
+from tornado_pubsub.server.run import announce
 from tornado_pubsub.settings import Settings
 
 # A worker that keeps crashing is not restarted forever.
 MAX_RESTARTS = 10
 
 
-def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socket]], object]) -> int:
-    """Fork ``settings.processes`` workers running ``serve``; return once all have exited."""
+def run_workers(settings: Settings, serve: Callable[..., object]) -> int:
+    """Fork ``settings.processes`` workers running ``serve(settings, sockets, worker=n)``
+    (n = 1..N; a restarted worker keeps the number of the one it replaces);
+    return once all have exited."""
     # Bound once here and inherited by every worker (no SO_REUSEPORT: that
     # would also let an unrelated process bind the same port beside us).
     sockets = bind_sockets(settings.port, settings.address)
     port = sockets[0].getsockname()[1]
-    children: set[int] = set()
+    children: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
-    def start() -> None:
+    def start(worker: int) -> None:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: its own event loop, the shared sockets
@@ -42,13 +45,14 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             _drain_when_orphaned(parent)
             code = 0
             try:
-                asyncio.run(serve(settings, sockets))  # type: ignore[arg-type]
+                asyncio.run(serve(settings, sockets, worker=worker))  # type: ignore[arg-type]
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's loop
+                log_op("workers", logging.ERROR, exc_info=True, worker=worker, outcome="crashed")  # else it dies unexplained
                 code = 1
             finally:
                 sys.stdout.flush()
                 os._exit(code)
-        children.add(pid)
+        children[pid] = worker
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
@@ -59,11 +63,12 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             except ProcessLookupError:
                 pass
 
-    for _ in range(settings.processes):
-        start()
+    for worker in range(1, settings.processes + 1):
+        start(worker)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log_op("workers", processes=settings.processes, port=port, pids=sorted(children), outcome="started")
+    announce(settings, port, settings.processes)
 
     restarts = 0
     failed = False
@@ -76,12 +81,12 @@ def run_workers(settings: Settings, serve: Callable[[Settings, list[socket.socke
             continue
         if pid not in children:
             continue
-        children.discard(pid)
+        worker = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and not stopping and restarts < MAX_RESTARTS:
             restarts += 1
-            log_op("workers", pid=pid, exit_code=code, restarts=restarts, outcome="restarting")
-            start()
+            log_op("workers", pid=pid, worker=worker, exit_code=code, restarts=restarts, outcome="restarting")
+            start(worker)
         elif code != 0:
             failed = True
     for sock in sockets:

@@ -50,6 +50,15 @@ STARTUP_WAIT = 5.0
 BUS_WAIT = 5.0
 
 
+def without_password(url: str) -> str:
+    """``redis_url`` fit for a log line: a password in it becomes ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 class RedisBackend:
     """``backends.base.Backend`` on one Redis, shared by every process.
 
@@ -74,6 +83,8 @@ class RedisBackend:
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.connected = False
         self.store = Store(redis_url, self.keys, self.node_id)
+        self.redis_url = redis_url
+        self.last_error: str | None = None  # why the bus last failed, named by the start-up warning
         self.progress = Progress()
         self.figures = NodeFigures(self.keys, self.node_id, self._counts, self._names, lambda: self.connected)
         # Deletes waiting for their own deletion to come back on the bus.
@@ -115,7 +126,14 @@ class RedisBackend:
         done, _ = await asyncio.wait((ready,), timeout=STARTUP_WAIT)
         if not done:
             ready.cancel()
-            log_op("redis", logging.WARNING, node=self.node_id, outcome="unreachable_at_startup")
+            log_op(
+                "redis",
+                logging.WARNING,
+                node=self.node_id,
+                redis_url=without_password(self.redis_url),
+                error=self.last_error,
+                outcome="unreachable_at_startup",
+            )
 
     async def stop(self) -> None:
         """Stop the bus and remove this process's figures from the cluster totals."""
@@ -244,6 +262,7 @@ class RedisBackend:
         log_op("redis", node=self.node_id, connects=self._connects, topics=len(self.progress.known), outcome="connected")
 
     def _lost(self, detail: str) -> None:
+        self.last_error = detail
         if self.connected:
             log_op("redis", logging.ERROR, node=self.node_id, detail=detail, outcome="lost")
         self.connected = False
