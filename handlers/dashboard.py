@@ -1,4 +1,5 @@
-"""The live dashboard: one static page and its assets, served by the server itself.
+"""The live dashboard (one static page and its assets) and the browser client
+``/client.js``, served by the server itself.
 
 The page and its files hold no data, so they are served without the API key;
 the page then asks for the key when a REST call answers 401.  Everything it
@@ -18,7 +19,8 @@ import tornado.web
 from tornado_pubsub.server.context import Context
 
 # Shipped inside the tornado_pubsub package, wherever it is installed.
-STATIC_DIR = Path(str(importlib.resources.files("tornado_pubsub") / "static" / "dashboard"))
+STATIC_ROOT = Path(str(importlib.resources.files("tornado_pubsub") / "static"))
+STATIC_DIR = STATIC_ROOT / "dashboard"
 
 # 'self' covers same-origin ws:/wss: in current browsers (CSP level 3).
 _CSP = (
@@ -53,10 +55,39 @@ class DashboardPage(DashboardAsset):
         await super().get("index.html", include_body)
 
 
+class ClientScript(tornado.web.StaticFileHandler):
+    """``GET /client.js``: the browser client (an ES module), for any page to import.
+
+    Public code with no secret in it, so it needs no key and carries
+    ``Access-Control-Allow-Origin: *``: module scripts are fetched with CORS,
+    and a page on another origin may import it (its WebSocket still needs
+    that origin in ``allowed_origins``).  The URL is not versioned, so it is
+    revalidated on each load (ETag, 304) and an upgraded server never runs
+    with a stale client.
+    """
+
+    def initialize(self, context: Context) -> None:  # type: ignore[override]
+        super().initialize(path=str(STATIC_ROOT))
+
+    async def get(self, path: str = "", include_body: bool = True) -> None:
+        await super().get("client.js", include_body)
+
+    def get_content_type(self) -> str:
+        # Not left to the mimetypes table, which says application/javascript on some systems.
+        return "text/javascript; charset=utf-8"
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
+        self.set_header("Cache-Control", "no-cache")
+
+
 def routes(prefix: str = "") -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """This module's URL patterns under ``prefix``."""
     return [
         (rf"{prefix}/dashboard/?", DashboardPage),
         (rf"{prefix}/dashboard/static/(.+)", DashboardAsset),
+        (rf"{prefix}/client\.js", ClientScript),
     ]
 

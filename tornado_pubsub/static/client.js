@@ -1,0 +1,735 @@
+// tornado-pubsub browser client: an ES module with no dependency and no build
+// step, served by the server at /client.js.
+//
+//   import { PubSubClient } from "https://pubsub.example.com/client.js";
+//   const client = new PubSubClient("https://pubsub.example.com", { getToken });
+//   client.on("state", ({ state }) => console.log(state));
+//   const sub = client.subscribe("orders", (ev) => show(ev.seq, ev.payload), {
+//     lastN: 10,
+//     onGap: (gap) => reload(gap), // only when messages were really lost
+//   });
+//   client.connect();
+//   const { seq, duplicate } = await client.publish("orders", { n: 1 });
+//
+// Guarantees (PROTOCOL.md sections 1.4, 5.3, 6):
+// - Per subscription, onEvent sees events in seq order and never the same seq
+//   of one epoch twice.  After a lost connection the client reconnects (backoff
+//   with jitter, bounded) and resubscribes with since_seq and epoch of the last
+//   event delivered; the server replays what was missed.  When it cannot
+//   (history evicted, topic recreated, server dropped events for a slow
+//   reader), onGap is called once, just before the first event after the gap.
+// - publish() gives each message a UUID and, when the connection drops before
+//   the ack, sends the same message again (same id) after the reconnect; the
+//   server acks a repeat with duplicate: true and delivers it once.
+// - Failures are PubSubError objects carrying the protocol code (or a client
+//   code: CONNECTION_LOST, TIMEOUT, CLOSED, UNREACHABLE, TOO_BIG, QUEUE_FULL).
+//
+// Threats: the server is trusted for what it sends on this topic, but every
+// frame is parsed defensively (non-JSON and unknown frames are ignored), the
+// queue of unsent requests is bounded (maxQueued), and a connection that goes
+// silent is detected by pings (pingInterval, pongTimeout) instead of hanging.
+
+export const CONNECTION_LOST = "CONNECTION_LOST"; // the connection dropped before the reply
+export const TIMEOUT = "TIMEOUT"; // no reply within the request's timeout
+export const CLOSED = "CLOSED"; // close() was called, or the client gave up
+export const UNREACHABLE = "UNREACHABLE"; // no WebSocket could be opened
+export const TOO_BIG = "TOO_BIG"; // the server closed with 1009: a frame exceeded max_message_size
+export const QUEUE_FULL = "QUEUE_FULL"; // more than maxQueued requests waiting for a connection
+
+/** An error with the protocol's ``code`` (e.g. TOPIC_NOT_FOUND) or a client code. */
+export class PubSubError extends Error {
+  constructor(code, message, extra = {}) {
+    super(`${code}: ${message}`);
+    this.name = "PubSubError";
+    this.code = code;
+    this.detail = message;
+    Object.assign(this, extra);
+  }
+}
+
+const DEFAULTS = {
+  token: null, // a JWT, sent as the token query parameter
+  getToken: null, // async () => JWT: called for every connection and on token_expiring
+  apiKey: null, // the admin key, sent as the api_key query parameter
+  clientId: null, // labels this client's subscriptions in the server's logs and presence
+  timeout: 10000, // ms a publish, presence or ping may take, retries included
+  minReconnectDelay: 500, // ms; doubles per failed attempt up to maxReconnectDelay
+  maxReconnectDelay: 10000,
+  maxReconnectAttempts: Infinity, // consecutive failed attempts before giving up
+  pingInterval: 25000, // ms of silence from the server before the client pings
+  pongTimeout: 10000, // ms the server then has to answer before the connection is dropped
+  maxQueued: 1000, // publish/presence/ping requests waiting for a connection
+};
+
+// Close codes after which reconnecting would be refused again (PROTOCOL.md 1.3).
+const CLOSE_TOKEN_EXPIRED = 4401;
+const CLOSE_KICKED = 4403;
+const CLOSE_TOO_BIG = 1009;
+// Errors that mean "not now": the request is sent again on the next connection.
+const RETRY_LATER = new Set(["SHUTTING_DOWN"]);
+
+/** ``url`` (http(s)://host[/prefix], ws(s)://host[/prefix]/ws, or relative) as the /ws URL. */
+export function socketUrl(url, base = globalThis.location?.href) {
+  const u = new URL(url ?? ".", base);
+  const schemes = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" };
+  if (!schemes[u.protocol]) throw new TypeError(`not a server URL: ${url}`);
+  u.protocol = schemes[u.protocol];
+  if (!u.pathname.endsWith("/ws")) u.pathname = u.pathname.replace(/\/?$/, "/ws");
+  u.hash = "";
+  return u;
+}
+
+/** A random (version 4) UUID; crypto.randomUUID exists only on https and localhost pages. */
+export function uuid4() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Delay before reconnect ``attempt`` (0-based): exponential, capped, between half and all of it. */
+export function backoff(attempt, min, max) {
+  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 20));
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // a caller that never awaits it gets no "unhandled rejection"
+  return { promise, resolve, reject };
+}
+
+function errorOf(frame) {
+  const e = (frame && frame.error) || {};
+  return new PubSubError(String(e.code || "INTERNAL"), String(e.message || "request failed"));
+}
+
+/**
+ * One topic's subscription: its position (epoch, last seq delivered) and the
+ * sorting of its frames.  Created by ``PubSubClient.subscribe``; it lives
+ * across reconnects until ``unsubscribe()``, ``close()``, or the server ends
+ * it (topic deleted, permission revoked, resubscribe refused).
+ */
+export class Subscription {
+  constructor(client, topic, onEvent, opts) {
+    this.client = client;
+    this.topic = topic;
+    this.onEvent = onEvent;
+    this.opts = opts;
+    this.lastN = Math.max(0, Math.floor(Number(opts.lastN) || 0));
+    this.epoch = opts.epoch ?? null;
+    /** seq of the last event delivered (or the stored position to resume from). */
+    this.lastSeq = opts.sinceSeq ?? null;
+    // Seqs above this are owed to the handler: delivered, or reported as a gap.
+    // Below it (a lastN replay the history could not fill) nothing is owed.
+    this.owedAfter = this.lastSeq;
+    this.state = "subscribing"; // -> subscribed -> ended
+    this.live = false; // acked on the current connection: its events are ours
+    this.serverLastSeq = null; // the topic's newest seq in the latest ack
+    this.duplicates = 0; // events skipped because their seq was already delivered
+    this.gaps = 0;
+    this.retries = 0; // consecutive INTERNAL refusals of the subscribe
+    this.retryTimer = null;
+    this._ready = deferred();
+    this._ended = deferred();
+    /** Resolves with the first ack ({epoch, lastSeq}); rejects with a PubSubError if refused. */
+    this.ready = this._ready.promise;
+    /** Resolves with {reason, error} once the subscription has ended. */
+    this.ended = this._ended.promise;
+  }
+
+  /** Where a later ``subscribe(topic, fn, {sinceSeq, epoch})`` would resume. */
+  get position() {
+    return { epoch: this.epoch, seq: this.lastSeq };
+  }
+
+  unsubscribe() {
+    return this.client.unsubscribe(this.topic);
+  }
+
+  frame(clientId) {
+    const frame = { type: "subscribe", topic: this.topic, client_id: clientId };
+    if (this.lastSeq !== null) {
+      frame.since_seq = this.lastSeq;
+      if (this.epoch !== null) frame.epoch = this.epoch;
+    } else if (this.lastN) {
+      frame.last_n = this.lastN;
+    }
+    if (this.opts.presence) frame.presence = true;
+    return frame;
+  }
+
+  acked(ack) {
+    const resumed = this.lastSeq !== null;
+    this.serverLastSeq = typeof ack.last_seq === "number" ? ack.last_seq : null;
+    if (!resumed && this.serverLastSeq !== null) {
+      // Live events start after the topic's newest seq; a replay brings up to lastN before it.
+      this.lastSeq = Math.max(0, this.serverLastSeq - this.lastN);
+      this.owedAfter = this.serverLastSeq;
+    }
+    // After recovered: false the history_gap notice that follows carries the epoch.
+    if (ack.recovered !== false && typeof ack.epoch === "string") this.epoch = ack.epoch;
+    this.live = true;
+    this.retries = 0;
+    const first = this.state === "subscribing";
+    this.state = "subscribed";
+    if (first) this._ready.resolve({ topic: this.topic, epoch: this.epoch, lastSeq: this.serverLastSeq });
+    this.call(this.opts.onSubscribed, { topic: this.topic, resumed, recovered: ack.recovered ?? null, epoch: this.epoch });
+  }
+
+  /** ``info history_gap``: the server could not replay everything after our position. */
+  historyGap(info) {
+    const epoch = typeof info.epoch === "string" ? info.epoch : this.epoch;
+    const first = Number.isInteger(info.first_seq) ? info.first_seq : 1;
+    const owed = Math.max(this.owedAfter ?? 0, this.lastSeq ?? 0);
+    // A new epoch is another incarnation of the topic: its seqs start again.
+    // A seq counter below our position in the same epoch is treated the same way.
+    const reset = (this.epoch !== null && epoch !== this.epoch) || (this.serverLastSeq !== null && this.serverLastSeq < owed);
+    if (reset) {
+      this.gap({ reason: "epoch_changed", epoch, previousEpoch: this.epoch, afterSeq: this.lastSeq, firstSeq: first, missed: null });
+      this.lastSeq = this.owedAfter = first - 1;
+    } else {
+      if (first - 1 > owed) this.gap({ reason: "evicted", epoch, afterSeq: owed, firstSeq: first, missed: first - 1 - owed });
+      this.lastSeq = Math.max(this.lastSeq ?? 0, first - 1);
+      this.owedAfter = Math.max(owed, first - 1);
+    }
+    this.epoch = epoch;
+  }
+
+  event(frame) {
+    if (!this.live) return; // a frame of an earlier subscription to this topic
+    const seq = Number.isInteger(frame.seq) ? frame.seq : null;
+    if (seq !== null && this.lastSeq !== null) {
+      if (seq <= this.lastSeq) {
+        this.duplicates += 1;
+        return;
+      }
+      const owed = Math.max(this.owedAfter ?? 0, this.lastSeq);
+      if (seq - 1 > owed) this.gap({ reason: "dropped", epoch: this.epoch, afterSeq: owed, firstSeq: seq, missed: seq - 1 - owed });
+    }
+    if (seq !== null) {
+      this.lastSeq = seq;
+      this.serverLastSeq = Math.max(this.serverLastSeq ?? 0, seq);
+      this.owedAfter = Math.max(this.owedAfter ?? 0, seq);
+    }
+    const message = frame.message || {};
+    this.call(this.onEvent, { topic: this.topic, id: message.id, payload: message.payload, seq, epoch: this.epoch, ts: frame.ts });
+  }
+
+  gap(gap) {
+    this.gaps += 1;
+    const report = { topic: this.topic, ...gap };
+    if (this.opts.onGap) this.call(this.opts.onGap, report);
+    else console.warn(`tornado-pubsub: ${gap.reason} gap on ${this.topic}`, report);
+  }
+
+  presence(info) {
+    this.call(this.opts.onPresence, {
+      type: info.msg,
+      topic: this.topic,
+      connId: info.conn_id,
+      clientId: info.client_id,
+      user: info.user ?? null,
+      ts: info.ts,
+    });
+  }
+
+  end(reason, error = null) {
+    if (this.state === "ended") return;
+    this.state = "ended";
+    this.live = false;
+    clearTimeout(this.retryTimer);
+    this._ready.reject(error || new PubSubError(CLOSED, `subscription to ${this.topic} ended (${reason})`));
+    this._ended.resolve({ reason, error });
+    this.call(this.opts.onEnd, { topic: this.topic, reason, error });
+  }
+
+  /** Call a user callback; one that throws must not break the stream. */
+  call(fn, arg) {
+    if (!fn) return;
+    try {
+      fn(arg);
+    } catch (err) {
+      this.client._report(err);
+    }
+  }
+}
+
+/**
+ * One WebSocket to a tornado-pubsub server, reconnected and resumed until
+ * ``close()``.  States: ``disconnected`` (before connect and after close or
+ * giving up), ``connecting`` (first attempt), ``connected``, ``reconnecting``
+ * (backoff and later attempts).  Events (``on(name, fn)``): ``state``,
+ * ``connecting``, ``connected``, ``disconnected``, ``reconnecting``, ``error``,
+ * ``info`` (server notices), ``auth`` (a token refresh was accepted) and
+ * ``token_expiring`` (when there is no ``getToken`` to refresh with).
+ */
+export class PubSubClient {
+  constructor(url, options = {}) {
+    this.url = socketUrl(url);
+    this.options = { ...DEFAULTS, ...options };
+    this.clientId = this.options.clientId || `js-${uuid4().slice(0, 8)}`;
+    this.state = "disconnected";
+    this.subscriptions = new Map(); // topic -> Subscription
+    this.reconnects = 0;
+    this._listeners = new Map();
+    this._requests = new Set(); // publish/presence/ping entries until settled
+    this._replies = new Map(); // request_id -> handler, for the current socket only
+    this._rids = 0;
+    this._socket = null;
+    this._started = false;
+    this._closed = false;
+    this._everConnected = false;
+    this._attempt = 0;
+    this._timer = null; // reconnect backoff or connect timeout
+    this._watch = null; // liveness check
+    this._lastFrameAt = 0;
+    this._pingSentAt = 0;
+    this._waiters = [];
+    this._online = () => this._retryNow();
+  }
+
+  // -- events ---------------------------------------------------------------
+
+  /** Call ``fn(detail)`` on event ``name``; returns a function that removes it. */
+  on(name, fn) {
+    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+    this._listeners.get(name).add(fn);
+    return () => this.off(name, fn);
+  }
+
+  off(name, fn) {
+    this._listeners.get(name)?.delete(fn);
+  }
+
+  _emit(name, detail) {
+    for (const fn of [...(this._listeners.get(name) || [])]) {
+      try {
+        fn(detail);
+      } catch (err) {
+        if (name !== "error") this._report(err);
+        else console.error(err);
+      }
+    }
+  }
+
+  _report(err) {
+    if (this._listeners.get("error")?.size) this._emit("error", err);
+    else console.error("tornado-pubsub:", err);
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous });
+  }
+
+  // -- connection -------------------------------------------------------------
+
+  /** Start connecting; resolves once connected, rejects (PubSubError) if the client closes or gives up first. */
+  connect() {
+    if (this._closed) return Promise.reject(new PubSubError(CLOSED, "client closed"));
+    const waiter = deferred();
+    if (this.state === "connected") waiter.resolve(this);
+    else this._waiters.push(waiter);
+    if (!this._started) {
+      this._started = true;
+      globalThis.addEventListener?.("online", this._online);
+      this._open();
+    }
+    return waiter.promise;
+  }
+
+  async _credential() {
+    const { token, getToken } = this.options;
+    if (getToken && (token == null || this._everConnected || this._attempt > 0)) return getToken();
+    return token;
+  }
+
+  async _open() {
+    this._timer = null;
+    this._setState(this._everConnected ? "reconnecting" : "connecting");
+    this._emit("connecting", { attempt: this._attempt });
+    let token;
+    try {
+      token = await this._credential();
+    } catch (err) {
+      this._report(err);
+      if (!this._closed) this._retry(null);
+      return;
+    }
+    if (this._closed) return;
+    const url = new URL(this.url);
+    if (token) url.searchParams.set("token", token);
+    if (this.options.apiKey) url.searchParams.set("api_key", this.options.apiKey);
+    let socket;
+    try {
+      socket = new WebSocket(url);
+    } catch (err) {
+      this._giveUp(new PubSubError(UNREACHABLE, `cannot open a WebSocket to ${this.url}: ${err.message}`));
+      return;
+    }
+    this._socket = socket;
+    let opened = false;
+    // A handshake that hangs (a proxy, a stalled server) counts as a failed attempt.
+    this._timer = setTimeout(() => this._drop(socket, 4000, "connect timeout"), this.options.timeout);
+    socket.onopen = () => {
+      opened = true;
+      this._opened(socket);
+    };
+    socket.onmessage = (msg) => {
+      if (this._socket === socket) this._frame(msg.data);
+    };
+    socket.onclose = (ev) => {
+      if (this._socket === socket) this._lost(ev.code, ev.reason, opened);
+    };
+  }
+
+  _opened(socket) {
+    clearTimeout(this._timer);
+    this._timer = null;
+    const reconnected = this._everConnected;
+    if (reconnected) this.reconnects += 1;
+    this._everConnected = true;
+    this._attempt = 0;
+    this._lastFrameAt = Date.now();
+    this._pingSentAt = 0;
+    this._scheduleWatch(this.options.pingInterval);
+    this._setState("connected");
+    // Subscriptions first, so a publish retried below is seen by our own subscriptions.
+    for (const sub of this.subscriptions.values()) this._subscribeNow(sub);
+    this._flush();
+    this._emit("connected", { reconnected });
+    for (const waiter of this._waiters.splice(0)) waiter.resolve(this);
+  }
+
+  /** Give up on ``socket`` now (it may never report its close). */
+  _drop(socket, code, reason) {
+    if (this._socket !== socket) return;
+    try {
+      socket.close(code, reason);
+    } catch (_) {
+      /* already closing */
+    }
+    this._lost(1006, reason, this.state === "connected");
+  }
+
+  _lost(code, reason, opened) {
+    const socket = this._socket;
+    this._socket = null;
+    if (socket) socket.onopen = socket.onmessage = socket.onclose = null;
+    clearTimeout(this._timer);
+    clearTimeout(this._watch);
+    this._timer = this._watch = null;
+    this._dropReplies();
+    const tooBig = code === CLOSE_TOO_BIG;
+    for (const entry of this._requests) {
+      if (!entry.sent) continue;
+      entry.sent = false; // sent again, with the same message id, on the next connection
+      if (tooBig) this._settle(entry, null, new PubSubError(TOO_BIG, "the server closed the connection: a frame exceeded its max_message_size"));
+      else if (!entry.retry) this._settle(entry, null, new PubSubError(CONNECTION_LOST, "connection lost before the reply arrived"));
+    }
+    for (const sub of this.subscriptions.values()) {
+      sub.live = false;
+      clearTimeout(sub.retryTimer);
+    }
+    const error = opened
+      ? new PubSubError(CONNECTION_LOST, `connection closed (${code}${reason ? ` ${reason}` : ""})`, { closeCode: code })
+      : new PubSubError(UNREACHABLE, `could not connect to ${this.url.origin}${this.url.pathname} (server down, draining, or credential refused)`, { closeCode: code });
+    if (this._closed) return;
+    this._emit("disconnected", { code, reason, error });
+    if (code === CLOSE_KICKED) return this._giveUp(new PubSubError("FORBIDDEN", `disconnected by an administrator${reason ? `: ${reason}` : ""}`, { closeCode: code }));
+    if (code === CLOSE_TOKEN_EXPIRED && !this.options.getToken) return this._giveUp(new PubSubError("UNAUTHORIZED", "token expired and no getToken to refresh it", { closeCode: code }));
+    this._retry(error);
+  }
+
+  _retry(error) {
+    this._attempt += 1;
+    if (this._attempt > this.options.maxReconnectAttempts) {
+      return this._giveUp(error || new PubSubError(UNREACHABLE, "gave up reconnecting"));
+    }
+    const delay = backoff(this._attempt - 1, this.options.minReconnectDelay, this.options.maxReconnectDelay);
+    this._setState(this._everConnected ? "reconnecting" : "connecting");
+    this._emit("reconnecting", { attempt: this._attempt, delay, error });
+    this._timer = setTimeout(() => this._open(), delay);
+  }
+
+  /** The browser is back online: skip the rest of the backoff. */
+  _retryNow() {
+    if (this._closed || this._socket || !this._timer) return;
+    clearTimeout(this._timer);
+    this._open();
+  }
+
+  _giveUp(error) {
+    this._report(error);
+    this._shutdown(error, "closed");
+  }
+
+  /** Close the connection for good; pending requests fail with CLOSED, subscriptions end. */
+  close() {
+    if (this._closed) return;
+    const socket = this._socket;
+    this._shutdown(new PubSubError(CLOSED, "client closed"), "closed");
+    if (socket) socket.close(1000, "client closed");
+  }
+
+  _shutdown(error, reason) {
+    this._closed = true;
+    globalThis.removeEventListener?.("online", this._online);
+    const socket = this._socket;
+    if (socket) socket.onopen = socket.onmessage = socket.onclose = null;
+    this._socket = null;
+    clearTimeout(this._timer);
+    clearTimeout(this._watch);
+    this._dropReplies();
+    for (const entry of [...this._requests]) this._settle(entry, null, error);
+    for (const sub of this.subscriptions.values()) sub.end(reason, error.code === CLOSED ? null : error);
+    this.subscriptions.clear();
+    for (const waiter of this._waiters.splice(0)) waiter.reject(error);
+    this._setState("disconnected");
+  }
+
+  /** The socket is gone: every reply handler hears ``null`` (requests are settled by the caller). */
+  _dropReplies() {
+    const handlers = [...this._replies.values()];
+    this._replies.clear();
+    for (const handle of handlers) handle(null);
+  }
+
+  // -- liveness -----------------------------------------------------------------
+
+  _scheduleWatch(ms) {
+    clearTimeout(this._watch);
+    this._watch = setTimeout(() => this._checkAlive(), ms);
+  }
+
+  _checkAlive() {
+    const socket = this._socket;
+    if (!socket || this.state !== "connected") return;
+    const now = Date.now();
+    const { pingInterval, pongTimeout } = this.options;
+    if (this._pingSentAt && this._lastFrameAt < this._pingSentAt && now - this._pingSentAt >= pongTimeout) {
+      this._drop(socket, 4000, "no reply to ping");
+    } else if (now - this._lastFrameAt >= pingInterval) {
+      this._pingSentAt = now;
+      this._sendNow({ type: "ping" }, () => {});
+      this._scheduleWatch(pongTimeout);
+    } else {
+      this._scheduleWatch(pingInterval - (now - this._lastFrameAt));
+    }
+  }
+
+  // -- frames from the server ---------------------------------------------------------
+
+  _frame(raw) {
+    this._lastFrameAt = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(raw);
+    } catch (_) {
+      return; // the server sends JSON only: ignore anything else
+    }
+    if (!frame || typeof frame !== "object") return;
+    if (frame.type === "event") {
+      this.subscriptions.get(frame.topic)?.event(frame);
+    } else if (frame.type === "info") {
+      this._info(frame);
+    } else if (typeof frame.request_id === "string" && this._replies.has(frame.request_id)) {
+      const handle = this._replies.get(frame.request_id);
+      this._replies.delete(frame.request_id);
+      handle(frame);
+    } else if (frame.type === "error") {
+      this._report(errorOf(frame));
+    }
+  }
+
+  _info(frame) {
+    const sub = typeof frame.topic === "string" ? this.subscriptions.get(frame.topic) : undefined;
+    switch (frame.msg) {
+      case "ping":
+        return;
+      case "history_gap":
+        if (sub?.live) sub.historyGap(frame);
+        break;
+      case "topic_deleted":
+        if (sub) this._end(sub, "topic_deleted", new PubSubError("TOPIC_NOT_FOUND", `topic ${sub.topic} was deleted`));
+        break;
+      case "subscription_revoked":
+        if (sub) this._end(sub, "revoked", new PubSubError("FORBIDDEN", `subscription to ${sub.topic} revoked`));
+        break;
+      case "join":
+      case "leave":
+        if (sub?.live) sub.presence(frame);
+        break;
+      case "token_expiring":
+        this._refreshToken(frame);
+        break;
+      default:
+        break;
+    }
+    this._emit("info", frame);
+  }
+
+  async _refreshToken(info) {
+    if (!this.options.getToken) {
+      this._emit("token_expiring", { expiresAt: info.expires_at ?? null });
+      return;
+    }
+    const socket = this._socket;
+    let token;
+    try {
+      token = await this.options.getToken();
+    } catch (err) {
+      this._report(err);
+      return;
+    }
+    if (this._socket !== socket || this.state !== "connected") return; // the next connection presents it
+    this._sendNow({ type: "auth", token }, (reply) => {
+      if (!reply) return;
+      if (reply.type === "error") this._report(errorOf(reply));
+      else this._emit("auth", { user: reply.user ?? null, expiresAt: reply.expires_at ?? null });
+    });
+  }
+
+  // -- requests -------------------------------------------------------------------
+
+  /** Send ``frame`` on the current socket; ``onReply`` gets its reply (ack, error, pong,
+   * presence), or ``null`` if the socket goes first. */
+  _sendNow(frame, onReply) {
+    const rid = `r${++this._rids}`;
+    this._replies.set(rid, onReply);
+    this._socket.send(JSON.stringify({ ...frame, request_id: rid }));
+  }
+
+  /**
+   * A request answered on whichever connection carries it: queued while
+   * disconnected, sent again after a reconnect when ``retry``, settled by its
+   * reply, the client's close, or ``timeout`` ms (retries included).
+   */
+  _request(frame, accept, { retry = true, timeout = this.options.timeout } = {}) {
+    if (this._closed) return Promise.reject(new PubSubError(CLOSED, "client closed"));
+    if (this._requests.size >= this.options.maxQueued) {
+      return Promise.reject(new PubSubError(QUEUE_FULL, `${this._requests.size} requests are already waiting`));
+    }
+    const done = deferred();
+    const entry = { frame, accept, retry, sent: false, done, timer: null };
+    entry.timer = setTimeout(() => {
+      const where = this.state === "connected" ? "no reply" : `not connected (${this.state})`;
+      this._settle(entry, null, new PubSubError(TIMEOUT, `${frame.type} to ${frame.topic ?? "server"}: ${where} within ${timeout} ms`));
+    }, timeout);
+    this._requests.add(entry);
+    if (this.state === "connected") this._sendEntry(entry);
+    return done.promise;
+  }
+
+  _sendEntry(entry) {
+    entry.sent = true;
+    this._sendNow(entry.frame, (reply) => {
+      if (!reply) return; // lost: _lost() decides between resending and failing it
+      if (reply.type === "error" && RETRY_LATER.has(reply.error?.code) && entry.retry) {
+        entry.sent = false; // the server is draining: the next connection takes it
+        return;
+      }
+      if (reply.type === "error") this._settle(entry, null, errorOf(reply));
+      else this._settle(entry, entry.accept(reply), null);
+    });
+  }
+
+  _flush() {
+    for (const entry of this._requests) if (!entry.sent && this._socket) this._sendEntry(entry);
+  }
+
+  _settle(entry, value, error) {
+    if (!this._requests.delete(entry)) return;
+    clearTimeout(entry.timer);
+    if (error) entry.done.reject(error);
+    else entry.done.resolve(value);
+  }
+
+  // -- the API ------------------------------------------------------------------------
+
+  /**
+   * Subscribe ``onEvent({topic, id, payload, seq, epoch, ts})`` to ``topic``.
+   * Options: ``lastN`` (replay up to N retained messages first), ``onGap(gap)``
+   * (``{topic, reason, epoch, afterSeq, firstSeq, missed}``; reason
+   * ``evicted``, ``epoch_changed`` or ``dropped``), ``onSubscribed``,
+   * ``onEnd({reason, error})``, ``presence`` with ``onPresence``, and
+   * ``sinceSeq`` with ``epoch`` to resume from a stored ``position``.
+   * Works before ``connect()`` too: it is sent once connected.
+   */
+  subscribe(topic, onEvent, opts = {}) {
+    if (this._closed) throw new PubSubError(CLOSED, "client closed");
+    if (typeof onEvent !== "function") throw new TypeError("subscribe(topic, onEvent): onEvent must be a function");
+    if (this.subscriptions.has(topic)) throw new PubSubError("ALREADY_SUBSCRIBED", `already subscribed to ${topic}; unsubscribe first`);
+    if (opts.lastN && opts.sinceSeq != null) throw new TypeError("lastN and sinceSeq cannot be combined");
+    const sub = new Subscription(this, topic, onEvent, opts);
+    this.subscriptions.set(topic, sub);
+    if (this.state === "connected") this._subscribeNow(sub);
+    return sub;
+  }
+
+  _subscribeNow(sub) {
+    this._sendNow(sub.frame(this.clientId), (reply) => {
+      if (!reply || this.subscriptions.get(sub.topic) !== sub) return;
+      if (reply.type !== "error") return sub.acked(reply);
+      const error = errorOf(reply);
+      if (RETRY_LATER.has(error.code)) return; // the next connection resubscribes
+      if (error.code === "INTERNAL") {
+        // A passing server fault (e.g. its Redis is reconnecting): try again on this connection.
+        const socket = this._socket;
+        sub.retryTimer = setTimeout(() => {
+          if (this._socket === socket && this.subscriptions.get(sub.topic) === sub) this._subscribeNow(sub);
+        }, backoff(sub.retries++, this.options.minReconnectDelay, this.options.maxReconnectDelay));
+        return this._report(error);
+      }
+      this._end(sub, "refused", error); // TOPIC_NOT_FOUND, FORBIDDEN, LIMIT_EXCEEDED, ...
+    });
+  }
+
+  _end(sub, reason, error) {
+    if (this.subscriptions.get(sub.topic) === sub) this.subscriptions.delete(sub.topic);
+    sub.end(reason, error);
+  }
+
+  /** End the subscription to ``topic``; resolves once the server acked (or at once if not connected). */
+  async unsubscribe(topic) {
+    const sub = this.subscriptions.get(topic);
+    if (!sub) return;
+    this._end(sub, "unsubscribed", null);
+    if (this.state !== "connected") return; // the server dropped it with the connection
+    await new Promise((resolve) => this._sendNow({ type: "unsubscribe", topic, client_id: this.clientId }, resolve));
+  }
+
+  /**
+   * Publish ``payload`` (any JSON value); resolves with ``{topic, id, seq, duplicate}``.
+   * Sent again with the same ``id`` after a reconnect until acked or ``timeout``;
+   * ``duplicate: true`` may mean a lost attempt of this very call had landed.
+   */
+  publish(topic, payload, { id = uuid4(), timeout } = {}) {
+    const frame = { type: "publish", topic, message: { id, payload: payload === undefined ? null : payload } };
+    return this._request(frame, (ack) => ({ topic: ack.topic ?? topic, id, seq: ack.seq ?? null, duplicate: Boolean(ack.duplicate) }), { timeout });
+  }
+
+  /** Who is subscribed to ``topic``: ``{topic, subscribers: [{connId, clientId, user}]}`` (PROTOCOL.md 6). */
+  presence(topic, { timeout } = {}) {
+    return this._request({ type: "presence", topic }, (reply) => ({
+      topic: reply.topic ?? topic,
+      subscribers: (reply.subscribers || []).map((s) => ({ connId: s.conn_id, clientId: s.client_id, user: s.user ?? null })),
+    }), { timeout });
+  }
+
+  /** Round trip to the server in milliseconds. */
+  async ping({ timeout } = {}) {
+    const started = performance.now();
+    await this._request({ type: "ping" }, () => null, { retry: false, timeout });
+    return performance.now() - started;
+  }
+}
