@@ -108,9 +108,10 @@ def open_harness(page: Page, url: str) -> None:
     page.wait(lambda: page.js("return window.harnessReady === true"), "the harness to import /client.js")
 
 
-def start(page: Page, name: str, server_port: int, topic: str | None, options: dict | None = None, **sub: Any) -> None:
+def start(page: Page, name: str, server_port: int, topic: str | None, options: dict | None = None, sub: dict | None = None) -> None:
+    """Client ``name`` in the page (FAST reconnects plus ``options``), subscribed to ``topic`` with ``sub`` options."""
     page.driver.execute_script(
-        "start(...arguments)", name, f"http://127.0.0.1:{server_port}", {**FAST, **(options or {})}, topic, sub
+        "start(...arguments)", name, f"http://127.0.0.1:{server_port}", {**FAST, **(options or {})}, topic, sub or {}
     )
 
 
@@ -302,3 +303,58 @@ async def test_a_refused_subscription_ends_with_the_protocol_code(port, harness,
     )
     assert message[0] == "PubSubError" and message[1] == "TOPIC_NOT_FOUND" and message[3] is True
     assert message[2].startswith("TOPIC_NOT_FOUND: ")
+
+
+# -- gaps that are and are not losses -------------------------------------------------------
+
+
+@pytest.mark.pubsub(history_size=5)
+async def test_a_last_n_replay_cut_short_by_a_reconnect_is_not_a_gap(app, port, rest, harness, browser, monkeypatch):
+    await rest.create("feed")
+    for n in range(1, 6):
+        await rest_publish(rest, "feed", n)
+    real_subscribe = ws_handlers._OPS["subscribe"]
+    cut: list[bool] = []
+
+    async def ack_then_vanish(self, sub, frame):
+        # The first subscribe (last_n=5) is acked, then the connection dies
+        # before the replay; meanwhile three more messages evict seqs 1-3.
+        if cut:
+            return await real_subscribe(self, sub, frame)
+        cut.append(True)
+        await real_subscribe(self, sub, {**frame, "last_n": None})  # the ack only
+        await asyncio.wait_for(_until(lambda: sub.queue.qsize() == 0), WAIT)
+        self.abort("test", 1012, "restarting")
+        for n in range(6, 9):
+            await self.broker.publish("feed", n)
+
+    monkeypatch.setitem(ws_handlers._OPS, "subscribe", ack_then_vanish)
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", port, "feed", None, {"lastN": 5})
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 5, "the resumed replay")
+    # Seqs 1-3 were only part of "the last 5" asked for; every seq after the ack arrived.
+    assert seqs(record) == [4, 5, 6, 7, 8]
+    assert record["gaps"] == []
+    assert [s["recovered"] for s in record["subscribed"]] == [None, False]  # the server did send history_gap
+
+
+async def test_a_topic_recreated_while_disconnected_is_an_epoch_gap(app, broker, port, rest, harness, browser):
+    await rest.create("feed")
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", port, "feed", {"minReconnectDelay": 1000})
+    await in_browser(wait_rec, browser, "p", lambda r: r["subscribed"], "the subscription")
+    for n in (1, 2):
+        await rest_publish(rest, "feed", n)
+    record = await in_browser(wait_rec, browser, "p", lambda r: seqs(r) == [1, 2], "seqs 1-2")
+    old_epoch = record["events"][0]["epoch"]
+
+    app.pubsub.heartbeat.abort_all("test", 1012, "restarting")
+    await broker.delete_topic("feed")
+    await broker.create_topic("feed")
+    await broker.publish("feed", 3)
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 3, "the new incarnation's event")
+    new_epoch = record["events"][2]["epoch"]
+    assert new_epoch != old_epoch
+    assert [(e["seq"], e["payload"]) for e in record["events"]] == [(1, 1), (2, 2), (1, 3)]
+    [gap] = record["gaps"]
+    assert (gap["reason"], gap["previousEpoch"], gap["epoch"], gap["firstSeq"]) == ("epoch_changed", old_epoch, new_epoch, 1)
