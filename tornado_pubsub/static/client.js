@@ -180,7 +180,13 @@ export class Subscription {
     const first = this.state === "subscribing";
     this.state = "subscribed";
     if (first) this._ready.resolve({ topic: this.topic, epoch: this.epoch, lastSeq: this.serverLastSeq });
-    this.call(this.opts.onSubscribed, { topic: this.topic, resumed, recovered: ack.recovered ?? null, epoch: this.epoch });
+    this.call(this.opts.onSubscribed, {
+      topic: this.topic,
+      resumed,
+      recovered: ack.recovered ?? null,
+      epoch: this.epoch,
+      lastSeq: this.serverLastSeq,
+    });
   }
 
   /** ``info history_gap``: the server could not replay everything after our position. */
