@@ -72,6 +72,10 @@ class ClientScript(tornado.web.StaticFileHandler):
     async def get(self, path: str = "", include_body: bool = True) -> None:
         await super().get("client.js", include_body)
 
+    async def head(self, path: str = "") -> None:
+        # The route has no path group for StaticFileHandler.head to pass on.
+        await self.get(path, include_body=False)
+
     def get_content_type(self) -> str:
         # Not left to the mimetypes table, which says application/javascript on some systems.
         return "text/javascript; charset=utf-8"

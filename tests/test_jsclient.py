@@ -13,15 +13,18 @@ this test's IOLoop keeps serving the harness page and the in-process server.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import tornado.httpclient
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornado.websocket
 
 from tests.conftest import Rest
 from tests.procs import PubSub, Redis, redis_server  # noqa: F401  (fixture)
@@ -37,16 +40,24 @@ const { PubSubClient } = await import(new URLSearchParams(location.search).get("
 window.clients = {};
 window.rec = {};
 window.start = (name, url, options, topic, subOptions) => {
-  const r = (rec[name] = { events: [], gaps: [], states: [], errors: [], subscribed: [], ends: [], acks: [] });
+  const r = (rec[name] = { events: [], gaps: [], states: [], errors: [], subscribed: [], ends: [], acks: [],
+                           auths: [], expiring: [], presence: [], presences: [] });
+  if (options.tokenPrefix) {
+    let n = 0;
+    options.getToken = async () => `${options.tokenPrefix}-${++n}`;
+  }
   const client = (clients[name] = new PubSubClient(url, options));
   client.on("state", ({ state }) => r.states.push(state));
   client.on("error", (err) => r.errors.push(err.code || String(err)));
+  client.on("auth", (a) => r.auths.push(a));
+  client.on("token_expiring", (t) => r.expiring.push(t));
   if (topic) {
     client.subscribe(topic, (ev) => r.events.push({ seq: ev.seq, epoch: ev.epoch, id: ev.id, payload: ev.payload }), {
       ...subOptions,
       onGap: (gap) => r.gaps.push(gap),
       onSubscribed: (s) => r.subscribed.push(s),
       onEnd: (e) => r.ends.push({ reason: e.reason, code: e.error ? e.error.code : null }),
+      onPresence: (p) => r.presence.push(p),
     });
   }
   client.connect().catch((err) => r.errors.push(err.code));
@@ -55,6 +66,12 @@ window.publish = (name, topic, payload, opts) => {
   clients[name].publish(topic, payload, opts).then(
     (ack) => rec[name].acks.push(ack),
     (err) => rec[name].acks.push({ error: err.code }),
+  );
+};
+window.presence = (name, topic) => {
+  clients[name].presence(topic).then(
+    (who) => rec[name].presences.push(who),
+    (err) => rec[name].presences.push({ error: err.code }),
   );
 };
 window.harnessReady = true;
@@ -71,12 +88,73 @@ class HarnessPage(tornado.web.RequestHandler):
         self.finish(HARNESS)
 
 
-class Harness:
-    """The harness page's own origin, apart from every pub/sub server."""
+class PeerConn:
+    """One connection the scripted peer accepted: its query, the frames it got, a way to answer."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, handler: tornado.websocket.WebSocketHandler) -> None:
+        self.handler = handler
+        self.query = {k: handler.get_query_argument(k) for k in handler.request.query_arguments}
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed = False
+
+    async def recv(self, kind: str) -> dict[str, Any]:
+        """The next frame of type ``kind`` (others skipped), within WAIT seconds."""
+        async def next_of_kind() -> dict[str, Any]:
+            while (frame := await self.frames.get())["type"] != kind:
+                pass
+            return frame
+
+        return await asyncio.wait_for(next_of_kind(), WAIT)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.handler.write_message(json.dumps({"ts": "2026-12-03T10:00:00.000Z", **frame}))
+
+    async def answer_subscribe(self, **ack: Any) -> dict[str, Any]:
+        frame = await self.recv("subscribe")
+        self.send({"type": "ack", "status": "ok", "topic": frame["topic"], "request_id": frame["request_id"], **ack})
+        return frame
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.handler.close(code, reason)
+
+
+class Peer:
+    """A scripted stand-in for the server at ``/peer/ws`` on the harness origin: for
+    the parts of the contract whose server side lands later (token refresh,
+    presence) and for close codes and silences a real server will not produce on cue."""
+
+    def __init__(self) -> None:
+        self.conns: list[PeerConn] = []
+
+    async def connection(self, n: int) -> PeerConn:
+        """The ``n``-th connection (1-based), waiting for it within WAIT seconds."""
+        await asyncio.wait_for(_until(lambda: len(self.conns) >= n), WAIT)
+        return self.conns[n - 1]
+
+
+class PeerSocket(tornado.websocket.WebSocketHandler):
+    def initialize(self, peer: Peer) -> None:
+        self.peer = peer
+
+    def open(self) -> None:
+        self.conn = PeerConn(self)
+        self.peer.conns.append(self.conn)
+
+    def on_message(self, message: str | bytes) -> None:
+        self.conn.frames.put_nowait(json.loads(message))
+
+    def on_close(self) -> None:
+        self.conn.closed = True
+
+
+class Harness:
+    """The harness page's own origin, apart from every pub/sub server, and the scripted peer."""
+
+    def __init__(self, port: int, peer: Peer) -> None:
         self.port = port
         self.origin = f"http://127.0.0.1:{port}"
+        self.peer = peer
+        self.peer_url = f"{self.origin}/peer"
 
     def url(self, server_port: int) -> str:
         client = f"http://127.0.0.1:{server_port}/client.js"
@@ -86,10 +164,14 @@ class Harness:
 @pytest.fixture
 def harness(io_loop):
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/harness", HarnessPage)]))
+    peer = Peer()
+    app = tornado.web.Application([(r"/harness", HarnessPage), (r"/peer/ws", PeerSocket, {"peer": peer})])
+    server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
-    yield Harness(sock.getsockname()[1])
+    yield Harness(sock.getsockname()[1], peer)
     server.stop()
+    for conn in peer.conns:
+        conn.handler.close()
 
 
 @pytest.fixture
@@ -108,11 +190,11 @@ def open_harness(page: Page, url: str) -> None:
     page.wait(lambda: page.js("return window.harnessReady === true"), "the harness to import /client.js")
 
 
-def start(page: Page, name: str, server_port: int, topic: str | None, options: dict | None = None, sub: dict | None = None) -> None:
-    """Client ``name`` in the page (FAST reconnects plus ``options``), subscribed to ``topic`` with ``sub`` options."""
-    page.driver.execute_script(
-        "start(...arguments)", name, f"http://127.0.0.1:{server_port}", {**FAST, **(options or {})}, topic, sub or {}
-    )
+def start(page: Page, name: str, server: int | str, topic: str | None, options: dict | None = None, sub: dict | None = None) -> None:
+    """Client ``name`` in the page for ``server`` (a loopback port or a URL), with FAST
+    reconnects plus ``options``, subscribed to ``topic`` with ``sub`` options."""
+    url = server if isinstance(server, str) else f"http://127.0.0.1:{server}"
+    page.driver.execute_script("start(...arguments)", name, url, {**FAST, **(options or {})}, topic, sub or {})
 
 
 def rec(page: Page, name: str) -> dict[str, Any]:
@@ -358,3 +440,135 @@ async def test_a_topic_recreated_while_disconnected_is_an_epoch_gap(app, broker,
     assert [(e["seq"], e["payload"]) for e in record["events"]] == [(1, 1), (2, 2), (1, 3)]
     [gap] = record["gaps"]
     assert (gap["reason"], gap["previousEpoch"], gap["epoch"], gap["firstSeq"]) == ("epoch_changed", old_epoch, new_epoch, 1)
+
+
+# -- against a scripted peer: token refresh, presence, close codes, silence ---------------------
+
+
+async def test_get_token_is_called_per_connection_and_on_token_expiring(port, harness, browser):
+    peer = harness.peer
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", harness.peer_url, "feed", {"tokenPrefix": "jwt"})
+    first = await peer.connection(1)
+    assert first.query == {"token": "jwt-1"}
+    subscribe = await first.answer_subscribe(epoch="e1", last_seq=4)
+    assert "since_seq" not in subscribe and "last_n" not in subscribe and subscribe["client_id"].startswith("js-")
+    first.send({"type": "event", "topic": "feed", "seq": 5, "message": {"id": "m5", "payload": 5}})
+
+    # PROTOCOL.md 5.3: the refreshed token goes in an auth frame on the same connection.
+    first.send({"type": "info", "msg": "token_expiring", "expires_at": "2026-12-03T10:00:30.000Z"})
+    auth = await first.recv("auth")
+    assert auth["token"] == "jwt-2"
+    first.send({"type": "ack", "status": "ok", "request_id": auth["request_id"], "user": "u1", "expires_at": "2026-12-03T11:00:00.000Z"})
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["auths"], "the auth ack")
+    assert record["auths"] == [{"user": "u1", "expiresAt": "2026-12-03T11:00:00.000Z"}]
+
+    # Expired anyway (4401): a reconnect with a new token resumes where the page was.
+    first.close(4401, "token expired")
+    second = await peer.connection(2)
+    assert second.query == {"token": "jwt-3"}
+    resume = await second.answer_subscribe(epoch="e1", last_seq=5, recovered=True)
+    assert (resume["since_seq"], resume["epoch"]) == (5, "e1")
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["subscribed"]) == 2, "the resumed subscription")
+    assert seqs(record) == [5] and record["gaps"] == [] and record["errors"] == []
+
+
+@pytest.mark.parametrize("code, error", [(4401, "UNAUTHORIZED"), (4403, "FORBIDDEN")])
+async def test_a_close_that_a_reconnect_cannot_fix_ends_the_client(code, error, port, harness, browser):
+    peer = harness.peer
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", harness.peer_url, "feed", {"token": "static-jwt"})
+    first = await peer.connection(1)
+    assert first.query == {"token": "static-jwt"}
+    await first.answer_subscribe(epoch="e1", last_seq=0)
+    first.send({"type": "info", "msg": "token_expiring", "expires_at": "2026-12-03T10:00:30.000Z"})
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["expiring"], "token_expiring for the page")
+    assert record["expiring"] == [{"expiresAt": "2026-12-03T10:00:30.000Z"}]  # no getToken: the page is told
+
+    first.close(code, "bye")
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["states"][-1] == "disconnected", "the client to stop")
+    assert error in record["errors"]
+    assert record["ends"] == [{"reason": "closed", "code": error}]
+    await asyncio.sleep(3 * FAST["maxReconnectDelay"] / 1000)
+    assert len(peer.conns) == 1  # no reconnect
+
+
+async def test_presence_query_join_leave_and_revocation(port, harness, browser):
+    peer = harness.peer
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", harness.peer_url, "feed", {"apiKey": "admin-key"}, {"presence": True})
+    conn = await peer.connection(1)
+    assert conn.query == {"api_key": "admin-key"}
+    subscribe = await conn.answer_subscribe(epoch="e1", last_seq=0)
+    assert subscribe["presence"] is True
+
+    browser.driver.execute_script("presence('p', 'feed')")
+    ask = await conn.recv("presence")
+    assert ask["topic"] == "feed"
+    who = [{"conn_id": "c7", "client_id": "py-1", "user": "u7"}, {"conn_id": "c8", "client_id": "js-2", "user": None}]
+    conn.send({"type": "presence", "topic": "feed", "subscribers": who, "request_id": ask["request_id"]})
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["presences"], "the presence reply")
+    assert record["presences"] == [
+        {"topic": "feed", "subscribers": [{"connId": "c7", "clientId": "py-1", "user": "u7"}, {"connId": "c8", "clientId": "js-2", "user": None}]}
+    ]
+
+    for msg in ("join", "leave"):
+        conn.send({"type": "info", "msg": msg, "topic": "feed", "conn_id": "c9", "client_id": "x", "user": "u9"})
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["presence"]) == 2, "join and leave")
+    assert [(p["type"], p["connId"], p["user"]) for p in record["presence"]] == [("join", "c9", "u9"), ("leave", "c9", "u9")]
+
+    conn.send({"type": "info", "msg": "subscription_revoked", "topic": "feed"})
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["ends"], "the revoked subscription to end")
+    assert record["ends"] == [{"reason": "revoked", "code": "FORBIDDEN"}]
+
+
+async def test_a_publish_refused_while_draining_is_sent_again_with_its_id_after_the_reconnect(port, harness, browser):
+    peer = harness.peer
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", harness.peer_url, None, None)
+    first = await peer.connection(1)
+    browser.driver.execute_script("publish('p', 'orders', {n: 1})")
+    attempt = await first.recv("publish")
+    first.send({"type": "error", "request_id": attempt["request_id"], "error": {"code": "SHUTTING_DOWN", "message": "draining"}})
+    first.send({"type": "info", "msg": "shutting_down"})
+    first.close(1001, "shutdown")
+
+    second = await peer.connection(2)
+    retry = await second.recv("publish")
+    assert retry["message"] == attempt["message"] == {"id": attempt["message"]["id"], "payload": {"n": 1}}
+    second.send({"type": "ack", "status": "ok", "topic": "orders", "request_id": retry["request_id"], "seq": 7, "duplicate": False})
+    record = await in_browser(wait_rec, browser, "p", lambda r: r["acks"], "the publish ack")
+    assert record["acks"] == [{"topic": "orders", "id": attempt["message"]["id"], "seq": 7, "duplicate": False}]
+
+
+async def test_a_silent_connection_is_pinged_then_replaced(port, harness, browser):
+    peer = harness.peer
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", harness.peer_url, None, {"pingInterval": 300, "pongTimeout": 300})
+    first = await peer.connection(1)
+    await first.recv("ping")  # silence: the client asks
+    second = await peer.connection(2)  # no pong: it gives up on the connection and opens another
+    ping = await second.recv("ping")
+    second.send({"type": "pong", "request_id": ping["request_id"]})
+    await asyncio.wait_for(_until(lambda: first.closed), WAIT)
+    record = await in_browser(rec, browser, "p")
+    assert record["states"][-1] == "connected" and len(peer.conns) == 2, record
+
+
+# -- the file itself (no browser) --------------------------------------------------------------
+
+
+@pytest.mark.pubsub(api_key="s3cret")
+async def test_client_js_is_a_public_cacheable_module(port):
+    client = tornado.httpclient.AsyncHTTPClient()
+    url = f"http://127.0.0.1:{port}/client.js"
+    first = await client.fetch(url, raise_error=False)
+    assert first.code == 200  # no key needed: it is code, not data
+    assert first.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert first.headers["Access-Control-Allow-Origin"] == "*"  # importable as a module from any origin
+    assert first.headers["Cache-Control"] == "no-cache" and first.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"export class PubSubClient" in first.body
+    again = await client.fetch(url, headers={"If-None-Match": first.headers["Etag"]}, raise_error=False)
+    assert again.code == 304 and not again.body
+    head = await client.fetch(url, method="HEAD", raise_error=False)
+    assert head.code == 200 and head.headers["Etag"] == first.headers["Etag"] and not head.body

@@ -65,6 +65,9 @@ const DEFAULTS = {
 const CLOSE_TOKEN_EXPIRED = 4401;
 const CLOSE_KICKED = 4403;
 const CLOSE_TOO_BIG = 1009;
+// A connection that lived shorter than this did not reset the backoff, so a
+// server that accepts and then closes at once is not hammered.
+const STABLE_MS = 5000;
 // Errors that mean "not now": the request is sent again on the next connection.
 const RETRY_LATER = new Set(["SHUTTING_DOWN"]);
 
@@ -292,7 +295,8 @@ export class PubSubClient {
     this._started = false;
     this._closed = false;
     this._everConnected = false;
-    this._attempt = 0;
+    this._attempt = 0; // consecutive failed attempts
+    this._openedAt = 0;
     this._timer = null; // reconnect backoff or connect timeout
     this._watch = null; // liveness check
     this._lastFrameAt = 0;
@@ -330,6 +334,11 @@ export class PubSubClient {
     else console.error("tornado-pubsub:", err);
   }
 
+  /** True while requests can be written to an open socket. */
+  get connected() {
+    return this.state === "connected" && this._socket !== null;
+  }
+
   _setState(state) {
     if (this.state === state) return;
     const previous = this.state;
@@ -343,7 +352,7 @@ export class PubSubClient {
   connect() {
     if (this._closed) return Promise.reject(new PubSubError(CLOSED, "client closed"));
     const waiter = deferred();
-    if (this.state === "connected") waiter.resolve(this);
+    if (this.connected) waiter.resolve(this);
     else this._waiters.push(waiter);
     if (!this._started) {
       this._started = true;
@@ -404,8 +413,7 @@ export class PubSubClient {
     const reconnected = this._everConnected;
     if (reconnected) this.reconnects += 1;
     this._everConnected = true;
-    this._attempt = 0;
-    this._lastFrameAt = Date.now();
+    this._openedAt = this._lastFrameAt = Date.now();
     this._pingSentAt = 0;
     this._scheduleWatch(this.options.pingInterval);
     this._setState("connected");
@@ -450,6 +458,8 @@ export class PubSubClient {
       ? new PubSubError(CONNECTION_LOST, `connection closed (${code}${reason ? ` ${reason}` : ""})`, { closeCode: code })
       : new PubSubError(UNREACHABLE, `could not connect to ${this.url.origin}${this.url.pathname} (server down, draining, or credential refused)`, { closeCode: code });
     if (this._closed) return;
+    if (opened && Date.now() - this._openedAt >= STABLE_MS) this._attempt = 0;
+    this._setState("reconnecting"); // before the event, so its listeners see no usable socket
     this._emit("disconnected", { code, reason, error });
     if (code === CLOSE_KICKED) return this._giveUp(new PubSubError("FORBIDDEN", `disconnected by an administrator${reason ? `: ${reason}` : ""}`, { closeCode: code }));
     if (code === CLOSE_TOKEN_EXPIRED && !this.options.getToken) return this._giveUp(new PubSubError("UNAUTHORIZED", "token expired and no getToken to refresh it", { closeCode: code }));
@@ -519,7 +529,7 @@ export class PubSubClient {
 
   _checkAlive() {
     const socket = this._socket;
-    if (!socket || this.state !== "connected") return;
+    if (!socket || !this.connected) return;
     const now = Date.now();
     const { pingInterval, pongTimeout } = this.options;
     if (this._pingSentAt && this._lastFrameAt < this._pingSentAt && now - this._pingSentAt >= pongTimeout) {
@@ -597,7 +607,7 @@ export class PubSubClient {
       this._report(err);
       return;
     }
-    if (this._socket !== socket || this.state !== "connected") return; // the next connection presents it
+    if (this._socket !== socket || !this.connected) return; // the next connection presents it
     this._sendNow({ type: "auth", token }, (reply) => {
       if (!reply) return;
       if (reply.type === "error") this._report(errorOf(reply));
@@ -611,8 +621,9 @@ export class PubSubClient {
    * presence), or ``null`` if the socket goes first. */
   _sendNow(frame, onReply) {
     const rid = `r${++this._rids}`;
+    const text = JSON.stringify({ ...frame, request_id: rid }); // throws on a payload JSON cannot hold
     this._replies.set(rid, onReply);
-    this._socket.send(JSON.stringify({ ...frame, request_id: rid }));
+    this._socket.send(text);
   }
 
   /**
@@ -628,29 +639,35 @@ export class PubSubClient {
     const done = deferred();
     const entry = { frame, accept, retry, sent: false, done, timer: null };
     entry.timer = setTimeout(() => {
-      const where = this.state === "connected" ? "no reply" : `not connected (${this.state})`;
+      const where = this.connected ? "no reply" : `not connected (${this.state})`;
       this._settle(entry, null, new PubSubError(TIMEOUT, `${frame.type} to ${frame.topic ?? "server"}: ${where} within ${timeout} ms`));
     }, timeout);
     this._requests.add(entry);
-    if (this.state === "connected") this._sendEntry(entry);
+    if (this.connected) this._sendEntry(entry);
     return done.promise;
   }
 
   _sendEntry(entry) {
     entry.sent = true;
-    this._sendNow(entry.frame, (reply) => {
-      if (!reply) return; // lost: _lost() decides between resending and failing it
-      if (reply.type === "error" && RETRY_LATER.has(reply.error?.code) && entry.retry) {
-        entry.sent = false; // the server is draining: the next connection takes it
-        return;
-      }
-      if (reply.type === "error") this._settle(entry, null, errorOf(reply));
-      else this._settle(entry, entry.accept(reply), null);
-    });
+    try {
+      this._sendNow(entry.frame, (reply) => this._replied(entry, reply));
+    } catch (err) {
+      this._settle(entry, null, err); // e.g. a BigInt or circular payload
+    }
+  }
+
+  _replied(entry, reply) {
+    if (!reply) return; // lost: _lost() decides between resending and failing it
+    if (reply.type === "error" && RETRY_LATER.has(reply.error?.code) && entry.retry) {
+      entry.sent = false; // the server is draining: the next connection takes it
+      return;
+    }
+    if (reply.type === "error") this._settle(entry, null, errorOf(reply));
+    else this._settle(entry, entry.accept(reply), null);
   }
 
   _flush() {
-    for (const entry of this._requests) if (!entry.sent && this._socket) this._sendEntry(entry);
+    for (const entry of this._requests) if (!entry.sent && this.connected) this._sendEntry(entry);
   }
 
   _settle(entry, value, error) {
@@ -678,7 +695,7 @@ export class PubSubClient {
     if (opts.lastN && opts.sinceSeq != null) throw new TypeError("lastN and sinceSeq cannot be combined");
     const sub = new Subscription(this, topic, onEvent, opts);
     this.subscriptions.set(topic, sub);
-    if (this.state === "connected") this._subscribeNow(sub);
+    if (this.connected) this._subscribeNow(sub);
     return sub;
   }
 
@@ -710,7 +727,7 @@ export class PubSubClient {
     const sub = this.subscriptions.get(topic);
     if (!sub) return;
     this._end(sub, "unsubscribed", null);
-    if (this.state !== "connected") return; // the server dropped it with the connection
+    if (!this.connected) return; // the server dropped it with the connection
     await new Promise((resolve) => this._sendNow({ type: "unsubscribe", topic, client_id: this.clientId }, resolve));
   }
 
