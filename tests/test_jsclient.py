@@ -572,3 +572,25 @@ async def test_client_js_is_a_public_cacheable_module(port):
     assert again.code == 304 and not again.body
     head = await client.fetch(url, method="HEAD", raise_error=False)
     assert head.code == 200 and head.headers["Etag"] == first.headers["Etag"] and not head.body
+
+
+async def test_last_n_replay_then_live_then_unsubscribe(port, rest, harness, browser):
+    await rest.create("t")
+    for n in range(1, 5):
+        await rest_publish(rest, "t", n)
+    await in_browser(open_harness, browser, harness.url(port))
+    await in_browser(start, browser, "p", port, "t", None, {"lastN": 2})
+    await in_browser(wait_rec, browser, "p", lambda r: seqs(r) == [3, 4], "the last two replayed")
+    await rest_publish(rest, "t", 5)
+    record = await in_browser(wait_rec, browser, "p", lambda r: seqs(r) == [3, 4, 5], "a live event after the replay")
+    assert [s["resumed"] for s in record["subscribed"]] == [False]
+
+    await in_browser(browser.driver.execute_async_script, "clients.p.unsubscribe('t').then(arguments[0])")
+    status, body = await rest.call("GET", "/topics")
+    assert body["topics"] == [{"name": "t", "subscribers": 0}]
+    await in_browser(start, browser, "q", port, "t")  # a second client sees what p no longer does
+    await in_browser(wait_rec, browser, "q", lambda r: r["subscribed"], "q's subscription")
+    await rest_publish(rest, "t", 6)
+    await in_browser(wait_rec, browser, "q", lambda r: seqs(r) == [6], "q to get seq 6")
+    record = await in_browser(rec, browser, "p")
+    assert seqs(record) == [3, 4, 5] and record["ends"] == [{"reason": "unsubscribed", "code": None}]

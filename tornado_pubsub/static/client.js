@@ -153,7 +153,7 @@ export class Subscription {
   }
 
   unsubscribe() {
-    return this.client.unsubscribe(this.topic);
+    return this.client.unsubscribe(this);
   }
 
   frame(clientId) {
@@ -722,10 +722,12 @@ export class PubSubClient {
     sub.end(reason, error);
   }
 
-  /** End the subscription to ``topic``; resolves once the server acked (or at once if not connected). */
+  /** End the subscription to ``topic`` (a name or a Subscription); resolves once the
+   * server acked (at once if not connected).  An ended subscription is left alone. */
   async unsubscribe(topic) {
-    const sub = this.subscriptions.get(topic);
-    if (!sub) return;
+    const sub = typeof topic === "string" ? this.subscriptions.get(topic) : topic;
+    if (!sub || this.subscriptions.get(sub.topic) !== sub) return;
+    topic = sub.topic;
     this._end(sub, "unsubscribed", null);
     if (!this.connected) return; // the server dropped it with the connection
     await new Promise((resolve) => this._sendNow({ type: "unsubscribe", topic, client_id: this.clientId }, resolve));

@@ -52,7 +52,8 @@ export class Tail {
   }
 
   ended(topic, reason, error) {
-    if (this.topic !== topic || reason === "unsubscribed" || reason === "closed") return;
+    // Stopping the tail closes its client: that end needs no word.
+    if (this.topic !== topic || reason === "unsubscribed" || (reason === "closed" && !error)) return;
     this.stop(null);
     if (reason === "topic_deleted") {
       this.on.status("idle", `Topic ${topic} was deleted; tail stopped.`);
