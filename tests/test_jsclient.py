@@ -225,96 +225,96 @@ def redis_pubsub(tmp_path: Path, redis: Redis, harness: Harness, name: str, *fla
 # -- across a killed and restarted Redis-backed server ----------------------------------
 
 
-@pytest.mark.timeout(seconds=120)
-async def test_every_seq_arrives_once_in_order_across_a_killed_and_restarted_server(
-    tmp_path, redis_server, harness, browser
-):
-    # The page talks to process a; the test publishes through process b, all the time.
-    a = redis_pubsub(tmp_path, redis_server, harness, "a")
-    b = redis_pubsub(tmp_path, redis_server, harness, "b")
-    try:
-        await in_browser(a.start)
-        await in_browser(b.start)
-        rest = Rest(b.port)
-        await rest.create("feed")
-        await in_browser(open_harness, browser, harness.url(a.port))
-        await in_browser(start, browser, "p", a.port, "feed")
-        await in_browser(wait_rec, browser, "p", lambda r: r["subscribed"], "the subscription")
+@pytest.fixture
+def two_servers(tmp_path: Path, redis_server: Redis, harness: Harness):
+    """``await two_servers(*flags)`` -> ``(a, rest_b)``: process a (the page's) and
+    process b (where the test publishes) on one Redis, stopped on teardown."""
+    started: list[PubSub] = []
 
-        total = 60
-        published: list[int] = []
+    async def start_two(*flags: str) -> tuple[PubSub, Rest]:
+        a, b = (redis_pubsub(tmp_path, redis_server, harness, name, *flags) for name in ("a", "b"))
+        for proc in (a, b):
+            started.append(proc)
+            await in_browser(proc.start)
+        return a, Rest(b.port)
 
-        async def publish_all() -> None:
-            for n in range(1, total + 1):
-                published.append(await rest_publish(rest, "feed", {"n": n}))
-                await asyncio.sleep(0.02)
+    yield start_two
+    for proc in started:
+        proc.stop()
 
-        publisher = asyncio.ensure_future(publish_all())
-        await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 10, "ten events before the kill")
-        a.stop(signal.SIGKILL)  # the server side of the connection vanishes mid-stream
-        await in_browser(wait_rec, browser, "p", lambda r: "reconnecting" in r["states"], "the page to notice")
-        before = len(published)
-        await asyncio.wait_for(_until(lambda: len(published) >= before + 10), WAIT)  # missed while down
-        await in_browser(a.start)
-        await asyncio.wait_for(publisher, WAIT * 2)
-        record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= total, f"{total} events")
 
-        assert seqs(record) == list(range(1, total + 1))  # each seq once, in order
-        assert [e["payload"]["n"] for e in record["events"]] == list(range(1, total + 1))
-        assert len({e["epoch"] for e in record["events"]}) == 1
-        assert record["gaps"] == []  # the history covered the outage: no gap reported
-        assert record["subscribed"][-1]["resumed"] and record["subscribed"][-1]["recovered"] is True
-        assert record["states"][:2] == ["connecting", "connected"] and record["states"][-1] == "connected"
-        assert "reconnecting" in record["states"] and record["ends"] == []
-    finally:
-        a.stop()
-        b.stop()
+async def follow_feed(browser: Page, harness: Harness, a: PubSub, rest: Rest) -> None:
+    """Create topic ``feed`` and have the page's client ``p`` subscribed to it on ``a``."""
+    await rest.create("feed")
+    await in_browser(open_harness, browser, harness.url(a.port))
+    await in_browser(start, browser, "p", a.port, "feed")
+    await in_browser(wait_rec, browser, "p", lambda r: r["subscribed"], "the subscription")
 
 
 @pytest.mark.timeout(seconds=120)
-async def test_on_gap_reports_only_what_the_history_really_lost(tmp_path, redis_server, harness, browser):
-    a = redis_pubsub(tmp_path, redis_server, harness, "a", "--history-size=5")
-    b = redis_pubsub(tmp_path, redis_server, harness, "b", "--history-size=5")
-    try:
-        await in_browser(a.start)
-        await in_browser(b.start)
-        rest = Rest(b.port)
-        await rest.create("feed")
-        await in_browser(open_harness, browser, harness.url(a.port))
-        await in_browser(start, browser, "p", a.port, "feed")
-        await in_browser(wait_rec, browser, "p", lambda r: r["subscribed"], "the subscription")
-        for n in range(1, 4):
-            await rest_publish(rest, "feed", n)
-        await in_browser(wait_rec, browser, "p", lambda r: seqs(r) == [1, 2, 3], "seqs 1-3")
+async def test_every_seq_arrives_once_in_order_across_a_killed_and_restarted_server(two_servers, harness, browser):
+    a, rest = await two_servers()  # the test publishes through process b all the time
+    await follow_feed(browser, harness, a, rest)
+    total = 60
+    published: list[int] = []
 
-        # Down while 10 are published: the history of 5 keeps 9-13, so 4-8 are lost.
-        a.stop(signal.SIGKILL)
-        for n in range(4, 14):
-            await rest_publish(rest, "feed", n)
-        await in_browser(a.start)
-        record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 8, "the replay after the gap")
-        assert seqs(record) == [1, 2, 3, 9, 10, 11, 12, 13]
-        [gap] = record["gaps"]
-        assert gap["reason"] == "evicted" and gap["topic"] == "feed"
-        assert (gap["afterSeq"], gap["firstSeq"], gap["missed"]) == (3, 9, 5)
-        assert gap["epoch"] == record["events"][0]["epoch"]
-        assert record["subscribed"][-1]["recovered"] is False
+    async def publish_all() -> None:
+        for n in range(1, total + 1):
+            published.append(await rest_publish(rest, "feed", {"n": n}))
+            await asyncio.sleep(0.02)
 
-        # Down again while only 4 are published: the small history still holds them all.
-        a.stop(signal.SIGKILL)
-        for n in range(14, 18):
-            await rest_publish(rest, "feed", n)
-        await in_browser(a.start)
-        record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 12, "the gapless replay")
-        assert seqs(record)[8:] == [14, 15, 16, 17]
-        assert len(record["gaps"]) == 1  # no second gap: nothing was lost this time
-        assert record["subscribed"][-1]["recovered"] is True
-        await rest_publish(rest, "feed", 18)
-        record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 13, "a live event")
-        assert seqs(record)[-1] == 18 and len(seqs(record)) == len(set(seqs(record)))
-    finally:
-        a.stop()
-        b.stop()
+    publisher = asyncio.ensure_future(publish_all())
+    await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 10, "ten events before the kill")
+    a.stop(signal.SIGKILL)  # the server side of the connection vanishes mid-stream
+    await in_browser(wait_rec, browser, "p", lambda r: "reconnecting" in r["states"], "the page to notice")
+    before = len(published)
+    await asyncio.wait_for(_until(lambda: len(published) >= before + 10), WAIT)  # missed while down
+    await in_browser(a.start)
+    await asyncio.wait_for(publisher, WAIT * 2)
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= total, f"{total} events")
+
+    assert seqs(record) == list(range(1, total + 1))  # each seq once, in order
+    assert [e["payload"]["n"] for e in record["events"]] == list(range(1, total + 1))
+    assert len({e["epoch"] for e in record["events"]}) == 1
+    assert record["gaps"] == []  # the history covered the outage: no gap reported
+    assert record["subscribed"][-1]["resumed"] and record["subscribed"][-1]["recovered"] is True
+    assert record["states"][:2] == ["connecting", "connected"] and record["states"][-1] == "connected"
+    assert "reconnecting" in record["states"] and record["ends"] == []
+
+
+@pytest.mark.timeout(seconds=120)
+async def test_on_gap_reports_only_what_the_history_really_lost(two_servers, harness, browser):
+    a, rest = await two_servers("--history-size=5")
+    await follow_feed(browser, harness, a, rest)
+    for n in range(1, 4):
+        await rest_publish(rest, "feed", n)
+    await in_browser(wait_rec, browser, "p", lambda r: seqs(r) == [1, 2, 3], "seqs 1-3")
+
+    # Down while 10 are published: the history of 5 keeps 9-13, so 4-8 are lost.
+    a.stop(signal.SIGKILL)
+    for n in range(4, 14):
+        await rest_publish(rest, "feed", n)
+    await in_browser(a.start)
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 8, "the replay after the gap")
+    assert seqs(record) == [1, 2, 3, 9, 10, 11, 12, 13]
+    [gap] = record["gaps"]
+    assert gap["reason"] == "evicted" and gap["topic"] == "feed"
+    assert (gap["afterSeq"], gap["firstSeq"], gap["missed"]) == (3, 9, 5)
+    assert gap["epoch"] == record["events"][0]["epoch"]
+    assert record["subscribed"][-1]["recovered"] is False
+
+    # Down again while only 4 are published: the small history still holds them all.
+    a.stop(signal.SIGKILL)
+    for n in range(14, 18):
+        await rest_publish(rest, "feed", n)
+    await in_browser(a.start)
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 12, "the gapless replay")
+    assert seqs(record)[8:] == [14, 15, 16, 17]
+    assert len(record["gaps"]) == 1  # no second gap: nothing was lost this time
+    assert record["subscribed"][-1]["recovered"] is True
+    await rest_publish(rest, "feed", 18)
+    record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 13, "a live event")
+    assert seqs(record)[-1] == 18 and len(seqs(record)) == len(set(seqs(record)))
 
 
 async def _until(check: Callable[[], bool]) -> None:
