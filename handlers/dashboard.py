@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
+from typing import Any
 
 import tornado.web
 
+from tornado_pubsub.core.errors import code_for_status, error_body
 from tornado_pubsub.server.context import Context
 
 # Shipped inside the tornado_pubsub package, wherever it is installed.
@@ -56,25 +58,31 @@ class DashboardPage(DashboardAsset):
 
 
 class ClientScript(tornado.web.StaticFileHandler):
-    """``GET /client.js``: the browser client (an ES module), for any page to import.
+    """``GET /client.js`` and the modules it imports (``/client/<name>.js``):
+    the browser client, for any page to import.
 
     Public code with no secret in it, so it needs no key and carries
     ``Access-Control-Allow-Origin: *``: module scripts are fetched with CORS,
     and a page on another origin may import it (its WebSocket still needs
-    that origin in ``allowed_origins``).  The URL is not versioned, so it is
-    revalidated on each load (ETag, 304) and an upgraded server never runs
-    with a stale client.
+    that origin in ``allowed_origins``).  The URLs are not versioned, so they
+    are revalidated on each load (ETag, 304) and an upgraded server never
+    runs with a stale client.
     """
 
     def initialize(self, context: Context) -> None:  # type: ignore[override]
         super().initialize(path=str(STATIC_ROOT))
 
     async def get(self, path: str = "", include_body: bool = True) -> None:
-        await super().get("client.js", include_body)
+        # The routes only match client.js and client/<name>.js, never another static file.
+        await super().get(f"client/{path}" if path else "client.js", include_body)
 
     async def head(self, path: str = "") -> None:
-        # The route has no path group for StaticFileHandler.head to pass on.
         await self.get(path, include_body=False)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A JSON error like every other route's, not StaticFileHandler's HTML page.
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(error_body(code_for_status(status_code), self._reason))
 
     def get_content_type(self) -> str:
         # Not left to the mimetypes table, which says application/javascript on some systems.
@@ -93,5 +101,6 @@ def routes(prefix: str = "") -> list[tuple[str, type[tornado.web.RequestHandler]
         (rf"{prefix}/dashboard/?", DashboardPage),
         (rf"{prefix}/dashboard/static/(.+)", DashboardAsset),
         (rf"{prefix}/client\.js", ClientScript),
+        (rf"{prefix}/client/([a-z]+\.js)", ClientScript),
     ]
 

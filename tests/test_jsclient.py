@@ -572,6 +572,17 @@ async def test_client_js_is_a_public_cacheable_module(port):
     assert again.code == 304 and not again.body
     head = await client.fetch(url, method="HEAD", raise_error=False)
     assert head.code == 200 and head.headers["Etag"] == first.headers["Etag"] and not head.body
+    # The modules it imports, relative to it, with the same headers.
+    part = await client.fetch(f"http://127.0.0.1:{port}/client/subscription.js", raise_error=False)
+    assert b'from "./client/subscription.js"' in first.body and b"export class Subscription" in part.body
+    assert part.code == 200 and part.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/client/nope.js", "/client/%2e%2e/dashboard/index.html", "/client/../app.py", "/client.js/x"])
+async def test_client_routes_serve_only_the_client(port, path):
+    client = tornado.httpclient.AsyncHTTPClient()
+    response = await client.fetch(f"http://127.0.0.1:{port}{path}", raise_error=False)
+    assert response.code in (403, 404) and json.loads(response.body)["error"]["code"] in ("FORBIDDEN", "TOPIC_NOT_FOUND", "NOT_FOUND")
 
 
 async def test_last_n_replay_then_live_then_unsubscribe(port, rest, harness, browser):

@@ -185,7 +185,7 @@ def served_paths() -> set[str]:
     for spec in routes(Broker(), Settings()):
         pattern = spec.regex.pattern.removesuffix("$")
         path = re.sub(r"\\(.)", r"\1", re.sub(r"\(\[\^/\]\+\)", "{name}", pattern))
-        if path in ("/ws", "/client.js") or path.startswith("/dashboard"):
+        if path in ("/ws", "/client.js") or path.startswith(("/dashboard", "/client/")):
             continue
         assert "(" not in path, f"unmapped group in route {pattern!r}"
         paths.add(path)

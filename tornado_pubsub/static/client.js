@@ -29,23 +29,13 @@
 // queue of unsent requests is bounded (maxQueued), and a connection that goes
 // silent is detected by pings (pingInterval, pongTimeout) instead of hanging.
 
-export const CONNECTION_LOST = "CONNECTION_LOST"; // the connection dropped before the reply
-export const TIMEOUT = "TIMEOUT"; // no reply within the request's timeout
-export const CLOSED = "CLOSED"; // close() was called, or the client gave up
-export const UNREACHABLE = "UNREACHABLE"; // no WebSocket could be opened
-export const TOO_BIG = "TOO_BIG"; // the server closed with 1009: a frame exceeded max_message_size
-export const QUEUE_FULL = "QUEUE_FULL"; // more than maxQueued requests waiting for a connection
+import { CLOSED, CONNECTION_LOST, PubSubError, QUEUE_FULL, TIMEOUT, TOO_BIG, UNREACHABLE, errorOf } from "./client/errors.js";
+import { Subscription } from "./client/subscription.js";
+import { Emitter, backoff, deferred, socketUrl, uuid4 } from "./client/support.js";
 
-/** An error with the protocol's ``code`` (e.g. TOPIC_NOT_FOUND) or a client code. */
-export class PubSubError extends Error {
-  constructor(code, message, extra = {}) {
-    super(`${code}: ${message}`);
-    this.name = "PubSubError";
-    this.code = code;
-    this.detail = message;
-    Object.assign(this, extra);
-  }
-}
+export { CLOSED, CONNECTION_LOST, PubSubError, QUEUE_FULL, TIMEOUT, TOO_BIG, UNREACHABLE } from "./client/errors.js";
+export { Subscription } from "./client/subscription.js";
+export { backoff, socketUrl, uuid4 } from "./client/support.js";
 
 const DEFAULTS = {
   token: null, // a JWT, sent as the token query parameter
@@ -71,205 +61,6 @@ const STABLE_MS = 5000;
 // Errors that mean "not now": the request is sent again on the next connection.
 const RETRY_LATER = new Set(["SHUTTING_DOWN"]);
 
-/** ``url`` (http(s)://host[/prefix], ws(s)://host[/prefix]/ws, or relative) as the /ws URL. */
-export function socketUrl(url, base = globalThis.location?.href) {
-  const u = new URL(url ?? ".", base);
-  const schemes = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" };
-  if (!schemes[u.protocol]) throw new TypeError(`not a server URL: ${url}`);
-  u.protocol = schemes[u.protocol];
-  if (!u.pathname.endsWith("/ws")) u.pathname = u.pathname.replace(/\/?$/, "/ws");
-  u.hash = "";
-  return u;
-}
-
-/** A random (version 4) UUID; crypto.randomUUID exists only on https and localhost pages. */
-export function uuid4() {
-  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-/** Delay before reconnect ``attempt`` (0-based): exponential, capped, between half and all of it. */
-export function backoff(attempt, min, max) {
-  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 20));
-  return ceiling / 2 + (Math.random() * ceiling) / 2;
-}
-
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => {}); // a caller that never awaits it gets no "unhandled rejection"
-  return { promise, resolve, reject };
-}
-
-function errorOf(frame) {
-  const e = (frame && frame.error) || {};
-  return new PubSubError(String(e.code || "INTERNAL"), String(e.message || "request failed"));
-}
-
-/**
- * One topic's subscription: its position (epoch, last seq delivered) and the
- * sorting of its frames.  Created by ``PubSubClient.subscribe``; it lives
- * across reconnects until ``unsubscribe()``, ``close()``, or the server ends
- * it (topic deleted, permission revoked, resubscribe refused).
- */
-export class Subscription {
-  constructor(client, topic, onEvent, opts) {
-    this.client = client;
-    this.topic = topic;
-    this.onEvent = onEvent;
-    this.opts = opts;
-    this.lastN = Math.max(0, Math.floor(Number(opts.lastN) || 0));
-    this.epoch = opts.epoch ?? null;
-    /** seq of the last event delivered (or the stored position to resume from). */
-    this.lastSeq = opts.sinceSeq ?? null;
-    // Seqs above this are owed to the handler: delivered, or reported as a gap.
-    // Below it (a lastN replay the history could not fill) nothing is owed.
-    this.owedAfter = this.lastSeq;
-    this.state = "subscribing"; // -> subscribed -> ended
-    this.live = false; // acked on the current connection: its events are ours
-    this.serverLastSeq = null; // the topic's newest seq in the latest ack
-    this.duplicates = 0; // events skipped because their seq was already delivered
-    this.gaps = 0;
-    this.retries = 0; // consecutive INTERNAL refusals of the subscribe
-    this.retryTimer = null;
-    this._ready = deferred();
-    this._ended = deferred();
-    /** Resolves with the first ack ({epoch, lastSeq}); rejects with a PubSubError if refused. */
-    this.ready = this._ready.promise;
-    /** Resolves with {reason, error} once the subscription has ended. */
-    this.ended = this._ended.promise;
-  }
-
-  /** Where a later ``subscribe(topic, fn, {sinceSeq, epoch})`` would resume. */
-  get position() {
-    return { epoch: this.epoch, seq: this.lastSeq };
-  }
-
-  unsubscribe() {
-    return this.client.unsubscribe(this);
-  }
-
-  frame(clientId) {
-    const frame = { type: "subscribe", topic: this.topic, client_id: clientId };
-    if (this.lastSeq !== null) {
-      frame.since_seq = this.lastSeq;
-      if (this.epoch !== null) frame.epoch = this.epoch;
-    } else if (this.lastN) {
-      frame.last_n = this.lastN;
-    }
-    if (this.opts.presence) frame.presence = true;
-    return frame;
-  }
-
-  acked(ack) {
-    const resumed = this.lastSeq !== null;
-    this.serverLastSeq = typeof ack.last_seq === "number" ? ack.last_seq : null;
-    if (!resumed && this.serverLastSeq !== null) {
-      // Live events start after the topic's newest seq; a replay brings up to lastN before it.
-      this.lastSeq = Math.max(0, this.serverLastSeq - this.lastN);
-      this.owedAfter = this.serverLastSeq;
-    }
-    // After recovered: false the history_gap notice that follows carries the epoch.
-    if (ack.recovered !== false && typeof ack.epoch === "string") this.epoch = ack.epoch;
-    this.live = true;
-    this.retries = 0;
-    const first = this.state === "subscribing";
-    this.state = "subscribed";
-    if (first) this._ready.resolve({ topic: this.topic, epoch: this.epoch, lastSeq: this.serverLastSeq });
-    this.call(this.opts.onSubscribed, {
-      topic: this.topic,
-      resumed,
-      recovered: ack.recovered ?? null,
-      epoch: this.epoch,
-      lastSeq: this.serverLastSeq,
-    });
-  }
-
-  /** ``info history_gap``: the server could not replay everything after our position. */
-  historyGap(info) {
-    const epoch = typeof info.epoch === "string" ? info.epoch : this.epoch;
-    const first = Number.isInteger(info.first_seq) ? info.first_seq : 1;
-    const owed = Math.max(this.owedAfter ?? 0, this.lastSeq ?? 0);
-    // A new epoch is another incarnation of the topic: its seqs start again.
-    // A seq counter below our position in the same epoch is treated the same way.
-    const reset = (this.epoch !== null && epoch !== this.epoch) || (this.serverLastSeq !== null && this.serverLastSeq < owed);
-    if (reset) {
-      this.gap({ reason: "epoch_changed", epoch, previousEpoch: this.epoch, afterSeq: this.lastSeq, firstSeq: first, missed: null });
-      this.lastSeq = this.owedAfter = first - 1;
-    } else {
-      if (first - 1 > owed) this.gap({ reason: "evicted", epoch, afterSeq: owed, firstSeq: first, missed: first - 1 - owed });
-      this.lastSeq = Math.max(this.lastSeq ?? 0, first - 1);
-      this.owedAfter = Math.max(owed, first - 1);
-    }
-    this.epoch = epoch;
-  }
-
-  event(frame) {
-    if (!this.live) return; // a frame of an earlier subscription to this topic
-    const seq = Number.isInteger(frame.seq) ? frame.seq : null;
-    if (seq !== null && this.lastSeq !== null) {
-      if (seq <= this.lastSeq) {
-        this.duplicates += 1;
-        return;
-      }
-      const owed = Math.max(this.owedAfter ?? 0, this.lastSeq);
-      if (seq - 1 > owed) this.gap({ reason: "dropped", epoch: this.epoch, afterSeq: owed, firstSeq: seq, missed: seq - 1 - owed });
-    }
-    if (seq !== null) {
-      this.lastSeq = seq;
-      this.serverLastSeq = Math.max(this.serverLastSeq ?? 0, seq);
-      this.owedAfter = Math.max(this.owedAfter ?? 0, seq);
-    }
-    const message = frame.message || {};
-    this.call(this.onEvent, { topic: this.topic, id: message.id, payload: message.payload, seq, epoch: this.epoch, ts: frame.ts });
-  }
-
-  gap(gap) {
-    this.gaps += 1;
-    const report = { topic: this.topic, ...gap };
-    if (this.opts.onGap) this.call(this.opts.onGap, report);
-    else console.warn(`tornado-pubsub: ${gap.reason} gap on ${this.topic}`, report);
-  }
-
-  presence(info) {
-    this.call(this.opts.onPresence, {
-      type: info.msg,
-      topic: this.topic,
-      connId: info.conn_id,
-      clientId: info.client_id,
-      user: info.user ?? null,
-      ts: info.ts,
-    });
-  }
-
-  end(reason, error = null) {
-    if (this.state === "ended") return;
-    this.state = "ended";
-    this.live = false;
-    clearTimeout(this.retryTimer);
-    this._ready.reject(error || new PubSubError(CLOSED, `subscription to ${this.topic} ended (${reason})`));
-    this._ended.resolve({ reason, error });
-    this.call(this.opts.onEnd, { topic: this.topic, reason, error });
-  }
-
-  /** Call a user callback; one that throws must not break the stream. */
-  call(fn, arg) {
-    if (!fn) return;
-    try {
-      fn(arg);
-    } catch (err) {
-      this.client._report(err);
-    }
-  }
-}
-
 /**
  * One WebSocket to a tornado-pubsub server, reconnected and resumed until
  * ``close()``.  States: ``disconnected`` (before connect and after close or
@@ -279,15 +70,15 @@ export class Subscription {
  * ``info`` (server notices), ``auth`` (a token refresh was accepted) and
  * ``token_expiring`` (when there is no ``getToken`` to refresh with).
  */
-export class PubSubClient {
+export class PubSubClient extends Emitter {
   constructor(url, options = {}) {
+    super();
     this.url = socketUrl(url);
     this.options = { ...DEFAULTS, ...options };
     this.clientId = this.options.clientId || `js-${uuid4().slice(0, 8)}`;
     this.state = "disconnected";
     this.subscriptions = new Map(); // topic -> Subscription
     this.reconnects = 0;
-    this._listeners = new Map();
     this._requests = new Set(); // publish/presence/ping entries until settled
     this._replies = new Map(); // request_id -> handler, for the current socket only
     this._rids = 0;
@@ -303,35 +94,6 @@ export class PubSubClient {
     this._pingSentAt = 0;
     this._waiters = [];
     this._online = () => this._retryNow();
-  }
-
-  // -- events ---------------------------------------------------------------
-
-  /** Call ``fn(detail)`` on event ``name``; returns a function that removes it. */
-  on(name, fn) {
-    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
-    this._listeners.get(name).add(fn);
-    return () => this.off(name, fn);
-  }
-
-  off(name, fn) {
-    this._listeners.get(name)?.delete(fn);
-  }
-
-  _emit(name, detail) {
-    for (const fn of [...(this._listeners.get(name) || [])]) {
-      try {
-        fn(detail);
-      } catch (err) {
-        if (name !== "error") this._report(err);
-        else console.error(err);
-      }
-    }
-  }
-
-  _report(err) {
-    if (this._listeners.get("error")?.size) this._emit("error", err);
-    else console.error("tornado-pubsub:", err);
   }
 
   /** True while requests can be written to an open socket. */
