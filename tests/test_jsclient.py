@@ -582,7 +582,7 @@ async def test_client_js_is_a_public_cacheable_module(port):
 async def test_client_routes_serve_only_the_client(port, path):
     client = tornado.httpclient.AsyncHTTPClient()
     response = await client.fetch(f"http://127.0.0.1:{port}{path}", raise_error=False)
-    assert response.code in (403, 404) and json.loads(response.body)["error"]["code"] in ("FORBIDDEN", "TOPIC_NOT_FOUND", "NOT_FOUND")
+    assert response.code == 404 and json.loads(response.body)["error"]["code"] == "NOT_FOUND"
 
 
 async def test_last_n_replay_then_live_then_unsubscribe(port, rest, harness, browser):
