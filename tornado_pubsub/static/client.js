@@ -132,6 +132,7 @@ export class PubSubClient extends Emitter {
 
   async _open() {
     this._timer = null;
+    if (this._closed) return;
     this._setState(this._everConnected ? "reconnecting" : "connecting");
     this._emit("connecting", { attempt: this._attempt });
     let token;
@@ -178,10 +179,11 @@ export class PubSubClient extends Emitter {
     this._openedAt = this._lastFrameAt = Date.now();
     this._pingSentAt = 0;
     this._scheduleWatch(this.options.pingInterval);
-    this._setState("connected");
-    // Subscriptions first, so a publish retried below is seen by our own subscriptions.
+    // Subscriptions first, so a publish retried below is seen by our own
+    // subscriptions; both before any listener hears "connected" and adds more.
     for (const sub of this.subscriptions.values()) this._subscribeNow(sub);
     this._flush();
+    this._setState("connected");
     this._emit("connected", { reconnected });
     for (const waiter of this._waiters.splice(0)) waiter.resolve(this);
   }
@@ -221,14 +223,17 @@ export class PubSubClient extends Emitter {
       : new PubSubError(UNREACHABLE, `could not connect to ${this.url.origin}${this.url.pathname} (server down, draining, or credential refused)`, { closeCode: code });
     if (this._closed) return;
     if (opened && Date.now() - this._openedAt >= STABLE_MS) this._attempt = 0;
-    this._setState("reconnecting"); // before the event, so its listeners see no usable socket
+    // Before the event, so its listeners see no usable socket.
+    this._setState(this._everConnected ? "reconnecting" : "connecting");
     this._emit("disconnected", { code, reason, error });
+    if (this._closed) return; // a listener closed the client
     if (code === CLOSE_KICKED) return this._giveUp(new PubSubError("FORBIDDEN", `disconnected by an administrator${reason ? `: ${reason}` : ""}`, { closeCode: code }));
     if (code === CLOSE_TOKEN_EXPIRED && !this.options.getToken) return this._giveUp(new PubSubError("UNAUTHORIZED", "token expired and no getToken to refresh it", { closeCode: code }));
     this._retry(error);
   }
 
   _retry(error) {
+    if (this._closed) return;
     this._attempt += 1;
     if (this._attempt > this.options.maxReconnectAttempts) {
       return this._giveUp(error || new PubSubError(UNREACHABLE, "gave up reconnecting"));
@@ -429,7 +434,7 @@ export class PubSubClient extends Emitter {
   }
 
   _flush() {
-    for (const entry of this._requests) if (!entry.sent && this.connected) this._sendEntry(entry);
+    for (const entry of this._requests) if (!entry.sent && this._socket) this._sendEntry(entry);
   }
 
   _settle(entry, value, error) {
