@@ -28,6 +28,7 @@ import tornado.websocket
 
 from tests.conftest import Rest
 from tests.procs import PubSub, Redis, redis_server  # noqa: F401  (fixture)
+from tests.support import wait_until
 from tests.test_dashboard import WAIT, Page, browser, in_browser  # noqa: F401  (fixture)
 from tornado_pubsub.handlers import ws as ws_handlers
 from tornado_pubsub.settings import Settings
@@ -128,7 +129,7 @@ class Peer:
 
     async def connection(self, n: int) -> PeerConn:
         """The ``n``-th connection (1-based), waiting for it within WAIT seconds."""
-        await asyncio.wait_for(_until(lambda: len(self.conns) >= n), WAIT)
+        await wait_until(lambda: len(self.conns) >= n, WAIT, f"connection {n} to the peer")
         return self.conns[n - 1]
 
 
@@ -268,7 +269,7 @@ async def test_every_seq_arrives_once_in_order_across_a_killed_and_restarted_ser
     a.stop(signal.SIGKILL)  # the server side of the connection vanishes mid-stream
     await in_browser(wait_rec, browser, "p", lambda r: "reconnecting" in r["states"], "the page to notice")
     before = len(published)
-    await asyncio.wait_for(_until(lambda: len(published) >= before + 10), WAIT)  # missed while down
+    await wait_until(lambda: len(published) >= before + 10, WAIT, "ten publishes while a is down")
     await in_browser(a.start)
     await asyncio.wait_for(publisher, WAIT * 2)
     record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= total, f"{total} events")
@@ -315,11 +316,6 @@ async def test_on_gap_reports_only_what_the_history_really_lost(two_servers, har
     await rest_publish(rest, "feed", 18)
     record = await in_browser(wait_rec, browser, "p", lambda r: len(r["events"]) >= 13, "a live event")
     assert seqs(record)[-1] == 18 and len(seqs(record)) == len(set(seqs(record)))
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.02)
 
 
 # -- publish retried with the same id -------------------------------------------------
@@ -405,7 +401,7 @@ async def test_a_last_n_replay_cut_short_by_a_reconnect_is_not_a_gap(app, port, 
             return await real_subscribe(self, sub, frame)
         cut.append(True)
         await real_subscribe(self, sub, {**frame, "last_n": None})  # the ack only
-        await asyncio.wait_for(_until(lambda: sub.queue.qsize() == 0), WAIT)
+        await in_browser(wait_rec, browser, "p", lambda r: r["subscribed"], "the page to have the ack")
         self.abort("test", 1012, "restarting")
         for n in range(6, 9):
             await self.broker.publish("feed", n)
@@ -550,7 +546,7 @@ async def test_a_silent_connection_is_pinged_then_replaced(port, harness, browse
     second = await peer.connection(2)  # no pong: it gives up on the connection and opens another
     ping = await second.recv("ping")
     second.send({"type": "pong", "request_id": ping["request_id"]})
-    await asyncio.wait_for(_until(lambda: first.closed), WAIT)
+    await wait_until(lambda: first.closed, WAIT, "the silent connection to be closed")
     record = await in_browser(rec, browser, "p")
     assert record["states"][-1] == "connected" and len(peer.conns) == 2, record
 
