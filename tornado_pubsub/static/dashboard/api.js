@@ -1,6 +1,7 @@
 // REST and WebSocket URLs, and the API key: asked once on the first 401,
-// kept in this tab's sessionStorage, sent as X-API-Key (REST) and as the
-// api_key query parameter (WebSocket, where browsers cannot set headers).
+// kept in this tab's sessionStorage, sent as X-API-Key (REST); the tail's
+// client sends it as the api_key query parameter (browsers cannot set
+// headers on a WebSocket).
 
 const KEY_STORAGE = "tornado-pubsub.api_key";
 
@@ -86,12 +87,10 @@ export class Api {
     this.setKey(key);
   }
 
-  /** The /ws URL with the key as a query parameter when one is set. */
+  /** The /ws URL (the client adds the key as the api_key query parameter). */
   socketUrl() {
     const url = new URL("ws", BASE);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    const key = this.key;
-    if (key) url.searchParams.set("api_key", key);
     return url.toString();
   }
 }

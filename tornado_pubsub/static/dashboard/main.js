@@ -368,29 +368,28 @@ const tail = new Tail(api, {
     say($("tail-status"), text, state === "error" ? "error" : "");
     $("tail-button").textContent = tail.active ? "Stop" : "Start";
   },
-  event(frame, isReplay) {
-    addTailItem(renderEvent(frame, isReplay));
+  event(event, isReplay) {
+    addTailItem(renderEvent(event, isReplay));
   },
   notice(text, kind) {
     addTailItem(el("li", { className: `notice ${kind}` }, text));
   },
 });
 
-function renderEvent(frame, isReplay) {
-  const message = frame.message || {};
+function renderEvent(event, isReplay) {
   // Short payloads stay on one line; longer ones are indented to be readable.
-  let text = JSON.stringify(message.payload ?? null);
-  if (text.length > COMPACT_CHARS) text = JSON.stringify(message.payload, null, 2);
+  let text = JSON.stringify(event.payload ?? null);
+  if (text.length > COMPACT_CHARS) text = JSON.stringify(event.payload, null, 2);
   if (text.length > MAX_PAYLOAD_CHARS) text = `${text.slice(0, MAX_PAYLOAD_CHARS)}\n… (${formatCount(text.length)} characters)`;
   const meta = el(
     "div",
     { className: "meta" },
-    el("span", { className: "seq" }, `#${frame.seq ?? "?"}`),
-    el("time", { dateTime: String(frame.ts ?? "") }, formatTime(frame.ts)),
+    el("span", { className: "seq" }, `#${event.seq ?? "?"}`),
+    el("time", { dateTime: String(event.ts ?? "") }, formatTime(event.ts)),
   );
   if (isReplay) meta.append(el("span", { className: "badge" }, "replay"));
-  meta.append(el("span", { className: "msg-id", title: String(message.id ?? "") }, String(message.id ?? "").slice(0, 8)));
-  return el("li", { className: "event", dataset: { seq: String(frame.seq ?? "") } }, meta, el("pre", { className: "payload" }, text));
+  meta.append(el("span", { className: "msg-id", title: String(event.id ?? "") }, String(event.id ?? "").slice(0, 8)));
+  return el("li", { className: "event", dataset: { seq: String(event.seq ?? "") } }, meta, el("pre", { className: "payload" }, text));
 }
 
 function addTailItem(item) {
