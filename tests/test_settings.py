@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ROOT, clean_env
+from tornado_pubsub import settings as settings_module
 from tornado_pubsub.settings import Settings, SettingsError, load_settings
 
 # A non-default value for every setting, as the config file / flag / env spell it.
@@ -111,6 +112,28 @@ def test_default_config_file_in_conf_dir_read(tmp_path):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "pubsub.conf").write_text("# comment\nhistory_size = 42\n")
     assert load_settings([], {}).history_size == 42
+
+
+def test_packaged_config_file_read_when_the_working_directory_has_none(tmp_path, monkeypatch):
+    # An installed server started from any folder still reads a config file:
+    # the one shipped in the package. Flags and PUBSUB_* still win over it.
+    packaged = tmp_path / "packaged.conf"
+    packaged.write_text("history_size = 41\nqueue_size = 7\n")
+    monkeypatch.setattr(settings_module, "PACKAGED_CONFIG", str(packaged))
+    assert not (tmp_path / "conf").exists()
+    s = load_settings(["--queue_size=9"], {"PUBSUB_HISTORY_SIZE": "40"})
+    assert (s.history_size, s.queue_size) == (40, 9)
+    assert load_settings([], {}).history_size == 41
+    # A conf/pubsub.conf in the working directory replaces it entirely.
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "pubsub.conf").write_text("history_size = 42\n")
+    s = load_settings([], {})
+    assert (s.history_size, s.queue_size) == (42, Settings().queue_size)
+
+
+def test_packaged_config_file_ships_inside_the_package():
+    assert Path(settings_module.PACKAGED_CONFIG).is_file()
+    assert load_settings([f"--config={settings_module.PACKAGED_CONFIG}"], {}) == Settings()
 
 
 def test_config_file_from_env_variable_read(tmp_path):
