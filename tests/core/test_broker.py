@@ -21,7 +21,7 @@ from tornado_pubsub.core.errors import (
     PubSubError,
 )
 
-from .support import queued
+from tests.kit.support import queued
 
 
 class FakeCloser:

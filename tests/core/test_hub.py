@@ -8,7 +8,7 @@ import pytest
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.hub import plan_resume
 
-from .support import queued
+from tests.kit.support import queued
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from tornado_pubsub.logs import configure_logging, log_op
 
-from .support import TS_RE
+from tests.kit.support import TS_RE
 
 SECRET = "top-secret-key-99"
 

@@ -9,8 +9,8 @@ import urllib.parse
 import pytest
 import tornado.httpclient
 
-from .rawws import RawWs, raw_http
-from .support import handshake_status
+from tests.kit.rawws import RawWs, raw_http
+from tests.kit.support import handshake_status
 
 KEY = "s3cret-Key-0123"
 WITH_KEY = pytest.mark.pubsub(api_key=KEY)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from .loadkit import Collector
-from .rawws import RawWs
-from .support import wait_subscribers
+from tests.kit.load import Collector
+from tests.kit.rawws import RawWs
+from tests.kit.support import wait_subscribers
 
 PAYLOAD = "x" * 16384
 # The kernel lets a sender's buffer grow to tcp_wmem's maximum (4 MiB here)

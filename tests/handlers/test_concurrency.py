@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from tests.conftest import Rest
-from tests.loadkit import Collector, assert_gapless, connect, publish_many
-from tests.servers import ProcServer
-from tests.support import wait_until
+from tests.kit.plugin import Rest
+from tests.kit.load import Collector, assert_gapless, connect, publish_many
+from tests.kit.servers import ProcServer
+from tests.kit.support import wait_until
 
 TOPICS = [f"topic{i}" for i in range(5)]
 

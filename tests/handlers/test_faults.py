@@ -12,10 +12,10 @@ import random
 import pytest
 
 from tornado_pubsub.handlers import ws as ws_handlers
-from tests.loadkit import Collector, assert_gapless, connect, publish_many
-from tests.rawws import RawWs
-from tests.servers import ProcServer
-from tests.support import wait_until
+from tests.kit.load import Collector, assert_gapless, connect, publish_many
+from tests.kit.rawws import RawWs
+from tests.kit.servers import ProcServer
+from tests.kit.support import wait_until
 
 
 def writer_tasks() -> list[asyncio.Task]:
@@ -188,7 +188,7 @@ PAD = "x" * 2000  # 20 000 events of ~2 KB would be ~40 MB if anything buffered 
 async def test_subscriber_that_stops_reading_costs_bounded_memory(policy):
     total = 20_000
     with ProcServer(f"--overflow_policy={policy}", "--log_level=warning", "--max_frames_per_second=100000") as server:
-        from tests.conftest import Rest
+        from tests.kit.plugin import Rest
 
         await Rest(server.port).create("flood")
         healthy = [Collector(await connect(server.port)) for _ in range(2)]
@@ -238,7 +238,7 @@ async def test_subscriber_that_stops_reading_costs_bounded_memory(policy):
 @pytest.mark.slow
 async def test_connection_churn_returns_memory_near_baseline():
     with ProcServer("--log_level=warning") as server:
-        from tests.conftest import Rest
+        from tests.kit.plugin import Rest
 
         rest = Rest(server.port)
         await rest.create("churn")

@@ -22,9 +22,9 @@ import tornado.websocket
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.rawws import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_TEXT as TEXT, RawWs
-from tests.servers import ThreadServer
-from tests.support import TS_RE
+from tests.kit.rawws import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_TEXT as TEXT, RawWs
+from tests.kit.servers import ThreadServer
+from tests.kit.support import TS_RE
 from tornado_pubsub.core.schemas import MAX_DEPTH
 from tornado_pubsub.settings import Settings
 

@@ -16,7 +16,7 @@ import logging
 import pytest
 
 from tornado_pubsub.handlers import ws as ws_handlers
-from tests.support import wait_until
+from tests.kit.support import wait_until
 
 CONNECTIONS = 20
 

@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from tests.conftest import new_id
-from tests.loadkit import connect
-from tests.rawws import RawWs
-from tests.servers import ProcServer
-from tests.support import handshake_status, wait_until
+from tests.kit.plugin import new_id
+from tests.kit.load import connect
+from tests.kit.rawws import RawWs
+from tests.kit.servers import ProcServer
+from tests.kit.support import handshake_status, wait_until
 
 
 @pytest.mark.pubsub(max_connections=2)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from .conftest import new_id
-from .rawws import raw_http
+from tests.kit.plugin import new_id
+from tests.kit.rawws import raw_http
 
 
 def error_code(body) -> str:

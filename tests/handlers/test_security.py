@@ -11,10 +11,10 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import Rest, new_id
-from tests.loadkit import connect
-from tests.servers import ProcServer
-from tests.support import handshake_status, wait_until
+from tests.kit.plugin import Rest, new_id
+from tests.kit.load import connect
+from tests.kit.servers import ProcServer
+from tests.kit.support import handshake_status, wait_until
 from tornado_pubsub.core import auth
 
 KEY = "s3cret-Key_0123456789"

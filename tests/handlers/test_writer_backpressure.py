@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from tests.rawws import RawWs
+from tests.kit.rawws import RawWs
 
 MESSAGES = 400
 PAYLOAD = "p" * 8000  # 400 x 8 KB: far more than the socket buffers and the queue hold

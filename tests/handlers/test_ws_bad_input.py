@@ -11,9 +11,9 @@ import pytest
 
 from tornado_pubsub.core.schemas import MAX_DEPTH
 
-from .conftest import new_id
-from .rawws import OP_TEXT, RawWs
-from .support import TS_RE
+from tests.kit.plugin import new_id
+from tests.kit.rawws import OP_TEXT, RawWs
+from tests.kit.support import TS_RE
 
 UUID = "6f1c2a6e-1d7b-4b7e-9a55-0c1d2e3f4a5b"
 

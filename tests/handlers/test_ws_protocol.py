@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import tornado.httpclient
 
-from .conftest import new_id
-from .rawws import RawWs
-from .support import TS_RE, subscriber_count, wait_subscribers
+from tests.kit.plugin import new_id
+from tests.kit.rawws import RawWs
+from tests.kit.support import TS_RE, subscriber_count, wait_subscribers
 
 
 async def test_subscribe_existing_topic_ack_carries_every_field(rest, ws_connect):

@@ -16,7 +16,7 @@ from tornado.concurrent import Future
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from tornado_pubsub.handlers.wsframe import text_header
-from tests.rawws import RawWs
+from tests.kit.rawws import RawWs
 
 # Every length class of the header: 7-bit, 16-bit and 64-bit lengths and their edges.
 SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000]

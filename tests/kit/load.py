@@ -12,7 +12,7 @@ from typing import Any
 import tornado.httpclient
 import tornado.websocket
 
-from tests.conftest import WsClient
+from tests.kit.plugin import WsClient
 
 
 async def connect(port: int, path: str = "/ws") -> WsClient:

@@ -16,7 +16,7 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.websocket
 
-from tests import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
+from tests.kit import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
 from tornado_pubsub.server.app import make_app, server_options
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.settings import Settings

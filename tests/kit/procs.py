@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import pytest
 
-from tests.servers import ROOT, clean_env
+from tests.kit.servers import ROOT, clean_env
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -199,7 +199,7 @@ def ws_at():
     import tornado.httpclient
     import tornado.websocket
 
-    from tests.conftest import WsClient
+    from tests.kit.plugin import WsClient
 
     clients: list[WsClient] = []
 

@@ -22,7 +22,7 @@ from tornado_pubsub.server.run import Server
 from tornado_pubsub.settings import Settings
 
 #: The repository root (the tests run the server and the CLI from here).
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 

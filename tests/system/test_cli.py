@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from .procs import free_port
-from .servers import ROOT, ProcServer, clean_env
+from tests.kit.procs import free_port
+from tests.kit.servers import ROOT, ProcServer, clean_env
 
 WAIT = 30.0  # upper bound for any one command or wait
 

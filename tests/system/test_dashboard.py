@@ -27,7 +27,7 @@ from tornado_pubsub import routes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT = 10.0  # seconds any one browser condition may take
 DESKTOP = (1280, 900)
 PHONE = (390, 844)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import tornado.httpclient
 
-from tests.conftest import Rest, new_id
-from tests.procs import Nginx, PubSub, cluster, redis_server, ws_at  # noqa: F401
+from tests.kit.plugin import Rest, new_id
+from tests.kit.procs import Nginx, PubSub, cluster, redis_server, ws_at  # noqa: F401
 
 # A loopback address other than 127.0.0.1: what nginx sees and forwards.
 CLIENT_ADDRESS = "127.0.0.2"

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests import support
-from tests.conftest import Rest, WsClient, new_id
-from tests.procs import PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
-from tests.servers import ROOT, clean_env
+from tests.kit import support
+from tests.kit.plugin import Rest, WsClient, new_id
+from tests.kit.procs import PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
+from tests.kit.servers import ROOT, clean_env
 
 
 async def subscribed(ws_at, port: int, topic: str, **extra) -> WsClient:

@@ -10,9 +10,9 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from .conftest import WsClient, new_id
-from .rawws import RawWs
-from .servers import ProcServer
+from tests.kit.plugin import WsClient, new_id
+from tests.kit.rawws import RawWs
+from tests.kit.servers import ProcServer
 
 KEY = "shutdown-test-key-42"
 

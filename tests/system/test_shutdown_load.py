@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from tests.conftest import Rest, WsClient
-from tests.loadkit import Collector, assert_gapless, connect, publish_frame
-from tests.rawws import RawWs
-from tests.servers import ProcServer
-from tests.support import wait_until
+from tests.kit.plugin import Rest, WsClient
+from tests.kit.load import Collector, assert_gapless, connect, publish_frame
+from tests.kit.rawws import RawWs
+from tests.kit.servers import ProcServer
+from tests.kit.support import wait_until
 
 SHUTDOWN_TIMEOUT = 2.0
 # Big enough that the stalled reader's backlog (thousands of events) cannot
