@@ -3,7 +3,7 @@
 import dataclasses
 import re
 
-from tests.kit.servers import ROOT
+from tests.kit.procs import ROOT
 from tornado_pubsub.settings import Settings, load_settings
 
 CONF = ROOT / "conf" / "pubsub.conf"

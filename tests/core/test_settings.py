@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.servers import ROOT, clean_env
+from tests.kit.procs import ROOT, clean_env
 from tornado_pubsub import settings as settings_module
 from tornado_pubsub.settings import Settings, SettingsError, load_settings
 

@@ -10,7 +10,7 @@ import pytest
 import tornado.httpclient
 
 from tests.kit.rawws import RawWs, raw_http
-from tests.kit.support import handshake_status
+from tests.kit.clients import handshake_status
 
 KEY = "s3cret-Key-0123"
 WITH_KEY = pytest.mark.pubsub(api_key=KEY)

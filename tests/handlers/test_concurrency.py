@@ -8,21 +8,21 @@ import asyncio
 
 import pytest
 
-from tests.kit.plugin import Rest
-from tests.kit.load import Collector, assert_gapless, connect, publish_many
-from tests.kit.servers import ProcServer
-from tests.kit.support import wait_until
+from tests.kit.clients import Rest
+from tests.kit.load import Collector, assert_gapless, publish_many
+from tests.kit.procs import ServerProcess
+from tests.kit.wait import wait_until
 
 TOPICS = [f"topic{i}" for i in range(5)]
 
 
-async def run_scenario(publishers: int, per_publisher: int, subscribers: int, joiners: int) -> None:
+async def run_scenario(ws_at, publishers: int, per_publisher: int, subscribers: int, joiners: int) -> None:
     # Queues large enough that nobody drops: this test is about the broker's
     # ordering and bookkeeping, not backpressure (dropped must stay 0), and a
     # history that holds every message, so a late joiner always recovers however
     # fast the publishers are.
     flags = ["--queue_size=100000", "--queue_max_bytes=268435456", "--history_size=10000", "--log_level=warning"]
-    with ProcServer(*flags) as server:
+    with ServerProcess(*flags) as server:
         rest = Rest(server.port)
         for topic in TOPICS:
             await rest.create(topic)
@@ -30,7 +30,7 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
         # Initial subscribers: subscriber i takes topics i, i+1, i+2 (mod 5).
         early: list[tuple[Collector, list[str]]] = []
         for i in range(subscribers):
-            collector = Collector(await connect(server.port))
+            collector = Collector(await ws_at(server.port))
             topics = [TOPICS[(i + k) % len(TOPICS)] for k in range(3)]
             for topic in topics:
                 ack = await collector.subscribe(topic, f"s{i}")
@@ -40,7 +40,7 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
         # Publisher p publishes to topic p mod 5: the first half now, the
         # second half once the joiners are in, so messages surely keep coming
         # after they resumed however fast the first half went.
-        pubs = [await connect(server.port) for _ in range(publishers)]
+        pubs = [await ws_at(server.port) for _ in range(publishers)]
         first_half = per_publisher // 2
 
         def publish(part: str, count: int) -> list[asyncio.Future[list[dict]]]:
@@ -63,7 +63,7 @@ async def run_scenario(publishers: int, per_publisher: int, subscribers: int, jo
 
         await wait_until(a_third_published, 60, "publishers to make progress")
         for j in range(joiners):
-            collector = Collector(await connect(server.port))
+            collector = Collector(await ws_at(server.port))
             starts: dict[str, int] = {}
             status, stats = await rest.call("GET", "/stats")
             for topic in TOPICS:
@@ -125,10 +125,10 @@ async def _no_more_events(collector: Collector) -> bool:
     return before == {t: collector.count(t) for t in collector.seqs}
 
 
-async def test_publishers_and_resuming_subscribers_lose_and_duplicate_nothing():
-    await run_scenario(publishers=5, per_publisher=200, subscribers=6, joiners=2)
+async def test_publishers_and_resuming_subscribers_lose_and_duplicate_nothing(ws_at):
+    await run_scenario(ws_at, publishers=5, per_publisher=200, subscribers=6, joiners=2)
 
 
 @pytest.mark.slow
-async def test_ten_publishers_twenty_subscribers_five_topics_lose_and_duplicate_nothing():
-    await run_scenario(publishers=10, per_publisher=1000, subscribers=16, joiners=4)
+async def test_ten_publishers_twenty_subscribers_five_topics_lose_and_duplicate_nothing(ws_at):
+    await run_scenario(ws_at, publishers=10, per_publisher=1000, subscribers=16, joiners=4)

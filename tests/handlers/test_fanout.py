@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.kit.plugin import new_id
+from tests.kit.clients import new_id
 
 PUBLISHERS, MESSAGES, SUBSCRIBERS = 3, 200, 5
 

@@ -12,10 +12,10 @@ import random
 import pytest
 
 from tornado_pubsub.handlers import ws as ws_handlers
-from tests.kit.load import Collector, assert_gapless, connect, publish_many
+from tests.kit.load import Collector, assert_gapless, publish_many
 from tests.kit.rawws import RawWs
-from tests.kit.servers import ProcServer
-from tests.kit.support import wait_until
+from tests.kit.procs import ServerProcess
+from tests.kit.wait import wait_until
 
 
 def writer_tasks() -> list[asyncio.Task]:
@@ -97,9 +97,9 @@ async def test_broker_raising_mid_publish_loses_nothing_already_acked(rest, ws_c
 
 
 @pytest.mark.pubsub(queue_size=1000)
-async def test_clients_vanishing_with_tcp_reset_mid_stream_do_not_disturb_the_rest(rest, port, broker):
+async def test_clients_vanishing_with_tcp_reset_mid_stream_do_not_disturb_the_rest(rest, port, broker, ws_at):
     await rest.create("stream")
-    healthy = [Collector(await connect(port)) for _ in range(3)]
+    healthy = [Collector(await ws_at(port)) for _ in range(3)]
     for h in healthy:
         assert (await h.subscribe("stream", "healthy"))["type"] == "ack"
     doomed = []
@@ -135,11 +135,11 @@ async def test_clients_vanishing_with_tcp_reset_mid_stream_do_not_disturb_the_re
     assert_broker_empty(broker)
 
 
-async def test_connect_subscribe_disconnect_cycles_leave_no_state_behind(rest, port, broker):
+async def test_connect_subscribe_disconnect_cycles_leave_no_state_behind(rest, port, broker, ws_at):
     """2 000 cycles from 50 concurrent clients, ending in every way a client can leave."""
     for name in ("a", "b", "c"):
         await rest.create(name)
-    publisher = await connect(port)
+    publisher = await ws_at(port)
 
     async def client_loop(worker: int, cycles: int) -> None:
         for i in range(cycles):
@@ -185,20 +185,20 @@ PAD = "x" * 2000  # 20 000 events of ~2 KB would be ~40 MB if anything buffered 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["drop_oldest", "disconnect"])
-async def test_subscriber_that_stops_reading_costs_bounded_memory(policy):
+async def test_subscriber_that_stops_reading_costs_bounded_memory(policy, ws_at):
     total = 20_000
-    with ProcServer(f"--overflow_policy={policy}", "--log_level=warning", "--max_frames_per_second=100000") as server:
-        from tests.kit.plugin import Rest
+    with ServerProcess(f"--overflow_policy={policy}", "--log_level=warning", "--max_frames_per_second=100000") as server:
+        from tests.kit.clients import Rest
 
         await Rest(server.port).create("flood")
-        healthy = [Collector(await connect(server.port)) for _ in range(2)]
+        healthy = [Collector(await ws_at(server.port)) for _ in range(2)]
         for h in healthy:
             assert (await h.subscribe("flood", "healthy"))["type"] == "ack"
         stalled = await RawWs.open(server.port)
         stalled.send_json({"type": "subscribe", "topic": "flood", "client_id": "stalled"})
         assert (await stalled.reply())["type"] == "ack"
         # ...and from now on it never reads again.
-        publisher = await connect(server.port)
+        publisher = await ws_at(server.port)
         await publish_many(publisher, "flood", 200, payload=PAD, window=100, prefix="warm")
         for h in healthy:
             await h.wait_for("flood", 200, timeout=30)
@@ -237,8 +237,8 @@ async def test_subscriber_that_stops_reading_costs_bounded_memory(policy):
 
 @pytest.mark.slow
 async def test_connection_churn_returns_memory_near_baseline():
-    with ProcServer("--log_level=warning") as server:
-        from tests.kit.plugin import Rest
+    with ServerProcess("--log_level=warning") as server:
+        from tests.kit.clients import Rest
 
         rest = Rest(server.port)
         await rest.create("churn")

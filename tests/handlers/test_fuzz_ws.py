@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.kit.rawws import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_TEXT as TEXT, RawWs
-from tests.kit.servers import ThreadServer
+from tests.kit.threadserver import ThreadServer
 from tests.kit.support import TS_RE
 from tornado_pubsub.core.schemas import MAX_DEPTH
 from tornado_pubsub.settings import Settings

@@ -8,11 +8,12 @@ import asyncio
 
 import pytest
 
-from tests.kit.plugin import new_id
-from tests.kit.load import connect
+from tests.kit.clients import new_id
+
 from tests.kit.rawws import RawWs
-from tests.kit.servers import ProcServer
-from tests.kit.support import handshake_status, wait_until
+from tests.kit.procs import ServerProcess
+from tests.kit.clients import handshake_status
+from tests.kit.wait import wait_until
 
 
 @pytest.mark.pubsub(max_connections=2)
@@ -129,10 +130,10 @@ async def test_stalled_connections_do_not_exhaust_the_server(port, broker, ws_co
     assert (await extra[-1].request({"type": "ping"}))["type"] == "pong"
 
 
-async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log():
+async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log(ws_at):
     # 64 descriptors, 100 connections that never send a request: accept()
     # fails with EMFILE until the handshake deadline frees some.
-    with ProcServer("--handshake_timeout=1", "--log_level=warning", nofile=64) as server:
+    with ServerProcess("--handshake_timeout=1", "--log_level=warning", nofile=64) as server:
         hogs = []
         for _ in range(100):
             hogs.append(await RawWs.open(server.port, upgrade=False))
@@ -144,18 +145,18 @@ async def test_running_out_of_file_descriptors_neither_spins_nor_floods_the_log(
         assert len(server.lines) < 100, len(server.lines)
         for hog in hogs:
             hog.close()
-        client = await connect(server.port)
+        client = await ws_at(server.port)
         assert (await client.request({"type": "ping", "request_id": "alive"}))["type"] == "pong"
         client.close()
 
 
 async def test_standalone_server_raises_its_descriptor_limit_for_max_connections():
-    with ProcServer("--max_connections=1000", nofile=(64, 4096)) as server:
+    with ServerProcess("--max_connections=1000", nofile=(64, 4096)) as server:
         assert server.descriptor_limit() == 1000 + 256
 
 
 async def test_standalone_server_warns_when_max_connections_cannot_fit():
-    with ProcServer("--max_connections=20000", "--log_level=warning", nofile=64) as server:
+    with ServerProcess("--max_connections=20000", "--log_level=warning", nofile=64) as server:
         assert server.descriptor_limit() == 64
         # The warning is written before the port opens; the reader may lag.
         warnings = await wait_until(

@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from tornado_pubsub.handlers.ops import OPENAPI_PATH
-from tests.kit.servers import ThreadServer
+from tests.kit.threadserver import ThreadServer
 from tornado_pubsub.server.app import routes
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.settings import Settings

@@ -9,7 +9,7 @@ import pytest
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.outbound import Replayed
 
-from tests.kit.plugin import new_id
+from tests.kit.clients import new_id
 
 
 async def publish_many(ws_connect, topic: str, count: int, payload: str = "x") -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.kit.plugin import new_id
+from tests.kit.clients import new_id
 from tests.kit.rawws import raw_http
 
 

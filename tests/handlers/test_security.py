@@ -11,10 +11,11 @@ import urllib.parse
 
 import pytest
 
-from tests.kit.plugin import Rest, new_id
-from tests.kit.load import connect
-from tests.kit.servers import ProcServer
-from tests.kit.support import handshake_status, wait_until
+from tests.kit.clients import Rest, new_id
+
+from tests.kit.procs import ServerProcess
+from tests.kit.clients import handshake_status
+from tests.kit.wait import wait_until
 from tornado_pubsub.core import auth
 
 KEY = "s3cret-Key_0123456789"
@@ -67,17 +68,17 @@ async def test_bad_requests_get_json_errors_without_internals(rest, method, path
 
 @pytest.fixture
 def logged_server():
-    with ProcServer(f"--api_key={KEY}", "--log_level=debug") as server:
+    with ServerProcess(f"--api_key={KEY}", "--log_level=debug") as server:
         yield server
 
 
-async def test_log_records_stay_one_json_line_and_never_show_the_key(logged_server):
+async def test_log_records_stay_one_json_line_and_never_show_the_key(logged_server, ws_at):
     port = logged_server.port
     hostile = 'evil"\n{"event":"forged","level":"CRITICAL"}\r\n\\'
     topic = "logs"
     keyed = Rest(port, {"X-API-Key": KEY})
     await keyed.create(topic)
-    client = await connect(port, f"/ws?api_key={urllib.parse.quote(KEY)}")
+    client = await ws_at(port, f"/ws?api_key={urllib.parse.quote(KEY)}")
     frames = [
         {"type": "subscribe", "topic": topic, "client_id": hostile, "request_id": hostile},
         {"type": "subscribe", "topic": "no\nsuch", "client_id": hostile, "request_id": "r2"},

@@ -11,7 +11,7 @@ import pytest
 
 from tornado_pubsub.core.schemas import MAX_DEPTH
 
-from tests.kit.plugin import new_id
+from tests.kit.clients import new_id
 from tests.kit.rawws import OP_TEXT, RawWs
 from tests.kit.support import TS_RE
 

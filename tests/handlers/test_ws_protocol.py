@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tornado.httpclient
 
-from tests.kit.plugin import new_id
+from tests.kit.clients import new_id
 from tests.kit.rawws import RawWs
 from tests.kit.support import TS_RE, subscriber_count, wait_subscribers
 

@@ -9,18 +9,7 @@ import json
 import uuid
 from typing import Any
 
-import tornado.httpclient
-import tornado.websocket
-
-from tests.kit.plugin import WsClient
-
-
-async def connect(port: int, path: str = "/ws") -> WsClient:
-    """A real WebSocket client to 127.0.0.1:port."""
-    conn = await tornado.websocket.websocket_connect(
-        tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}"), max_message_size=1 << 24
-    )
-    return WsClient(conn)
+from tests.kit.clients import WsClient
 
 
 class Collector:

@@ -1,5 +1,7 @@
-"""Fixtures: a real tornado-pubsub server on a loopback port, real WebSocket
-clients that are closed on teardown, and a small JSON REST helper.
+"""The test kit's fixtures, loaded for every test by the root conftest.py:
+a real tornado-pubsub server on a loopback port (in this process, on
+pytest-tornasync's loop), WebSocket clients that are closed on teardown, a
+JSON REST helper, and real redis-server / tornado-pubsub processes.
 
 Per-test settings: ``@pytest.mark.pubsub(queue_size=5, overflow_policy="disconnect")``.
 """
@@ -7,21 +9,19 @@ Per-test settings: ``@pytest.mark.pubsub(queue_size=5, overflow_policy="disconne
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
-from typing import Any
+import functools
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
-import tornado.httpclient
 import tornado.httpserver
-import tornado.websocket
 
 from tests.kit import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
-from tornado_pubsub.server.app import make_app, server_options
+from tests.kit.clients import Rest, WsClients
+from tests.kit.procs import Redis, ServerProcess
 from tornado_pubsub.backends.memory import Broker
+from tornado_pubsub.server.app import make_app, server_options
 from tornado_pubsub.settings import Settings
-
-RECV_TIMEOUT = 5.0
 
 
 @pytest.fixture
@@ -73,137 +73,49 @@ def port(http_server, http_server_port) -> int:
     return http_server_port[1]
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-class WsClient:
-    """A real WebSocket client speaking JSON frames, with timeouts on every read."""
-
-    def __init__(self, conn: tornado.websocket.WebSocketClientConnection) -> None:
-        self.conn = conn
-
-    def send(self, frame: Any) -> None:
-        self.conn.write_message(frame if isinstance(frame, (str, bytes)) else json.dumps(frame), binary=isinstance(frame, bytes))
-
-    async def recv(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any] | None:
-        """The next frame as a dict; None once the server closed the connection."""
-        raw = await asyncio.wait_for(self.conn.read_message(), timeout)
-        return None if raw is None else json.loads(raw)
-
-    async def recv_type(self, kind: str, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
-        """Skip heartbeats and other frames until one of type ``kind`` arrives."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            frame = await self.recv(max(0.01, deadline - loop.time()))
-            assert frame is not None, f"connection closed while waiting for {kind}"
-            if frame["type"] == kind:
-                return frame
-
-    async def nothing_within(self, seconds: float) -> bool:
-        """True if no frame arrives within ``seconds``."""
-        try:
-            frame = await asyncio.wait_for(self.conn.read_message(), seconds)
-        except asyncio.TimeoutError:
-            return True
-        raise AssertionError(f"unexpected frame: {frame!r}")
-
-    async def request(self, frame: dict[str, Any], timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
-        """Send ``frame`` and return the next ack/error/pong reply."""
-        self.send(frame)
-        return await self.reply(timeout)
-
-    async def reply(self, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
-        """The next ack/error/pong (other frames skipped)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            reply = await self.recv(max(0.01, deadline - loop.time()))
-            assert reply is not None, "connection closed while waiting for a reply"
-            if reply["type"] in ("ack", "error", "pong"):
-                return reply
-
-    async def subscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
-        return await self.request({"type": "subscribe", "topic": topic, "client_id": client_id, **extra})
-
-    async def unsubscribe(self, topic: str, client_id: str = "tester", **extra: Any) -> dict[str, Any]:
-        return await self.request({"type": "unsubscribe", "topic": topic, "client_id": client_id, **extra})
-
-    async def publish(self, topic: str, payload: Any, message_id: str | None = None, **extra: Any) -> dict[str, Any]:
-        message = {"id": message_id or new_id(), "payload": payload}
-        return await self.request({"type": "publish", "topic": topic, "message": message, **extra})
-
-    async def events(self, count: int, timeout: float = RECV_TIMEOUT) -> list[dict[str, Any]]:
-        """The next ``count`` event frames (other frames skipped)."""
-        return [await self.recv_type("event", timeout) for _ in range(count)]
-
-    @property
-    def close_code(self) -> int | None:
-        return self.conn.close_code
-
-    async def closed(self, timeout: float = RECV_TIMEOUT) -> int | None:
-        """Read until the server closes; return the close code."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while await asyncio.wait_for(self.conn.read_message(), max(0.01, deadline - loop.time())) is not None:
-            pass
-        return self.conn.close_code
-
-    def close(self) -> None:
-        self.conn.close()
+@pytest.fixture
+def ws_at() -> Iterator[WsClients]:
+    """``await ws_at(port, path="/ws", headers=None, source=None)`` -> WsClient
+    to a server on any port; every client is closed on teardown."""
+    clients = WsClients()
+    yield clients
+    clients.close_all()
 
 
 @pytest.fixture
-def ws_connect(port):
-    """``await ws_connect(path="/ws", headers=None)`` -> WsClient, closed on teardown."""
-    clients: list[WsClient] = []
-
-    async def connect(path: str = "/ws", headers: dict[str, str] | None = None, **kw: Any) -> WsClient:
-        request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers=headers or {})
-        conn = await tornado.websocket.websocket_connect(request, **kw)
-        client = WsClient(conn)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
-
-
-class Rest:
-    """JSON over HTTP against the test server; never raises on error statuses."""
-
-    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.headers = headers or {}
-        self.client = tornado.httpclient.AsyncHTTPClient()
-
-    async def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
-    ) -> tuple[int, Any]:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        if data is None and method in ("POST", "PUT", "PATCH"):
-            data = b""
-        response = await self.client.fetch(
-            self.base + path,
-            method=method,
-            body=data,
-            headers={**self.headers, **(headers or {})},
-            raise_error=False,
-            allow_nonstandard_methods=True,
-        )
-        text = response.body.decode() if response.body else ""
-        try:
-            return response.code, json.loads(text) if text else None
-        except ValueError:
-            return response.code, text
-
-    async def create(self, name: str) -> None:
-        status, body = await self.call("POST", "/topics", {"name": name})
-        assert status == 201, body
+def ws_connect(port: int, ws_at: WsClients) -> Callable[..., Any]:
+    """``await ws_connect(path="/ws", headers=None)`` -> WsClient to this test's
+    server: ``ws_at`` bound to its port (``port`` first, so the clients close
+    before the server stops)."""
+    return functools.partial(ws_at, port)
 
 
 @pytest.fixture
-def rest(port) -> Rest:
+def rest(port: int) -> Rest:
     return Rest(port)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Redis]:
+    """A fresh redis-server (persistent: AOF, fsync always) for this test."""
+    server = Redis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: Redis) -> Iterator[Callable[..., list[ServerProcess]]]:
+    """``cluster(n, *flags)`` -> n tornado-pubsub processes on ``redis_server``, stopped on teardown."""
+    started: list[ServerProcess] = []
+
+    def start(n: int, *flags: str) -> list[ServerProcess]:
+        procs = [
+            ServerProcess("--broker=redis", f"--redis-url={redis_server.url}", *flags, tmp=tmp_path) for _ in range(n)
+        ]
+        for proc in procs:
+            started.append(proc.start())
+        return procs
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,6 +1,7 @@
-"""Real external processes for tests: redis-server, nginx and tornado-pubsub
-servers on free loopback ports.  Each is started from a config rendered into
-the test's tmp dir (never a system service) and stopped by its own PID.
+"""Real processes for tests: tornado-pubsub servers, redis-server and nginx on
+loopback ports.  Each is started from a config rendered into the test's tmp dir
+(never a system service), writes its output to a file there, and is stopped by
+its own PID.  Processes that tests restart keep their port across restarts.
 
 A missing binary fails the test with the install line, never a silent skip.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,13 +24,21 @@ from typing import Any, Self
 
 import pytest
 
-from tests.kit.servers import ROOT, clean_env
+from tests.kit.wait import block_until, wait_until
 
+#: The repository root (servers and the CLI run from here, as from a checkout).
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
 # binary -> the Debian package CI installs it from
 PACKAGES = {"redis-server": "redis-server", "nginx": "nginx"}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child, without the developer's own
+    PUBSUB_* settings (they must not leak into a test's server or CLI), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_")}, **extra}
 
 
 def need(binary: str) -> str:
@@ -50,12 +60,15 @@ class Proc:
     """One started process on a loopback ``port``, its output file, and how to
     stop it (by PID)."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log: Path, port: int, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.port = port
         self.name = name
         self.argv = argv
         self.log = log
         self.env = env
+        self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,12 +80,26 @@ class Proc:
         return port_open(self.port)
 
     def start(self) -> Self:
-        """Start the process and wait (bounded) until it is ready."""
+        """Start the process and wait (bounded, blocking) until it is ready."""
         out = open(self.log, "ab")
-        self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+        self.popen = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env, preexec_fn=self.preexec()
+        )
         out.close()
-        wait_until(self.ready, f"{self.name} to be ready", self)
+        block_until(lambda: self.listening() and self.ready(), START_TIMEOUT, f"{self.name} to be ready", self)
         return self
+
+    def command(self) -> list[str]:
+        """The argv of the next start."""
+        return self.argv
+
+    def preexec(self) -> Any:
+        """What the child runs before exec (None: nothing)."""
+        return None
+
+    def listening(self) -> bool:
+        """True once the port is known (it is fixed unless a subclass finds it)."""
+        return True
 
     @property
     def pid(self) -> int:
@@ -99,31 +126,28 @@ class Proc:
                 self.popen.wait(STOP_TIMEOUT)
         return self.popen.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the process (by its PID) if it still runs, and reap it."""
+        if self.alive():
+            assert self.popen is not None
+            self.popen.kill()
+            self.popen.wait(STOP_TIMEOUT)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, waiting at most ``timeout`` seconds (blocks the caller)."""
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    async def exit_code(self, timeout: float = 15) -> int:
+        """The exit code, polled so the test's own loop keeps running meanwhile."""
+        assert self.popen is not None
+        popen = self.popen
+        await wait_until(lambda: popen.poll() is not None, timeout, f"{self.name} to exit")
+        return popen.returncode
+
     def output(self) -> str:
+        """Everything the process has written so far (stdout and stderr)."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        """The JSON log records this process wrote."""
-        found = []
-        for line in self.output().splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except ValueError:
-                    pass
-        return found
-
-
-def wait_until(check: Any, what: str, proc: Proc | None = None, timeout: float = START_TIMEOUT) -> None:
-    """Poll ``check()`` until true (bounded); fail with the process output otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            pytest.fail(f"{proc.name} exited while waiting for {what}:\n{proc.output()[-3000:]}")
-        if check():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}" + (f":\n{proc.output()[-3000:]}" if proc else ""))
 
 
 def port_open(port: int) -> bool:
@@ -174,72 +198,126 @@ class Redis(Proc):
 # -- tornado-pubsub ----------------------------------------------------------------
 
 
-class PubSub(Proc):
-    """``python -m tornado_pubsub`` on a loopback port with ``flags``."""
+class ServerProcess(Proc):
+    """``python -m tornado_pubsub`` with ``flags`` as a child process on 127.0.0.1.
 
-    def __init__(self, tmp: Path, *flags: str, port: int | None = None, name: str = "pubsub") -> None:
-        self.port = port or free_port()
-        config = tmp / "empty.conf"
-        config.touch()
-        env = clean_env(PUBSUB_CONFIG=str(config), PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "tornado_pubsub", f"--port={self.port}", "--address=127.0.0.1", *flags]
-        super().__init__(f"{name}:{self.port}", argv, tmp / f"{name}-{self.port}.log", self.port, env)
+    Without ``port`` it binds port 0 (no race with other servers for a "free"
+    port) and the port is read from the kernel's table of its listening
+    sockets; a restart keeps that port.  It is ready once ``/health`` answers
+    200.  Its config file is empty unless ``env`` names one (PUBSUB_CONFIG),
+    and the developer's own PUBSUB_* variables never reach it.  ``nofile``
+    sets its RLIMIT_NOFILE (soft, hard), to provoke EMFILE.  Output goes to
+    a file in ``tmp`` (a directory of its own without it).  As a context
+    manager it starts, and is killed at the end.
+    """
+
+    def __init__(
+        self,
+        *flags: str,
+        tmp: Path | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        nofile: int | tuple[int, int] | None = None,
+        name: str = "pubsub",
+        command: tuple[str, ...] = (sys.executable, "-m", "tornado_pubsub"),
+        cwd: Path = ROOT,
+    ) -> None:
+        if tmp is None:
+            self._own_tmp = tempfile.TemporaryDirectory(prefix="pubsub-test-")  # removed with this object
+            tmp = Path(self._own_tmp.name)
+        self.flags = flags
+        self.fixed_port = port is not None
+        self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
+        self.program = list(command)
+        full_env = clean_env(**{"PUBSUB_CONFIG": os.devnull, "PYTHONUNBUFFERED": "1", **(env or {})})
+        log = tmp / f"{name}-{port or 'any'}-{id(self):x}.log"
+        super().__init__(name if port is None else f"{name}:{port}", [], log, port or 0, full_env, cwd)
+
+    def command(self) -> list[str]:
+        return [*self.program, f"--port={self.port}", "--address=127.0.0.1", *self.flags]
+
+    def preexec(self) -> Any:
+        if self.nofile is None:
+            return None
+        nofile = self.nofile
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+    def listening(self) -> bool:
+        if not self.port:
+            self.port = _listening_port(self.pid)
+            if self.port:
+                self.name = f"{self.name}:{self.port}"
+        return bool(self.port)
 
     def ready(self) -> bool:
         return http_status(self.base + "/health") == 200
 
+    def __enter__(self) -> Self:
+        return self.start()
 
-# -- clients for servers on any port --------------------------------------------------
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self.base
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line the server has printed so far."""
+        return self.output().splitlines()
+
+    def log(self) -> str:
+        """Everything the server has printed so far."""
+        return self.output()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every line the server printed, parsed as JSON: a line that is not
+        fails the test (the server logs nothing but JSON records)."""
+        return [json.loads(line) for line in self.lines if line.strip()]
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM or SIGINT: graceful shutdown)."""
+        self.send_signal(sig)
+
+    def terminate(self) -> None:
+        """Send SIGTERM (graceful shutdown)."""
+        self.signal(signal.SIGTERM)
+
+    def rss_kib(self) -> int:
+        """The child's resident set size in KiB, from /proc."""
+        return self._proc_number("status", "VmRSS:", 1)
+
+    def descriptor_limit(self) -> int:
+        """The child's soft RLIMIT_NOFILE, from /proc."""
+        return self._proc_number("limits", "Max open files", 3)
+
+    def _proc_number(self, name: str, prefix: str, column: int) -> int:
+        with open(f"/proc/{self.pid}/{name}", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return int(line.split()[column])
+        raise AssertionError(f"no {prefix!r} line in /proc/{self.pid}/{name}")
 
 
-@pytest.fixture
-def ws_at():
-    """``await ws_at(port, path="/ws", headers=None, source=None)`` -> WsClient,
-    closed on teardown; ``source`` is the local address to connect from."""
-    import tornado.httpclient
-    import tornado.websocket
-
-    from tests.kit.plugin import WsClient
-
-    clients: list[WsClient] = []
-
-    async def connect(
-        port: int, path: str = "/ws", headers: dict[str, str] | None = None, source: str | None = None
-    ) -> WsClient:
-        request = tornado.httpclient.HTTPRequest(
-            f"ws://127.0.0.1:{port}{path}", headers=headers or {}, network_interface=source
-        )
-        client = WsClient(await tornado.websocket.websocket_connect(request))
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    """A fresh redis-server (persistent: AOF, fsync always) for this test."""
-    server = Redis(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: Redis):
-    """``cluster(n, *flags)`` -> n tornado-pubsub processes on ``redis_server``, stopped on teardown."""
-    started: list[PubSub] = []
-
-    def start(n: int, *flags: str) -> list[PubSub]:
-        procs = [PubSub(tmp_path, "--broker=redis", f"--redis-url={redis_server.url}", *flags) for _ in range(n)]
-        for proc in procs:
-            started.append(proc.start())
-        return procs
-
-    yield start
-    for proc in started:
-        proc.stop()
+def _listening_port(pid: int) -> int:
+    """The TCP port ``pid`` listens on, from /proc (0 while it has none)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    return int(fields[1].rsplit(":", 1)[1], 16)
+    return 0
 
 
 # -- nginx -------------------------------------------------------------------------------

@@ -13,24 +13,24 @@ from typing import Iterator
 import pytest
 
 from tests.kit.procs import free_port
-from tests.kit.servers import ROOT, ProcServer, clean_env
+from tests.kit.procs import ROOT, ServerProcess, clean_env
 
 WAIT = 30.0  # upper bound for any one command or wait
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ProcServer]:
-    with ProcServer() as s:
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess() as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def keyed_server() -> Iterator[ProcServer]:
-    with ProcServer("--api_key=s3cret") as s:
+def keyed_server() -> Iterator[ServerProcess]:
+    with ServerProcess("--api_key=s3cret") as s:
         yield s
 
 
-def cli(server: ProcServer | None, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def cli(server: ServerProcess | None, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
     """Run ``python -m tornado_pubsub.client.cli ARGS`` with PUBSUB_URL pointing at ``server``."""
     if server is not None:
         env.setdefault("PUBSUB_URL", server.url)
@@ -55,7 +55,7 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def wait_subscribers(server: ProcServer, topic: str, count: int) -> None:
+def wait_subscribers(server: ServerProcess, topic: str, count: int) -> None:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         topics = json.loads(cli(server, "topics").stdout)["topics"]
@@ -65,7 +65,7 @@ def wait_subscribers(server: ProcServer, topic: str, count: int) -> None:
     raise AssertionError(f"{topic} never had {count} subscribers")
 
 
-def start_sub(server: ProcServer, *args: str) -> subprocess.Popen:
+def start_sub(server: ServerProcess, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tornado_pubsub.client.cli", "sub", *args],
         cwd=ROOT,

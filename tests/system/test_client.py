@@ -30,7 +30,7 @@ from tornado_pubsub.client.connection import (
 from tornado_pubsub.settings import Settings
 
 from tests.kit.procs import free_port
-from tests.kit.support import wait_until
+from tests.kit.wait import wait_until
 
 WAIT = 10.0  # upper bound for any wait in this module
 

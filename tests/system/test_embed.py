@@ -14,7 +14,7 @@ import pytest
 import tornado.httpclient
 import tornado.web
 
-from tests.kit.servers import ROOT
+from tests.kit.procs import ROOT
 from tornado_pubsub import PubSub
 from tornado_pubsub.client.connection import Message, PubSubClient
 

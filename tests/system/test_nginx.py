@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import tornado.httpclient
 
-from tests.kit.plugin import Rest, new_id
-from tests.kit.procs import Nginx, PubSub, cluster, redis_server, ws_at  # noqa: F401
+from tests.kit.clients import Rest, new_id
+from tests.kit.procs import Nginx, ServerProcess
 
 # A loopback address other than 127.0.0.1: what nginx sees and forwards.
 CLIENT_ADDRESS = "127.0.0.2"
@@ -21,8 +21,8 @@ def stack(tmp_path: Path):
     """``stack(*server_flags, read_timeout=None)`` -> (nginx, server), both stopped on teardown."""
     started = []
 
-    def start(*flags: str, read_timeout: str | None = None) -> tuple[Nginx, PubSub]:
-        server = PubSub(tmp_path, "--behind-proxy", *flags).start()
+    def start(*flags: str, read_timeout: str | None = None) -> tuple[Nginx, ServerProcess]:
+        server = ServerProcess("--behind-proxy", *flags, tmp=tmp_path).start()
         started.append(server)
         nginx = Nginx(tmp_path, [server.port], read_timeout).start()
         started.append(nginx)
@@ -103,7 +103,7 @@ async def test_server_logs_the_client_address_nginx_forwarded(stack, ws_at):
 
 
 async def test_forwarded_headers_are_ignored_without_behind_proxy(tmp_path: Path, ws_at):
-    server = PubSub(tmp_path).start()
+    server = ServerProcess(tmp=tmp_path).start()
     try:
         client = await ws_at(server.port, headers={"X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.10"})
         assert (await client.request({"type": "ping"}))["type"] == "pong"

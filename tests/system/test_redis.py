@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.kit import support
-from tests.kit.plugin import Rest, WsClient, new_id
-from tests.kit.procs import PubSub, Redis, cluster, http_status, redis_server, wait_until, ws_at  # noqa: F401
-from tests.kit.servers import ROOT, clean_env
+from tests.kit.clients import Rest, WsClient, new_id
+from tests.kit.procs import ROOT, Redis, ServerProcess, clean_env, http_status
+from tests.kit.support import wait_subscribers
+from tests.kit.wait import wait_until
 
 
 async def subscribed(ws_at, port: int, topic: str, **extra) -> WsClient:
@@ -126,7 +126,7 @@ async def test_replay_seam_has_no_gap_or_duplicate_while_another_process_publish
     async def twenty_published() -> bool:
         return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["last_seq"] >= 20
 
-    await support.wait_until(twenty_published, 10, "20 messages published")
+    await wait_until(twenty_published, 10, "20 messages published")
     subs = []
     for _ in range(5):  # subscribe mid-stream, each with a replay
         client = await ws_at(b.port)
@@ -210,7 +210,7 @@ async def test_closing_connections_is_reflected_in_cluster_stats(cluster, ws_at)
     await subscribed(ws_at, a.port, "orders")
     gone.close()
 
-    await support.wait_subscribers(Rest(a.port), "orders", 1)  # the close is asynchronous
+    await wait_subscribers(Rest(a.port), "orders", 1)  # the close is asynchronous
     assert (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["subscribers"] == 1
 
 
@@ -244,7 +244,7 @@ async def test_redis_killed_and_restarted_mid_stream(cluster, ws_at, redis_serve
 
     redis_server.start()  # same port and data directory
     for proc in (a, b):
-        wait_until(lambda: http_status(proc.base + "/health") == 200, "reconnect to redis", proc)
+        await wait_until(lambda: http_status(proc.base + "/health") == 200, 15, "reconnect to redis", proc)
     for n in range(10):
         reply = await pub.publish("orders", n)
         assert reply["type"] == "ack", reply
@@ -259,8 +259,8 @@ async def test_redis_killed_and_restarted_mid_stream(cluster, ws_at, redis_serve
 async def test_redis_restarted_empty_gets_topics_back_from_the_processes(cluster, ws_at, tmp_path: Path):
     empty = Redis(tmp_path, persist=False).start()
     try:
-        a = PubSub(tmp_path, "--broker=redis", f"--redis-url={empty.url}").start()
-        b = PubSub(tmp_path, "--broker=redis", f"--redis-url={empty.url}").start()
+        a = ServerProcess("--broker=redis", f"--redis-url={empty.url}", tmp=tmp_path).start()
+        b = ServerProcess("--broker=redis", f"--redis-url={empty.url}", tmp=tmp_path).start()
         try:
             await Rest(a.port).create("orders")
             sub = await subscribed(ws_at, b.port, "orders")
@@ -272,10 +272,10 @@ async def test_redis_restarted_empty_gets_topics_back_from_the_processes(cluster
 
             empty.stop(signal.SIGKILL)
             for proc in (a, b):
-                wait_until(lambda: http_status(proc.base + "/health") == 503, "degraded", proc)
+                await wait_until(lambda: http_status(proc.base + "/health") == 503, 15, "degraded", proc)
             empty.start()
             for proc in (a, b):
-                wait_until(lambda: http_status(proc.base + "/health") == 200, "reconnect to redis", proc)
+                await wait_until(lambda: http_status(proc.base + "/health") == 200, 15, "reconnect to redis", proc)
 
             stats = (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]
             assert (stats["epoch"], stats["last_seq"]) == (epoch, 3)
@@ -309,7 +309,7 @@ async def test_processes_flag_runs_workers_that_share_the_port(cluster, ws_at):
         _, health = await Rest(server.port).call("GET", "/health")
         return health if health["processes"] == 3 else None
 
-    health = await support.wait_until(all_registered, 10, "3 worker processes registered")
+    health = await wait_until(all_registered, 10, "3 worker processes registered")
     assert health["processes"] == 3 and health["subscribers"] == 6
 
     assert server.stop() == 0  # SIGTERM reaches every worker, each drains and exits 0
@@ -406,14 +406,14 @@ async def test_a_process_that_lost_its_bus_tells_subscribers_about_the_gap(clust
 
 async def test_a_server_started_before_redis_serves_degraded_until_redis_comes(tmp_path: Path, ws_at):
     redis = Redis(tmp_path)  # not started yet: its port is free
-    server = PubSub(tmp_path, "--broker=redis", f"--redis-url={redis.url}")
+    server = ServerProcess("--broker=redis", f"--redis-url={redis.url}", tmp=tmp_path)
     server.ready = lambda: http_status(server.base + "/health") == 503  # type: ignore[method-assign]
     server.start()
     try:
         status, body = await Rest(server.port).call("POST", "/topics", {"name": "orders"})
         assert (status, body["error"]["code"]) == (503, "INTERNAL")
         redis.start()
-        wait_until(lambda: http_status(server.base + "/health") == 200, "connect to redis", server)
+        await wait_until(lambda: http_status(server.base + "/health") == 200, 15, "connect to redis", server)
         await Rest(server.port).create("orders")
         sub = await subscribed(ws_at, server.port, "orders")
         await Rest(server.port).call("POST", "/topics/orders/messages", {"payload": 1})
@@ -466,7 +466,7 @@ async def test_workers_do_not_outlive_a_killed_parent(cluster):
     server.stop(signal.SIGKILL)
     try:
         for pid in children:
-            wait_until(lambda: _state(pid) in ("gone", "Z"), f"worker {pid} to exit", timeout=10)
+            await wait_until(lambda: _state(pid) in ("gone", "Z"), 10, f"worker {pid} to exit")
     finally:
         for pid in children:  # never leave an orphan behind, even when failing
             if _state(pid) not in ("gone", "Z"):
@@ -485,6 +485,6 @@ async def test_drops_on_one_process_show_in_stats_everywhere(cluster, ws_at):
     async def dropped_figure() -> int:  # b reports its drops every few seconds
         return (await Rest(a.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"]
 
-    dropped = await support.wait_until(dropped_figure, 15, "b's drops in a's stats")
+    dropped = await wait_until(dropped_figure, 15, "b's drops in a's stats")
     assert 0 < dropped < 300
     assert (await Rest(b.port).call("GET", "/stats"))[1]["topics"]["orders"]["dropped"] >= dropped

@@ -10,19 +10,19 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from tests.kit.plugin import WsClient, new_id
+from tests.kit.clients import WsClient, new_id
 from tests.kit.rawws import RawWs
-from tests.kit.servers import ProcServer
+from tests.kit.procs import ServerProcess
 
 KEY = "shutdown-test-key-42"
 
 
 @pytest.fixture
 def start_server():
-    servers: list[ProcServer] = []
+    servers: list[ServerProcess] = []
 
-    async def start(*args: str) -> ProcServer:
-        server = ProcServer(*args).__enter__()  # returns once it listens
+    async def start(*args: str) -> ServerProcess:
+        server = ServerProcess(*args).start()  # returns once /health answers
         servers.append(server)
         return server
 
@@ -59,14 +59,17 @@ class KeepAlive:
         self.writer.close()
 
 
-async def ws(port: int, key: str | None = None) -> WsClient:
-    request = tornado.httpclient.HTTPRequest(
-        f"ws://127.0.0.1:{port}/ws", headers={"X-API-Key": key} if key else {}
-    )
-    return WsClient(await tornado.websocket.websocket_connect(request))
+@pytest.fixture
+def ws(ws_at):
+    """``await ws(port, key=None)`` -> a WebSocket client sending ``key`` as X-API-Key, closed on teardown."""
+
+    async def connect(port: int, key: str | None = None) -> WsClient:
+        return await ws_at(port, headers={"X-API-Key": key} if key else {})
+
+    return connect
 
 
-async def stuck_with_backlog(server: ProcServer, count: int = 300) -> tuple[KeepAlive, RawWs, WsClient]:
+async def stuck_with_backlog(server: ServerProcess, ws, count: int = 300) -> tuple[KeepAlive, RawWs, WsClient]:
     """Topic "t" with a subscriber that does not read and a publisher that sent
     ``count`` 16 KiB messages (more than the stuck socket's kernel buffers take),
     so the server holds a backlog.  Returns (HTTP probe, stuck reader, publisher)."""
@@ -81,7 +84,7 @@ async def stuck_with_backlog(server: ProcServer, count: int = 300) -> tuple[Keep
     return probe, stuck, pub
 
 
-async def test_sigterm_clients_told_shutting_down_closed_1001_exit_0(io_loop, start_server):
+async def test_sigterm_clients_told_shutting_down_closed_1001_exit_0(io_loop, start_server, ws):
     server = await start_server(f"--api-key={KEY}")
     http = await KeepAlive.open(server.port)
     assert (await http.request("POST", "/topics", {"name": "t"}, key=KEY))[0] == 201
@@ -97,7 +100,7 @@ async def test_sigterm_clients_told_shutting_down_closed_1001_exit_0(io_loop, st
     http.close()
 
 
-async def test_sigint_exits_0_like_sigterm(io_loop, start_server):
+async def test_sigint_exits_0_like_sigterm(io_loop, start_server, ws):
     server = await start_server()
     sub = await ws(server.port)
     server.signal(signal.SIGINT)
@@ -106,11 +109,11 @@ async def test_sigint_exits_0_like_sigterm(io_loop, start_server):
     assert await server.exit_code() == 0
 
 
-async def test_sigterm_slow_reader_gets_every_queued_event_while_health_503_and_ops_refused(io_loop, start_server):
+async def test_sigterm_slow_reader_gets_every_queued_event_while_health_503_and_ops_refused(io_loop, start_server, ws):
     # A queue big enough to hold the backlog, so nothing is dropped before the signal.
     server = await start_server("--queue-size=10000", "--queue-max-bytes=67108864", "--shutdown-timeout=20")
     count = 400
-    probe, slow, pub = await stuck_with_backlog(server, count)
+    probe, slow, pub = await stuck_with_backlog(server, ws, count)
     _, stats = await probe.request("GET", "/stats")
     assert stats["topics"]["t"]["dropped"] == 0 and stats["topics"]["t"]["subscribers"] == 1
 
@@ -138,12 +141,11 @@ async def test_sigterm_slow_reader_gets_every_queued_event_while_health_503_and_
     slow.close()
 
 
-async def test_server_log_is_json_lines_with_operations_and_never_the_key(io_loop, start_server):
+async def test_server_log_is_json_lines_with_operations_and_never_the_key(io_loop, start_server, ws_at):
     server = await start_server(f"--api-key={KEY}")
     http = await KeepAlive.open(server.port)
     await http.request("POST", "/topics", {"name": "t"}, key=KEY)
-    request = tornado.httpclient.HTTPRequest(f"ws://127.0.0.1:{server.port}/ws?api_key={KEY}")
-    client = WsClient(await tornado.websocket.websocket_connect(request))
+    client = await ws_at(server.port, f"/ws?api_key={KEY}")
     await client.subscribe("t", client_id="logged-client", request_id="req-1")
     await client.publish("t", 1, new_id())
     client.send("not json")
@@ -165,9 +167,9 @@ async def test_server_log_is_json_lines_with_operations_and_never_the_key(io_loo
     assert {"ts", "level"} <= set(subscribe) and "remote" in subscribe
 
 
-async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout(io_loop, start_server):
+async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout(io_loop, start_server, ws):
     server = await start_server("--shutdown-timeout=0.5", "--queue-max-bytes=67108864")
-    http, stuck, pub = await stuck_with_backlog(server)
+    http, stuck, pub = await stuck_with_backlog(server, ws)
     server.signal(signal.SIGTERM)
     assert await pub.closed(timeout=10) == 1001
     assert await server.exit_code(timeout=15) == 0
@@ -179,9 +181,9 @@ async def test_sigterm_reader_that_never_reads_does_not_hold_exit_beyond_timeout
     http.close()
 
 
-async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(io_loop, start_server):
+async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(io_loop, start_server, ws):
     server = await start_server("--shutdown-timeout=600", "--queue-max-bytes=67108864")
-    http, stuck, pub = await stuck_with_backlog(server)  # keeps the first shutdown draining
+    http, stuck, pub = await stuck_with_backlog(server, ws)  # keeps the first shutdown draining
     server.signal(signal.SIGTERM)
     assert (await pub.recv_type("info"))["msg"] == "shutting_down"
     assert (await http.request("GET", "/health"))[0] == 503  # still draining

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from tests.kit.plugin import Rest, WsClient
-from tests.kit.load import Collector, assert_gapless, connect, publish_frame
+from tests.kit.clients import Rest, WsClient
+from tests.kit.load import Collector, assert_gapless, publish_frame
 from tests.kit.rawws import RawWs
-from tests.kit.servers import ProcServer
-from tests.kit.support import wait_until
+from tests.kit.procs import ServerProcess
+from tests.kit.wait import wait_until
 
 SHUTDOWN_TIMEOUT = 2.0
 # Big enough that the stalled reader's backlog (thousands of events) cannot
@@ -65,18 +65,18 @@ class Publisher:
 
 
 @pytest.mark.slow
-async def test_sigterm_under_load_delivers_every_acked_publish_and_refuses_the_rest():
+async def test_sigterm_under_load_delivers_every_acked_publish_and_refuses_the_rest(ws_at):
     flags = [f"--shutdown_timeout={SHUTDOWN_TIMEOUT}", "--log_level=warning", "--queue_size=100000", "--queue_max_bytes=268435456"]
-    with ProcServer(*flags) as server:
+    with ServerProcess(*flags) as server:
         await Rest(server.port).create("live")
-        readers = [Collector(await connect(server.port)) for _ in range(3)]
+        readers = [Collector(await ws_at(server.port)) for _ in range(3)]
         for reader in readers:
             assert (await reader.subscribe("live", "reader"))["type"] == "ack"
         stalled = await RawWs.open(server.port)  # subscribes, then never reads
         stalled.send_json({"type": "subscribe", "topic": "live", "client_id": "stalled"})
         assert (await stalled.reply())["type"] == "ack"
 
-        publishers = [Publisher(await connect(server.port), "live", f"p{i}") for i in range(4)]
+        publishers = [Publisher(await ws_at(server.port), "live", f"p{i}") for i in range(4)]
         jobs = [asyncio.ensure_future(p.run()) for p in publishers]
         await wait_until(lambda: sum(len(p.acked) for p in publishers) >= 2000, 30, "publishers to make progress")
 
