@@ -66,7 +66,7 @@ class Proc:
         self.port = port
         self.name = name
         self.argv = argv
-        self.log = log
+        self.log_path = log
         self.env = env
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
@@ -81,7 +81,7 @@ class Proc:
 
     def start(self) -> Self:
         """Start the process and wait (bounded, blocking) until it is ready."""
-        out = open(self.log, "ab")
+        out = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
             self.command(), stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env, preexec_fn=self.preexec()
         )
@@ -147,7 +147,7 @@ class Proc:
 
     def output(self) -> str:
         """Everything the process has written so far (stdout and stderr)."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def port_open(port: int) -> bool:
@@ -204,8 +204,9 @@ class ServerProcess(Proc):
     Without ``port`` it binds port 0 (no race with other servers for a "free"
     port) and the port is read from the kernel's table of its listening
     sockets; a restart keeps that port.  It is ready once ``/health`` answers
-    200.  Its config file is empty unless ``env`` names one (PUBSUB_CONFIG),
-    and the developer's own PUBSUB_* variables never reach it.  ``nofile``
+    200.  Its config file is ``config`` (PUBSUB_CONFIG; empty by default,
+    None: the server's own default), and the developer's own PUBSUB_*
+    variables never reach it.  ``nofile``
     sets its RLIMIT_NOFILE (soft, hard), to provoke EMFILE.  Output goes to
     a file in ``tmp`` (a directory of its own without it).  As a context
     manager it starts, and is killed at the end.
@@ -221,6 +222,7 @@ class ServerProcess(Proc):
         name: str = "pubsub",
         command: tuple[str, ...] = (sys.executable, "-m", "tornado_pubsub"),
         cwd: Path = ROOT,
+        config: str | None = os.devnull,
     ) -> None:
         if tmp is None:
             self._own_tmp = tempfile.TemporaryDirectory(prefix="pubsub-test-")  # removed with this object
@@ -229,7 +231,9 @@ class ServerProcess(Proc):
         self.fixed_port = port is not None
         self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.program = list(command)
-        full_env = clean_env(**{"PUBSUB_CONFIG": os.devnull, "PYTHONUNBUFFERED": "1", **(env or {})})
+        full_env = clean_env(**{"PYTHONUNBUFFERED": "1", **(env or {})})
+        if config is not None:
+            full_env.setdefault("PUBSUB_CONFIG", config)
         log = tmp / f"{name}-{port or 'any'}-{id(self):x}.log"
         super().__init__(name if port is None else f"{name}:{port}", [], log, port or 0, full_env, cwd)
 

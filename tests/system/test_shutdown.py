@@ -128,7 +128,7 @@ async def test_sigterm_slow_reader_gets_every_queued_event_while_health_503_and_
     assert refused["error"]["code"] == "SHUTTING_DOWN"
     with pytest.raises(ConnectionRefusedError):  # no new connections
         await asyncio.wait_for(asyncio.open_connection("127.0.0.1", server.port), 2)
-    assert server.proc.poll() is None
+    assert server.alive()
 
     frames = await slow.recv_until_close(limit=count + 10, timeout=10)
     assert frames[0]["type"] == "ack"
