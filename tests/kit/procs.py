@@ -228,7 +228,6 @@ class ServerProcess(Proc):
             self._own_tmp = tempfile.TemporaryDirectory(prefix="pubsub-test-")  # removed with this object
             tmp = Path(self._own_tmp.name)
         self.flags = flags
-        self.fixed_port = port is not None
         self.nofile = (nofile, nofile) if isinstance(nofile, int) else nofile
         self.program = list(command)
         full_env = clean_env(**{"PYTHONUNBUFFERED": "1", **(env or {})})
