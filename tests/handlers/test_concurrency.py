@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from tests.kit.clients import Rest
-from tests.kit.load import Collector, assert_gapless, publish_many
+from tests.kit.load import LOAD_TEST_TIMEOUT, Collector, assert_gapless, publish_many
 from tests.kit.procs import ServerProcess
 from tests.kit.wait import wait_until
 
@@ -130,5 +130,7 @@ async def test_publishers_and_resuming_subscribers_lose_and_duplicate_nothing(ws
 
 
 @pytest.mark.slow
+# A hang guard, not a timing target (see LOAD_TEST_TIMEOUT).
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_ten_publishers_twenty_subscribers_five_topics_lose_and_duplicate_nothing(ws_at):
     await run_scenario(ws_at, publishers=10, per_publisher=1000, subscribers=16, joiners=4)

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from tornado_pubsub.handlers import ws as ws_handlers
-from tests.kit.load import Collector, assert_gapless, publish_many
+from tests.kit.load import LOAD_TEST_TIMEOUT, Collector, assert_gapless, publish_many
 from tests.kit.rawws import RawWs
 from tests.kit.procs import ServerProcess
 from tests.kit.wait import wait_until
@@ -135,6 +135,8 @@ async def test_clients_vanishing_with_tcp_reset_mid_stream_do_not_disturb_the_re
     assert_broker_empty(broker)
 
 
+# A hang guard, not a timing target (see LOAD_TEST_TIMEOUT).
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_connect_subscribe_disconnect_cycles_leave_no_state_behind(rest, port, broker, ws_at):
     """2 000 cycles from 50 concurrent clients, ending in every way a client can leave."""
     for name in ("a", "b", "c"):
@@ -184,6 +186,8 @@ PAD = "x" * 2000  # 20 000 events of ~2 KB would be ~40 MB if anything buffered 
 
 
 @pytest.mark.slow
+# A hang guard, not a timing target (see LOAD_TEST_TIMEOUT).
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 @pytest.mark.parametrize("policy", ["drop_oldest", "disconnect"])
 async def test_subscriber_that_stops_reading_costs_bounded_memory(policy, ws_at):
     total = 20_000
@@ -236,6 +240,8 @@ async def test_subscriber_that_stops_reading_costs_bounded_memory(policy, ws_at)
 
 
 @pytest.mark.slow
+# A hang guard, not a timing target (see LOAD_TEST_TIMEOUT).
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_connection_churn_returns_memory_near_baseline():
     with ServerProcess("--log_level=warning") as server:
         from tests.kit.clients import Rest

@@ -11,6 +11,12 @@ from typing import Any
 
 from tests.kit.clients import WsClient
 
+#: Seconds a load test may run before pytest-tornasync fails it (its
+#: ``timeout`` marker; the default is pytest.ini's 30).  A hang guard for the
+#: heaviest tests, which take about 15 s alone and several times that on a
+#: busy shared machine; never a performance target.
+LOAD_TEST_TIMEOUT = 120
+
 
 class Collector:
     """Reads every frame of one connection in a background task.
