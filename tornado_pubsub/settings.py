@@ -24,6 +24,11 @@ from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
+#: Read instead when the working directory has no DEFAULT_CONFIG: the copy
+#: shipped inside the package (package data through the symlink
+#: tornado_pubsub/conf), so an installed server started from any folder reads
+#: the same documented defaults as one started in a checkout.
+PACKAGED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf", "pubsub.conf")
 OVERFLOW_POLICIES = ("drop_oldest", "disconnect")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
@@ -223,7 +228,7 @@ def _parser() -> OptionParser:
         "config",
         default=DEFAULT_CONFIG,
         type=str,
-        help=f"config file in tornado.options syntax (read if present; default {DEFAULT_CONFIG})",
+        help=f"config file in tornado.options syntax (default: {DEFAULT_CONFIG} if present, else the packaged one)",
     )
     return parser
 
@@ -310,7 +315,10 @@ def load_settings(
 ) -> Settings:
     """Build ``Settings`` from the config file, ``PUBSUB_*`` variables and flags.
 
-    Precedence is flag > environment > file > default.  ``--help`` prints every
+    Precedence is flag > environment > file > default.  The file is
+    ``--config`` or ``PUBSUB_CONFIG`` (which must exist), else
+    ``conf/pubsub.conf`` in the working directory, else the packaged copy
+    (``PACKAGED_CONFIG``).  ``--help`` prints every
     setting with its default and exits.  Raises ``SettingsError`` with a
     one-line reason for anything invalid.
     """
@@ -324,7 +332,7 @@ def load_settings(
     if unknown:
         raise SettingsError(f"unknown option --{unknown[0]} (see --help)")
 
-    config_path = DEFAULT_CONFIG
+    config_path = DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else PACKAGED_CONFIG
     config_required = False
     for arg in argv:
         if arg.startswith("--config="):

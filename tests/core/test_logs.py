@@ -1,0 +1,99 @@
+"""Structured logging: one JSON line per operation, a text format for people,
+and redaction of the API key whoever logs it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tornado_pubsub.logs import configure_logging, log_op
+
+from tests.kit.support import TS_RE
+
+SECRET = "top-secret-key-99"
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
+def lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line]
+
+
+def test_json_format_one_line_per_operation_with_context(restore_logging, capsys):
+    configure_logging("info", "json")
+    log_op("subscribe", conn_id="c1", client_id="cli", topic="orders", request_id="r1", remote="127.0.0.1", outcome="ok")
+    (line,) = lines(capsys)
+    record = json.loads(line)
+    assert record["event"] == "subscribe" and record["level"] == "INFO" and TS_RE.match(record["ts"])
+    assert (record["client_id"], record["topic"], record["request_id"], record["remote"]) == ("cli", "orders", "r1", "127.0.0.1")
+
+
+def test_json_format_none_context_left_out(restore_logging, capsys):
+    configure_logging("info", "json")
+    log_op("publish", topic="t", request_id=None)
+    record = json.loads(lines(capsys)[0])
+    assert "request_id" not in record and record["topic"] == "t"
+
+
+def test_json_format_exception_stays_on_one_line(restore_logging, capsys):
+    configure_logging("info", "json")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log_op("internal", logging.ERROR, exc_info=True, conn_id="c1")
+    (line,) = lines(capsys)
+    record = json.loads(line)
+    assert record["level"] == "ERROR" and "RuntimeError: boom" in record["exc_info"]
+
+
+def test_json_format_hostile_client_id_stays_one_line(restore_logging, capsys):
+    configure_logging("info", "json")
+    log_op("subscribe", client_id='evil\n{"event": "forged"}\u2028')
+    (line,) = lines(capsys)
+    assert json.loads(line)["client_id"].startswith("evil\n")
+
+
+def test_text_format_one_readable_line_and_newlines_escaped(restore_logging, capsys):
+    configure_logging("info", "text")
+    log_op("subscribe", client_id="a\nforged line", topic="orders")
+    (line,) = lines(capsys)
+    assert "subscribe" in line and "topic='orders'" in line and "\\n" in line
+
+
+def test_log_level_filters_lower_records(restore_logging, capsys):
+    configure_logging("warning", "json")
+    log_op("publish", topic="t")
+    log_op("slow_consumer", logging.WARNING, topic="t")
+    assert [json.loads(line)["event"] for line in lines(capsys)] == ["slow_consumer"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_api_key_query_and_configured_secret_redacted_in_any_logger(restore_logging, capsys, fmt):
+    configure_logging("debug", fmt, SECRET)
+    log_op("http", path=f"/ws?api_key={SECRET}&x=1")
+    log_op("http", path="/ws?x=1&API_KEY=guessed-wrong")
+    logging.getLogger("tornado.general").warning("odd request /ws?api_key=%s", SECRET)
+    logging.getLogger("anything").info("the key is %s", SECRET)
+    output = lines(capsys)
+    assert len(output) == 4
+    text = "\n".join(output)
+    assert SECRET not in text and "guessed-wrong" not in text and text.count("[REDACTED]") >= 4
+
+
+def test_tornado_loggers_use_the_same_json_format(restore_logging, capsys):
+    configure_logging("info", "json")
+    logging.getLogger("tornado.access").info("GET /")
+    record = json.loads(lines(capsys)[0])
+    assert record["logger"] == "tornado.access" and TS_RE.match(record["ts"])
