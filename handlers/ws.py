@@ -19,7 +19,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core import frames
-from tornado_pubsub.core.auth import host_allowed, host_refused, key_matches, origin_allowed
+from tornado_pubsub.core.auth import host_allowed, host_refused, origin_allowed
 from tornado_pubsub.core.errors import (
     BAD_REQUEST,
     CLOSE_TRY_AGAIN_LATER,
@@ -30,7 +30,7 @@ from tornado_pubsub.core.errors import (
     PubSubError,
     code_for_status,
 )
-from tornado_pubsub.core.session import Session
+from tornado_pubsub.core.session import ANYONE, Session
 from tornado_pubsub.handlers.base import send_error_body
 from tornado_pubsub.handlers.writer import CLOSED_ERRORS, retrieve_error, send_direct, write_loop
 from tornado_pubsub.handlers.wsframe import text_header
@@ -46,7 +46,18 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     # attributes; with ours on top the instance dict passes CPython's 30-key
     # limit for shared-key (split) dicts and becomes a 64-slot table of its own
     # (~1.6 KB per connection); in slots ours cost 8 bytes each.
-    __slots__ = ("context", "broker", "config", "session", "last_seen", "close_cause", "_writer", "_stream", "_greeting")
+    __slots__ = (
+        "context",
+        "broker",
+        "config",
+        "session",
+        "last_seen",
+        "close_cause",
+        "_writer",
+        "_stream",
+        "_greeting",
+        "_identity",
+    )
 
     #: Frame framing for the writer: WebSocket text frames, nothing after them.
     header: Callable[[int], bytes] = staticmethod(text_header)  # type: ignore[assignment]
@@ -62,6 +73,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self._writer: asyncio.Task[None] | None = None
         self._stream: IOStream | None = None  # kept: close() forgets ws_connection
         self._greeting: object | None = None
+        self._identity: Any = ANYONE  # set by check_credentials, handed to the session
 
     # -- handshake ---------------------------------------------------------
 
@@ -82,7 +94,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         """Every check a handshake must pass before the upgrade, in order;
         each raises the PubSubError its refusal is answered with."""
         self.check_upgrade()
-        self.check_api_key()
+        self.check_credentials()
         self.check_origin_header()
         self.check_admission()
 
@@ -96,13 +108,32 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             # Tornado would answer this with a plain-text 400; keep errors JSON.
             raise PubSubError(BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)', 400)
 
-    def check_api_key(self) -> None:
-        key = self.config.api_key
-        if not (
-            key_matches(key, self.request.headers.get("X-API-Key"))
-            or key_matches(key, self.get_query_argument("api_key", None))
-        ):
-            raise PubSubError(UNAUTHORIZED, "missing or invalid API key (X-API-Key header or api_key parameter)", 401)
+    def check_credentials(self) -> None:
+        """PROTOCOL.md 5.1 at the handshake: the admin key (header or ``api_key``
+        query), a user token (``Authorization: Bearer`` or ``token`` query), or
+        none (then ``anonymous_caps``).  A refused key or token is 401 before the
+        upgrade, with the reason; so is no credential where one is needed.
+
+        The contract also lets a token server upgrade a credential-less
+        connection and wait for an ``auth`` frame; until that frame is
+        implemented such a connection is refused here instead, so no socket is
+        ever open with more than its credential allows.
+        """
+        headers = self.request.headers
+        identity = self.context.credentials.resolve(
+            key=headers.get("X-API-Key"),
+            authorization=headers.get("Authorization"),
+            query_key=self.get_query_argument("api_key", None),
+            query_token=self.get_query_argument("token", None),
+        )
+        if identity is None:
+            raise PubSubError(
+                UNAUTHORIZED,
+                "missing credential: the API key (X-API-Key header or api_key parameter) "
+                "or a token (Authorization: Bearer or token parameter)",
+                401,
+            )
+        self._identity = identity
 
     def check_origin_header(self) -> None:
         origin = self.request.headers.get("Origin")
@@ -150,7 +181,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         try:
-            session = self.session = Session.open(self.broker, self.request.remote_ip, self.config.max_frames_per_second)
+            session = self.session = Session.open(
+                self.broker, self.request.remote_ip, self.config.max_frames_per_second, self._identity
+            )
+            self._identity = ANYONE  # the session holds it now
         except PubSubError as exc:  # limit reached while the upgrade was in flight
             self.close_cause = exc.code
             self._write_now(frames.error(exc))
