@@ -274,7 +274,8 @@ def spellings(secret: str) -> set[str]:
     return {f for f in forms if f}
 
 
-def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
+@pytest.mark.timeout(120)
+async def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
     token = issue(SECRET, "42", PUBLISH_ORDERS, ttl=600)
     expired = jwt.encode({"sub": "42", "exp": now() - 5}, SECRET, algorithm="HS256")
     quoted_key = urllib.parse.quote(KEY, safe="")
@@ -307,9 +308,9 @@ def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
         await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=bearer(token[:-2]))
 
     with ServerProcess(f"--api_key={KEY}", "--log_level=debug", env={"PUBSUB_TOKEN_SECRET": SECRET}) as server:
-        asyncio.run(asyncio.wait_for(visit(server.port), 60))
+        await asyncio.wait_for(visit(server.port), 60)
         server.terminate()
-        assert asyncio.run(server.exit_code()) == 0
+        assert await server.exit_code() == 0
         output = server.log()
     records = server.records()
     assert sum(1 for r in records if r.get("event") == "http") >= 26, "the requests were not logged"
