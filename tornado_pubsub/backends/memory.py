@@ -158,6 +158,9 @@ class MemoryBackend:
         return self.topic(name).history.after(seq)
 
 
+_BACKEND_OPTIONS = ("history_size", "max_topics", "history_max_bytes", "max_retained_bytes")
+
+
 class Broker(Node):
     """The node on the in-memory backend: topics, history and fan-out for one process.
 
@@ -165,22 +168,11 @@ class Broker(Node):
     keyword arguments (queue_size, queue_max_bytes, overflow_policy, ...).
     """
 
-    def __init__(
-        self,
-        *,
-        history_size: int = 100,
-        max_topics: int = 0,
-        history_max_bytes: int = 1048576,
-        max_retained_bytes: int = 268435456,
-        **options: Any,
-    ) -> None:
-        backend = MemoryBackend(
-            history_size=history_size,
-            max_topics=max_topics,
-            history_max_bytes=history_max_bytes,
-            max_retained_bytes=max_retained_bytes,
-        )
-        super().__init__(backend, **options)
+    def __init__(self, **options: Any) -> None:
+        # MemoryBackend's own keywords (history_size, max_topics, history_max_bytes,
+        # max_retained_bytes) go to it; the rest to the node.
+        own = {k: options.pop(k) for k in _BACKEND_OPTIONS if k in options}
+        super().__init__(MemoryBackend(**own), **options)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Broker":
