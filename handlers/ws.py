@@ -75,6 +75,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self._greeting: object | None = None
         self._identity: Any = ANYONE  # set by check_credentials, handed to the session
 
+    @property
+    def identity(self) -> Any:
+        """Who is on the other end (``send_error_body`` logs its user)."""
+        return self.session.identity if self.session is not None else self._identity
+
     # -- handshake ---------------------------------------------------------
 
     def prepare(self) -> None:
@@ -112,20 +117,23 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         """PROTOCOL.md 5.1 at the handshake: the admin key (header or ``api_key``
         query), a user token (``Authorization: Bearer`` or ``token`` query), or
         none (then ``anonymous_caps``).  A refused key or token is 401 before the
-        upgrade, with the reason; so is no credential where one is needed.
+        upgrade, with the reason.
 
-        The contract also lets a token server upgrade a credential-less
-        connection and wait for an ``auth`` frame; until that frame is
-        implemented such a connection is refused here instead, so no socket is
-        ever open with more than its credential allows.
+        With no credential and no ``anonymous_caps``, a server with a token key
+        upgrades and waits for an ``auth`` frame (the session allows nothing
+        else meanwhile; ``_check_greeted`` closes it at ``handshake_timeout``);
+        a server with only ``api_key`` refuses with 401, as part 3 says.
         """
         headers = self.request.headers
-        identity = self.context.credentials.resolve(
+        credentials = self.context.credentials
+        identity = credentials.resolve(
             key=headers.get("X-API-Key"),
             authorization=headers.get("Authorization"),
             query_key=self.get_query_argument("api_key", None),
             query_token=self.get_query_argument("token", None),
         )
+        if identity is None:
+            identity = credentials.upgrade_without_credential()
         if identity is None:
             raise PubSubError(
                 UNAUTHORIZED,
@@ -143,8 +151,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def check_admission(self) -> None:
         try:
-            self.broker.check_admission()
-        except PubSubError as exc:  # draining, or the connection limit: 503 at the handshake
+            self.broker.check_admission(self._identity.user)
+        except PubSubError as exc:  # draining, or a connection limit (also per user): 503 at the handshake
             raise PubSubError(exc.code, exc.message, 503) from None
 
     # Limits come from our settings, not the Application's: an application that
@@ -182,7 +190,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> None:
         try:
             session = self.session = Session.open(
-                self.broker, self.request.remote_ip, self.config.max_frames_per_second, self._identity
+                self.broker,
+                self.request.remote_ip,
+                self.config.max_frames_per_second,
+                self._identity,
+                self.context.credentials,
             )
             self._identity = ANYONE  # the session holds it now
         except PubSubError as exc:  # limit reached while the upgrade was in flight
@@ -198,14 +210,15 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         # A peer must show it is alive within handshake_timeout: any frame, or
         # the pong every WebSocket client sends for this ping by itself.  A
         # socket that upgraded and went silent would otherwise hold a
-        # connection slot until the first heartbeat timeout.
+        # connection slot until the first heartbeat timeout.  One that
+        # upgraded with no credential must also have authenticated by then.
         opened = self.last_seen = time.monotonic()
         self._ping_quietly()
         self._greeting = IOLoop.current().call_later(self.config.handshake_timeout, self._check_greeted, opened)
 
     def _check_greeted(self, opened: float) -> None:
         self._greeting = None
-        if self.last_seen <= opened:
+        if self.last_seen <= opened or (self.session is not None and self.session.awaiting_auth):
             self.abort(HANDSHAKE_TIMEOUT.reason, HANDSHAKE_TIMEOUT.code, HANDSHAKE_TIMEOUT.reason)
 
     def on_close(self) -> None:

@@ -71,6 +71,20 @@ def ack(topic: str, request_id: str | None = None, **extra: Any) -> bytes:
     return encode(frame)
 
 
+def auth_ack(user: str | None, expires_at: float | None, request_id: str | None = None) -> bytes:
+    """``ack`` of a successful ``auth`` frame (PROTOCOL.md 5.3): the user and
+    when its token expires (null: never); it names no topic."""
+    frame: dict[str, Any] = {"type": "ack"}
+    _with_request_id(frame, request_id)
+    frame.update(
+        status="ok",
+        user=user,
+        expires_at=None if expires_at is None else timestamp(expires_at),
+        ts=timestamp(),
+    )
+    return encode(frame)
+
+
 def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes:
     """``event`` frame shared by every subscriber of one published message."""
     return encode_published(
@@ -100,7 +114,8 @@ def pong(request_id: str | None = None) -> bytes:
 
 
 def info(msg: str, topic: str | None = None, **extra: Any) -> bytes:
-    """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``."""
+    """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``,
+    ``token_expiring``, ``subscription_revoked``."""
     frame: dict[str, Any] = {"type": "info", "msg": msg}
     if topic is not None:
         frame["topic"] = topic

@@ -39,12 +39,13 @@ class Subscriber:
     frames to write, and at the end a close instruction (``OutboundQueue.close``).
     """
 
-    __slots__ = ("id", "remote", "queue", "topics", "closed", "dropped", "_broker")
+    __slots__ = ("id", "remote", "user", "queue", "topics", "closed", "dropped", "_broker")
 
-    def __init__(self, hub: "Hub", conn_id: str, remote: str | None) -> None:
+    def __init__(self, hub: "Hub", conn_id: str, remote: str | None, user: str | None = None) -> None:
         self._broker = hub
         self.id = conn_id
         self.remote = remote
+        self.user = user  # a token's sub; None for admin, anonymous and open connections
         self.closed = False
         self.dropped = 0
         self.topics: dict[str, str] = {}  # topic name -> client_id
@@ -177,6 +178,7 @@ class Hub:
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
         max_connections: int = 0,
+        max_connections_per_user: int = 0,
         on_change: Callable[[str], None] = _unchanged,
     ) -> None:
         self.queue_size = queue_size
@@ -184,6 +186,9 @@ class Hub:
         self.drop_oldest = overflow_policy == "drop_oldest"
         self.max_subscriptions = max_subscriptions_per_connection
         self.max_connections = max_connections
+        self.max_per_user = max_connections_per_user
+        #: user -> open connections of that user here (users with none are absent).
+        self.users: dict[str, int] = {}
         self.started = time.monotonic()
         self.draining = False
         self.counters = Counters()
@@ -204,20 +209,51 @@ class Hub:
         if self.draining:
             raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
 
-    def check_admission(self) -> None:
-        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused
-        (the transport asks before its handshake, ``connect`` again after it)."""
+    def check_admission(self, user: str | None = None) -> None:
+        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection (of
+        ``user``, if a token's) would be refused (the transport asks before
+        its handshake, ``connect`` again after it)."""
         self.check_open()
         if self.max_connections and len(self.connections) >= self.max_connections:
             raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_connections} reached")
+        self.check_user_room(user)
 
-    def connect(self, remote: str | None) -> Subscriber:
-        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
-        self.check_admission()
-        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote)
+    def check_user_room(self, user: str | None) -> None:
+        """Raise LIMIT_EXCEEDED if ``user`` already holds ``max_connections_per_user``
+        connections on this process (the count is per process: see README)."""
+        if user is not None and self.max_per_user and self.users.get(user, 0) >= self.max_per_user:
+            raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_per_user} per user reached")
+
+    def connect(self, remote: str | None, user: str | None = None) -> Subscriber:
+        """Admit a connection of ``user`` (None: not a token's); raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+        self.check_admission(user)
+        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote, user)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
+        if user is not None:
+            self.users[user] = self.users.get(user, 0) + 1
         return sub
+
+    def set_user(self, sub: Subscriber, user: str) -> None:
+        """A connection with no user authenticated as ``user`` (an ``auth`` frame):
+        counted against that user's limit from now on; raises LIMIT_EXCEEDED
+        (and changes nothing) when the user has no room left."""
+        if sub.user == user:
+            return
+        self.check_user_room(user)
+        self._forget_user(sub)
+        sub.user = user
+        self.users[user] = self.users.get(user, 0) + 1
+
+    def _forget_user(self, sub: Subscriber) -> None:
+        user = sub.user
+        if user is None:
+            return
+        left = self.users.get(user, 0) - 1
+        if left > 0:
+            self.users[user] = left
+        else:
+            self.users.pop(user, None)
 
     def disconnect(self, sub: Subscriber) -> int:
         """Forget a connection and every subscription it held; returns how many."""
@@ -226,7 +262,8 @@ class Hub:
         for name in names:
             self.detach(sub, name)
         sub.queue.clear()
-        self.connections.pop(sub.id, None)
+        if self.connections.pop(sub.id, None) is not None:
+            self._forget_user(sub)
         return len(names)
 
     def evict_slow(self, sub: Subscriber) -> None:
@@ -243,6 +280,7 @@ class Hub:
             "slow_consumer",
             logging.WARNING,
             conn_id=sub.id,
+            user=sub.user,
             client_id=client_id,
             remote=sub.remote,
             topics=topics,

@@ -22,6 +22,7 @@ ADMIN = "admin"  # the api_key holder: trusted backends
 USER = "user"  # a verified token's subject
 ANONYMOUS = "anonymous"  # no credential, limited to anonymous_caps
 OPEN = "open"  # no credential configured at all: parts 1-4, everything allowed
+PENDING = "pending"  # /ws with no credential and no anonymous_caps: may only send auth (or ping)
 
 _MISSING = "a credential is required (the API key or a token)"
 
@@ -56,6 +57,9 @@ class Identity:
 
 ADMIN_IDENTITY = Identity(ADMIN)
 OPEN_IDENTITY = Identity(OPEN)
+#: A /ws connection upgraded without a credential on a token server: allowed
+#: nothing until an ``auth`` frame succeeds (PROTOCOL.md 5.3).
+PENDING_IDENTITY = Identity(PENDING)
 
 
 def require(identity: Identity | None, action: str, topic: str) -> Identity:
@@ -138,12 +142,25 @@ class Credentials:
         token = _bearer(authorization) if authorization is not None else None
         token = token if token is not None else query_token
         if token is not None:
-            if self.verify is None:
-                raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
-            return self.verify(token)
+            return self.token(token)
         if keys:
             raise PubSubError(UNAUTHORIZED, "invalid API key")
         return self.anonymous
+
+    def upgrade_without_credential(self) -> Identity | None:
+        """What a ``/ws`` handshake that presented nothing (and found no
+        ``anonymous_caps``) becomes: ``PENDING_IDENTITY`` when a token key is
+        configured, so the client can send an ``auth`` frame; None (401 before
+        the upgrade) with only ``api_key`` configured, as part 3 says."""
+        return PENDING_IDENTITY if self.verify is not None else None
+
+    def token(self, token: str) -> Identity:
+        """The user ``token`` names (the ``auth`` frame's path, and ``resolve``'s);
+        ``UNAUTHORIZED`` saying why when it is refused or no token key is
+        configured.  The message never quotes the token."""
+        if self.verify is None:
+            raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
+        return self.verify(token)
 
 
 def _bearer(authorization: str) -> str | None:

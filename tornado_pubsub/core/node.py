@@ -50,6 +50,7 @@ class Node:
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
         max_connections: int = 0,
+        max_connections_per_user: int = 0,
     ) -> None:
         self.backend = backend
         self.hub = Hub(
@@ -58,6 +59,7 @@ class Node:
             overflow_policy=overflow_policy,
             max_subscriptions_per_connection=max_subscriptions_per_connection,
             max_connections=max_connections,
+            max_connections_per_user=max_connections_per_user,
             on_change=backend.local_changed,
         )
         backend.attach(self.hub)
@@ -71,6 +73,7 @@ class Node:
             "overflow_policy": settings.overflow_policy,
             "max_subscriptions_per_connection": settings.max_subscriptions_per_connection,
             "max_connections": settings.max_connections,
+            "max_connections_per_user": settings.max_connections_per_user,
         }
 
     # -- the hub's state, read by handlers, metrics and tests -----------------------
@@ -102,13 +105,17 @@ class Node:
 
     # -- connections and lifecycle (the hub's) ----------------------------------------
 
-    def check_admission(self) -> None:
-        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused."""
-        self.hub.check_admission()
+    def check_admission(self, user: str | None = None) -> None:
+        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection (of ``user``) would be refused."""
+        self.hub.check_admission(user)
 
-    def connect(self, remote: str | None) -> Subscriber:
-        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
-        return self.hub.connect(remote)
+    def connect(self, remote: str | None, user: str | None = None) -> Subscriber:
+        """Admit a connection of ``user`` (a token's sub, or None); raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+        return self.hub.connect(remote, user)
+
+    def set_user(self, sub: Subscriber, user: str) -> None:
+        """``sub`` authenticated as ``user`` (see ``Hub.set_user``); raises LIMIT_EXCEEDED."""
+        self.hub.set_user(sub, user)
 
     def disconnect(self, sub: Subscriber) -> int:
         """Forget a connection and every subscription it held; returns how many."""

@@ -141,6 +141,14 @@ class PingSchema(_Strict):
     request_id = _request_id()
 
 
+class AuthSchema(_Strict):
+    """``auth``: a user token (PROTOCOL.md 5.3).  Its messages never quote the
+    value: the token is a credential and error messages reach the log."""
+
+    token = _string(required=True, validate=validate.Length(min=1, error="must not be empty"))
+    request_id = _request_id()
+
+
 class CreateTopicSchema(_Strict):
     """Body of ``POST /topics``."""
 
@@ -159,6 +167,7 @@ FRAME_SCHEMAS: dict[str, Schema] = {
     "unsubscribe": UnsubscribeSchema(),
     "publish": PublishSchema(),
     "ping": PingSchema(),
+    "auth": AuthSchema(),
 }
 _TYPES = ", ".join(FRAME_SCHEMAS)
 
