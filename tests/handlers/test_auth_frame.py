@@ -13,7 +13,8 @@ import urllib.parse
 
 import pytest
 
-from tests.kit.clients import handshake_status
+from tests.kit.clients import Rest, handshake_status
+from tests.kit.support import subscriber_count, wait_subscribers
 from tests.kit.wait import wait_until
 from tornado_pubsub.tokens import issue
 
@@ -30,10 +31,15 @@ def token_path(token: str) -> str:
     return "/ws?" + urllib.parse.urlencode({"token": token})
 
 
+@pytest.fixture
+def rest(port: int) -> Rest:
+    """REST as the admin: creates topics and reads their subscriber counts."""
+    return Rest(port, ADMIN)
+
+
 async def create(rest, *names: str) -> None:
     for name in names:
-        status, body = await rest.call("POST", "/topics", {"name": name}, headers=ADMIN)
-        assert status == 201, body
+        await rest.create(name)
 
 
 async def auth(client, token: str, request_id: str = "a1") -> dict:
@@ -43,16 +49,6 @@ async def auth(client, token: str, request_id: str = "a1") -> dict:
 def refused(reply: dict, code: str = "UNAUTHORIZED") -> str:
     assert reply["type"] == "error" and reply["error"]["code"] == code, reply
     return reply["error"]["message"]
-
-
-async def subscribers(rest, topic: str) -> int:
-    status, body = await rest.call("GET", "/topics", headers=ADMIN)
-    assert status == 200, body
-    return next(t["subscribers"] for t in body["topics"] if t["name"] == topic)
-
-
-async def _none_left(rest, topic: str) -> bool:
-    return await subscribers(rest, topic) == 0
 
 
 async def next_info(client, msg: str, timeout: float = 5.0) -> dict:
@@ -76,7 +72,7 @@ async def test_before_auth_every_frame_but_auth_and_ping_is_unauthorized(rest, w
     refused(await client.publish("user.42", {"n": 1}))
     refused(await client.unsubscribe("user.42"))
     assert (await client.request({"type": "ping", "request_id": "p"}))["type"] == "pong"
-    assert await subscribers(rest, "user.42") == 0
+    assert await subscriber_count(rest, "user.42") == 0
 
 
 @BOTH
@@ -190,7 +186,7 @@ async def test_refresh_with_narrower_caps_revokes_exactly_the_lost_subscriptions
     revoked = {(await next_info(client, "subscription_revoked"))["topic"] for _ in range(2)}
     assert revoked == {"news.eu", "news.us"}
     # Really unsubscribed: the hub counts no subscriber and no event arrives.
-    assert await subscribers(rest, "news.eu") == 0 and await subscribers(rest, "user.42") == 1
+    assert await subscriber_count(rest, "news.eu") == 0 and await subscriber_count(rest, "user.42") == 1
     publisher = await ws_connect(headers=ADMIN)
     await publisher.publish("news.eu", {"n": "gone"})
     await publisher.publish("user.42", {"n": "kept"})
@@ -214,7 +210,7 @@ async def test_a_short_token_is_warned_at_once_then_expires_with_4401(rest, ws_c
     assert error["error"] == {"code": "UNAUTHORIZED", "message": "token expired"}
     assert await client.closed(5) == 4401
     assert client.conn.close_reason == "token expired"
-    await wait_until(lambda: _none_left(rest, "user.42"), 5, "the expired connection's subscription to end")
+    await wait_subscribers(rest, "user.42", 0)
 
 
 @BOTH

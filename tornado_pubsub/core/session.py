@@ -58,7 +58,8 @@ class Identity(Protocol):
 
     user: str | None
     admin: bool
-    #: The token's ``exp`` (Unix seconds), None when nothing expires.
+    #: The token's ``exp`` (Unix seconds), None when nothing expires (an
+    #: identity without the attribute never expires either).
     expires_at: float | None
 
     def allows(self, action: str, topic: str) -> bool:
@@ -439,7 +440,7 @@ class Session:
         timer handle per connection, none without ``exp``, so 10,000 idle
         connections cost 10,000 heap entries and no task or polling."""
         self._cancel_expiry()
-        expires_at = self.identity.expires_at
+        expires_at = getattr(self.identity, "expires_at", None)
         if expires_at is None:
             return
         left = expires_at - time.time()
@@ -450,7 +451,7 @@ class Session:
 
     def _warn_expiry(self) -> None:
         self._expiry = None
-        expires_at = self.identity.expires_at
+        expires_at = getattr(self.identity, "expires_at", None)
         if expires_at is None or self.sub.closed or self.sub.queue.closing is not None:
             return
         self.sub.send(frames.info("token_expiring", expires_at=frames.timestamp(expires_at)))
