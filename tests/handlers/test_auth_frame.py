@@ -280,3 +280,28 @@ async def test_the_frame_rate_limit_exempts_the_admin_key_not_users(ws_connect):
         replies = [await client.reply() for _ in range(50)]
         codes = {r["error"]["code"] for r in replies if r["type"] == "error"}
         assert codes == ({"LIMIT_EXCEEDED"} if limited else set()), replies[-1]
+
+
+# -- with the Redis broker ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_with_redis_a_revoked_subscription_is_gone_cluster_wide_and_a_token_expires(cluster, ws_at):
+    flags = (f"--api_key={KEY}", f"--token_secret={SECRET}")
+    a, b = cluster(2, *flags)
+    admin_b = Rest(b.port, ADMIN)
+    await create(Rest(a.port, ADMIN), "user.42", "news.eu")
+    client = await ws_at(a.port, token_path(issue(SECRET, "42", OWN_AND_NEWS, ttl=600)))
+    for topic in ("user.42", "news.eu"):
+        assert (await client.subscribe(topic))["type"] == "ack"
+    await wait_subscribers(admin_b, "news.eu", 1)
+    await auth(client, issue(SECRET, "42", OWN, ttl=3))  # narrower, and short
+    assert (await next_info(client, "subscription_revoked"))["topic"] == "news.eu"
+    await wait_subscribers(admin_b, "news.eu", 0)  # the other process sees it gone
+    publisher = await ws_at(b.port, headers=ADMIN)
+    await publisher.publish("news.eu", {"n": "gone"})
+    await publisher.publish("user.42", {"n": "kept"})
+    assert (await client.recv_type("event"))["message"]["payload"] == {"n": "kept"}
+    assert "expired" in refused(await client.recv_type("error", 10))
+    assert await client.closed(5) == 4401
+    await wait_subscribers(admin_b, "user.42", 0)
