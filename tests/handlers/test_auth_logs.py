@@ -6,15 +6,14 @@ reaches the log or an error message in any encoding."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.parse
 
 import pytest
 
-from tests.handlers.test_identity_rest import spellings
 from tests.kit.clients import Rest
-from tests.kit.procs import ServerProcess
+from tests.kit.procs import served
+from tests.kit.support import spellings
 from tornado_pubsub.tokens import issue
 
 KEY = "admin-key-for-auth-log-tests-0123"
@@ -70,12 +69,8 @@ async def test_every_record_about_an_authenticated_connection_carries_user_and_n
         assert (await pending.subscribe("user.7"))["type"] == "ack"
         pending.close()
 
-    with ServerProcess(f"--api_key={KEY}", "--log_level=debug", env={"PUBSUB_TOKEN_SECRET": SECRET}) as server:
-        await asyncio.wait_for(visit(server.port), 60)
-        server.terminate()
-        assert await server.exit_code() == 0
-        output = server.log()
-    records = server.records()
+    server = await served(visit, f"--api_key={KEY}", "--log_level=debug", env={"PUBSUB_TOKEN_SECRET": SECRET})
+    output, records = server.log(), server.records()
 
     by_conn: dict[str, list[dict]] = {}
     for record in records:
