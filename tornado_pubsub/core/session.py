@@ -4,9 +4,10 @@ A transport (``/ws`` today, SSE next) admits a connection with
 ``Session.open``, feeds it every inbound frame with ``feed``, and writes what
 lands in ``session.sub.queue``, ending the connection when the queue says so
 (``outbound.Close``).  Everything the protocol decides happens here, in this
-order for each frame: parse, frame-rate budget, validate, authorize, route
-to the broker, reply.  The transport decides nothing but the bytes on the
-wire.
+order for each frame: parse, frame-rate budget (none for the admin key),
+validate, the auth gate (a connection still waiting for its ``auth`` frame
+may send only that and ``ping``), authorize, route to the broker, reply.
+The transport decides nothing but the bytes on the wire.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class Session:
     and the rest counted), lies (every frame is validated, every topic
     authorized) or sends garbage (an error reply, never a crash: a fault in
     a route is INTERNAL and the connection stays usable).
+
+    Identity (PROTOCOL.md 5.3): ``auth`` frames set or refresh it; a token's
+    ``exp`` is watched by one timer (``_arm_expiry``) that warns, then closes
+    the connection with 4401 through its queue.
     """
 
     __slots__ = (
@@ -377,6 +382,8 @@ class Session:
         if current.user is None:
             self.broker.set_user(sub, identity.user)  # LIMIT_EXCEEDED: nothing changed
         self.identity = identity
+        # The old token's timer must not fire while revocations await a backend.
+        self._cancel_expiry()
         request_id = frame.get("request_id")
         sub.send(frames.auth_ack(identity.user, identity.expires_at, request_id))
         revoked = await self._revoke(sub, request_id)
@@ -413,9 +420,13 @@ class Session:
             raise PubSubError(UNAUTHORIZED, "invalid token: malformed") from None
 
     async def _revoke(self, sub: Subscriber, request_id: str | None) -> int:
-        """End each subscription the identity no longer allows, telling the client; returns how many."""
-        revoked = [topic for topic in sub.topics if not self.identity.allows("subscribe", topic)]
-        for topic in revoked:
+        """End each subscription the identity no longer allows, telling the client; returns how many.
+
+        Each is detached from the hub before anything awaits, so no event of
+        it is queued after its notice; with a backend that suspends (Redis),
+        one still waiting its turn may get events until its own notice."""
+        revoked = 0
+        for topic in [t for t in sub.topics if not self.identity.allows("subscribe", t)]:
             if sub.closed or topic not in sub.topics:  # gone while an earlier one was unsubscribed
                 continue
             client_id = sub.topics[topic]
@@ -431,7 +442,8 @@ class Session:
                 remote=sub.remote,
                 outcome="revoked",
             )
-        return len(revoked)
+            revoked += 1
+        return revoked
 
     def _arm_expiry(self) -> None:
         """Watch the current token's ``exp`` with one timer: it fires
