@@ -197,13 +197,17 @@ async def test_refresh_with_narrower_caps_revokes_exactly_the_lost_subscriptions
 # -- expiry ---------------------------------------------------------------------------------
 
 
+async def warned(ws_connect, ttl: float) -> tuple:
+    """A connection with a token of ``ttl`` seconds (under 30: warned at once) and its warning."""
+    client = await ws_connect(token_path(issue(SECRET, "42", OWN, ttl=ttl)))
+    return client, await next_info(client, "token_expiring")
+
+
 @BOTH
 @pytest.mark.timeout(30)
 async def test_a_short_token_is_warned_at_once_then_expires_with_4401(rest, ws_connect):
     await create(rest, "user.42")
-    token = issue(SECRET, "42", OWN, ttl=3)
-    client = await ws_connect(token_path(token))
-    warning = await next_info(client, "token_expiring")
+    client, warning = await warned(ws_connect, 3)
     assert TS.match(warning["expires_at"]) and set(warning) == {"type", "msg", "expires_at", "ts"}
     assert (await client.subscribe("user.42"))["type"] == "ack"
     error = await client.recv_type("error", 10)
@@ -227,9 +231,7 @@ async def test_a_token_with_more_than_30_s_left_is_warned_later_not_at_once(ws_c
 @pytest.mark.timeout(30)
 async def test_a_refresh_before_exp_keeps_the_connection_and_its_subscriptions(rest, ws_connect):
     await create(rest, "user.42")
-    first = issue(SECRET, "42", OWN, ttl=4)
-    client = await ws_connect(token_path(first))
-    await next_info(client, "token_expiring")
+    client, _ = await warned(ws_connect, 4)
     assert (await client.subscribe("user.42"))["type"] == "ack"
     assert (await auth(client, issue(SECRET, "42", OWN, ttl=600)))["type"] == "ack"
     await asyncio.sleep(4.5)  # past the first token's exp
