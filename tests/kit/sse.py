@@ -14,8 +14,6 @@ import json
 import socket
 from typing import Any
 
-from tornado.iostream import IOStream, StreamClosedError
-
 from tests.kit.clients import RECV_TIMEOUT
 
 
@@ -29,33 +27,64 @@ class Block(dict):
 
 class SseStream:
     """A GET of an event stream.  ``status``/``headers`` once open; for a
-    refused request ``body`` (parsed JSON); for a stream, ``block()``."""
+    refused request ``body`` (parsed JSON); for a stream, ``block()``.
 
-    def __init__(self, stream: IOStream) -> None:
-        self.stream = stream
+    Reads happen only when a test asks for something, never in the
+    background, so a test can stop reading and the server's writes really
+    block on a full TCP window (as ``rawws.RawWs`` does for WebSockets)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body: Any = None
         self.raw = b""  # every decoded body byte so far, for framing asserts
-        self._pending = b""
-        self.ended = False  # the server ended the response (the last chunk came)
+        self._buffer = b""  # bytes received, not yet decoded
+        self._pending = b""  # decoded body bytes, not yet parsed into blocks
+        self.ended = False  # the server ended the response (last chunk, or closed)
 
     @classmethod
     async def open(cls, port: int, path: str, headers: dict[str, str] | None = None, rcvbuf: int | None = None) -> "SseStream":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # a small receive buffer: a reader that stops reading fills it fast
+        if rcvbuf is not None:  # before connect, to bound the advertised window
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        stream = IOStream(sock)
-        await asyncio.wait_for(stream.connect(("127.0.0.1", port)), RECV_TIMEOUT)
-        self = cls(stream)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), RECV_TIMEOUT)
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        await stream.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        return self
+        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        return cls(sock)
+
+    async def _fill(self, timeout: float) -> bool:
+        """Receive more bytes; False once the server closed the connection."""
+        try:
+            data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, 65536), timeout)
+        except ConnectionError:  # reset: the server aborted the connection
+            return False
+        self._buffer += data
+        return bool(data)
+
+    async def _until(self, marker: bytes, timeout: float) -> bytes | None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while marker not in self._buffer:
+            if not await self._fill(max(0.01, deadline - asyncio.get_running_loop().time())):
+                return None
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head
+
+    async def _exactly(self, size: int, timeout: float) -> bytes | None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self._buffer) < size:
+            if not await self._fill(max(0.01, deadline - asyncio.get_running_loop().time())):
+                return None
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
     async def start(self) -> "SseStream":
         """Read the status line and headers (and a refusal's JSON body)."""
-        head = await asyncio.wait_for(self.stream.read_until(b"\r\n\r\n", max_bytes=65536), RECV_TIMEOUT)
+        head = await self._until(b"\r\n\r\n", RECV_TIMEOUT)
+        assert head is not None, "connection closed before the response"
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         self.status = int(status_line.split()[1])
         for line in header_lines:
@@ -63,7 +92,7 @@ class SseStream:
                 name, _, value = line.partition(":")
                 self.headers[name.strip().lower()] = value.strip()
         if "content-length" in self.headers:
-            body = await asyncio.wait_for(self.stream.read_bytes(int(self.headers["content-length"])), RECV_TIMEOUT)
+            body = await self._exactly(int(self.headers["content-length"]), RECV_TIMEOUT)
             self.body = json.loads(body) if body else None
         return self
 
@@ -71,14 +100,10 @@ class SseStream:
         """Decode the next chunk into ``_pending``; False once the body ended."""
         if self.ended:
             return False
-        try:
-            size_line = await asyncio.wait_for(self.stream.read_until(b"\r\n", max_bytes=64), timeout)
-            size = int(size_line.split(b";")[0], 16)
-            data = await asyncio.wait_for(self.stream.read_bytes(size + 2), timeout)
-        except StreamClosedError:
-            self.ended = True
-            return False
-        if size == 0:
+        size_line = await self._until(b"\r\n", timeout)
+        size = int(size_line.split(b";")[0], 16) if size_line else 0
+        data = await self._exactly(size + 2, timeout) if size else None
+        if data is None:
             self.ended = True
             return False
         self.raw += data[:-2]
@@ -125,7 +150,7 @@ class SseStream:
         return blocks
 
     def close(self) -> None:
-        self.stream.close()
+        self.sock.close()
 
 
 class SseStreams:
