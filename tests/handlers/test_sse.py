@@ -4,9 +4,14 @@ HTTP client, against a real server on a loopback port."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import pytest
 
+from tests.handlers.test_identity_rest import KEY as LOG_KEY
+from tests.handlers.test_identity_rest import SECRET as LOG_SECRET
+from tests.handlers.test_identity_rest import spellings
+from tests.kit.procs import ServerProcess
 from tests.kit.wait import wait_until
 from tornado_pubsub.tokens import issue
 
@@ -217,3 +222,27 @@ async def test_client_that_vanishes_is_forgotten(rest, sse_connect, app):
     await wait_until(lambda: not app.pubsub.broker.connections, what="the connection to be forgotten")
     status, topics = await rest.call("GET", "/topics")
     assert topics["topics"] == [{"name": "orders", "subscribers": 0}]
+
+
+async def test_key_and_token_in_the_stream_query_never_reach_the_log(sse_at):
+    token = issue(LOG_SECRET, "42", ORDERS_ONLY)
+    quoted_key = urllib.parse.quote(LOG_KEY, safe="")
+    flags = (f"--api_key={LOG_KEY}", "--log_level=debug", "--topics=orders")
+    with ServerProcess(*flags, env={"PUBSUB_TOKEN_SECRET": LOG_SECRET}) as server:
+        for path in (
+            f"/topics/orders/events?api_key={quoted_key}",
+            f"/topics/orders/events?token={token}",
+            f"/topics/orders/events?api%5Fkey={quoted_key}&last_n=1",
+            f"/topics/secret/events?token={token}",
+            f"/topics/orders/events?token={token}x",
+        ):
+            stream = await sse_at(server.port, path)
+            stream.close()
+        server.terminate()
+        assert await server.exit_code() == 0
+        output = server.log()
+    records = server.records()
+    assert [r.get("user") for r in records if r.get("event") == "subscribe"] == [None, "42", None]
+    for secret in (LOG_KEY, LOG_SECRET, token):
+        for form in spellings(secret):
+            assert form not in output, f"{form!r} (a form of a secret) is in the server output"
