@@ -46,16 +46,22 @@ class JsonHandler(tornado.web.RequestHandler):
         self._bound_body()
         self.check_browser_safety()
         if not self.public:
-            # Headers only: the api_key and token query parameters are for
-            # browsers' /ws and SSE, where a URL is the only place to put them.
-            self.identity = self.context.credentials.resolve(
-                key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
-            )
+            self.identity = self.presented_identity()
             # Before the body and the topic are looked at: a refused caller learns nothing.
             self.authorize(self.identity)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    def presented_identity(self) -> Identity | None:
+        """Who the request's credentials say the caller is (``Credentials.resolve``).
+
+        Headers only: the api_key and token query parameters are for
+        browsers' /ws and SSE, where a URL is the only place to put them
+        (the SSE handler overrides this to read them too).
+        """
+        headers = self.request.headers
+        return self.context.credentials.resolve(key=headers.get("X-API-Key"), authorization=headers.get("Authorization"))
 
     def authorize(self, identity: Identity | None) -> None:
         """Raise unless ``identity`` may use this route; by default the admin key only.

@@ -1,7 +1,7 @@
 """The one writer per connection: drains its bounded queue onto a transport.
 
 A transport is anything that frames and writes bytes and closes with a code
-(``Transport``); ``/ws`` is one, the SSE stream will be another.  The writer
+(``Transport``); ``/ws`` is one, the SSE stream (``handlers.sse``) another.  The writer
 owns no protocol logic: the queue holds finished frames, and ends with a
 close instruction when the core wants the connection gone.
 """
@@ -29,9 +29,9 @@ class Transport(Protocol):
     its close behind the pending bytes, or drops the connection (``abort``).
     """
 
-    #: The bytes written before each frame's own bytes (given its size), and after it.
-    header: Callable[[int], bytes]
-    trailer: bytes
+    #: A batch of queued items as the one write that carries them, and how
+    #: many events it holds (see ``framing``).  Called once per batch.
+    frame: Callable[[list[Item]], tuple[bytes, int]]
 
     def writable(self) -> bool:
         """False once the connection is closing or closed."""
@@ -68,19 +68,22 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     return stream.write(data)
 
 
-def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
-    """The batch's frames as one write, and how many of them are events."""
-    events = 0
-    parts: list[bytes] = []
-    for item in batch:
-        if item.__class__ is not bytes:  # an event (live or replayed), shared by all
-            item = item.data  # type: ignore[union-attr]
-            events += 1
-        parts.append(header(len(item)))  # type: ignore[arg-type]
-        parts.append(item)  # type: ignore[arg-type]
-        if trailer:
-            parts.append(trailer)
-    return b"".join(parts), events
+def framing(header: Callable[[int], bytes]) -> Callable[[list[Item]], tuple[bytes, int]]:
+    """``Transport.frame`` for a transport that writes every item as
+    ``header(size)`` followed by the item's bytes (WebSocket frames)."""
+
+    def frame(batch: list[Item]) -> tuple[bytes, int]:
+        events = 0
+        parts: list[bytes] = []
+        for item in batch:
+            if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+                item = item.data  # type: ignore[union-attr]
+                events += 1
+            parts.append(header(len(item)))  # type: ignore[arg-type]
+            parts.append(item)  # type: ignore[arg-type]
+        return b"".join(parts), events
+
+    return frame
 
 
 def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
@@ -93,7 +96,7 @@ def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) ->
             batch = batch[:index]
             break
     if batch and transport.writable():
-        pending = transport.send(_framed(batch, transport.header, transport.trailer)[0])
+        pending = transport.send(transport.frame(batch)[0])
         if pending is not None:
             pending.add_done_callback(retrieve_error)
     transport.end(close.disconnect, close.abort)
@@ -110,8 +113,7 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
     write waits on a reader that stopped reading.  ``counters.delivered``
     counts events written.
     """
-    header = transport.header
-    trailer = transport.trailer
+    frame = transport.frame
     try:
         while True:
             first = await queue.get()
@@ -121,7 +123,7 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
             if queue.closing is not None:  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break
-            data, events = _framed(batch, header, trailer)
+            data, events = frame(batch)
             pending = transport.send(data)  # raises a CLOSED_ERRORS once closing
             if pending is not None:
                 await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))

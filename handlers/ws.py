@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import tornado.websocket
 from tornado.httputil import responses
@@ -32,7 +32,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.session import ANYONE, Session
 from tornado_pubsub.handlers.base import send_error_body
-from tornado_pubsub.handlers.writer import CLOSED_ERRORS, retrieve_error, send_direct, write_loop
+from tornado_pubsub.handlers.writer import CLOSED_ERRORS, framing, retrieve_error, send_direct, write_loop
 from tornado_pubsub.handlers.wsframe import text_header
 from tornado_pubsub.server import tornado_patches
 from tornado_pubsub.server.context import Context
@@ -59,9 +59,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         "_identity",
     )
 
-    #: Frame framing for the writer: WebSocket text frames, nothing after them.
-    header: Callable[[int], bytes] = staticmethod(text_header)  # type: ignore[assignment]
-    trailer = b""
+    #: Framing for the writer: each item as one WebSocket text frame.
+    frame = staticmethod(framing(text_header))
 
     def initialize(self, context: Context) -> None:
         self.context = context

@@ -20,6 +20,7 @@ from tornado.options import OptionParser
 
 from tornado_pubsub.core.auth import normalize_origin
 from tornado_pubsub.core.caps import CapsError, parse_caps_json
+from tornado_pubsub.core.schemas import TOPIC_RE
 from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key
 
 ENV_PREFIX = "PUBSUB_"
@@ -58,6 +59,8 @@ class Settings:
     max_subscriptions_per_connection: int = 1000
     max_connections: int = 20000
     max_topics: int = 10000
+    topics: tuple[str, ...] = ()
+    auto_create_topics: bool = False
     max_frames_per_second: float = 10000.0
     max_body_size: int = 1048576
     handshake_timeout: float = 10.0
@@ -106,6 +109,8 @@ _HELP = {
     "max_subscriptions_per_connection": (int, "subscriptions one connection may hold"),
     "max_connections": (int, "concurrent WebSocket connections (0: unlimited)"),
     "max_topics": (int, "topics that may exist at once (0: unlimited)"),
+    "topics": (str, "comma-separated topics created at start-up if missing (with Redis: once, cluster-wide)"),
+    "auto_create_topics": (bool, "subscribe or publish (WS, REST, SSE) on a missing topic creates it instead of TOPIC_NOT_FOUND"),
     "max_frames_per_second": (float, "inbound frames per second one connection may send (burst: one second's worth); admin-key connections are exempt"),
     "max_body_size": (int, "largest REST request body in bytes (larger: 413)"),
     "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping (and to authenticate, if it came with no credential)"),
@@ -153,6 +158,12 @@ def _validate(s: Settings) -> None:
     )
     need(s.max_connections >= 0, f"max_connections must be 0 or more, got {s.max_connections}")
     need(s.max_topics >= 0, f"max_topics must be 0 or more, got {s.max_topics}")
+    for name in s.topics:
+        need(TOPIC_RE.match(name) is not None, f"topics: {name[:140]!r} is not a topic name (1-128 letters, digits, '.', '_', ':', '-', not starting with a symbol)")
+    need(
+        not s.max_topics or len(set(s.topics)) <= s.max_topics,
+        f"topics names {len(set(s.topics))} topics, more than max_topics ({s.max_topics})",
+    )
     need(s.max_frames_per_second > 0, f"max_frames_per_second must be positive, got {s.max_frames_per_second}")
     need(s.max_body_size >= 256, f"max_body_size must be at least 256, got {s.max_body_size}")
     need(s.handshake_timeout > 0, f"handshake_timeout must be positive, got {s.handshake_timeout}")
@@ -219,7 +230,7 @@ def _parser() -> OptionParser:
     defaults = Settings()
     for name, (kind, help_text) in _HELP.items():
         default = getattr(defaults, name)
-        if name == "allowed_origins":
+        if name in ("allowed_origins", "topics"):
             default = ",".join(default)
         if name == "allowed_hosts":
             default = ""
@@ -372,6 +383,7 @@ def load_settings(
     fields = {f.name for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in fields}
     kwargs["allowed_origins"] = origins
+    kwargs["topics"] = tuple(dict.fromkeys(t.strip() for t in (values["topics"] or "").split(",") if t.strip()))
     hosts = tuple(h.strip().lower() for h in (values["allowed_hosts"] or "").split(",") if h.strip())
     kwargs["allowed_hosts"] = hosts or None
     kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()

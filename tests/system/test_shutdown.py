@@ -192,3 +192,16 @@ async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(i
     assert "Traceback" not in server.log(), server.log()[-3000:]
     stuck.close()
     http.close()
+
+
+async def test_sigterm_tells_an_sse_stream_shutting_down_and_ends_it(start_server, sse_at):
+    server = await start_server("--topics=orders")
+    stream = await sse_at(server.port, "/topics/orders/events")
+    assert stream.status == 200
+    server.signal(signal.SIGTERM)
+    blocks = await stream.until_end()
+    assert [b.frame()["msg"] for b in blocks if b.get("event") == "info"] == ["shutting_down"]
+    assert stream.ended
+    assert await server.exit_code() == 0
+    (disconnect,) = [r for r in server.records() if r.get("event") == "disconnect"]
+    assert disconnect["reason"] == "server shutting down"

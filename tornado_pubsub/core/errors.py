@@ -69,6 +69,9 @@ MESSAGE_TOO_BIG = Disconnect(CLOSE_TOO_BIG, "message too big")
 SLOW = Disconnect(CLOSE_TRY_AGAIN_LATER, "slow consumer")
 TOKEN_EXPIRED = Disconnect(CLOSE_TOKEN_EXPIRED, "token expired")
 ADMIN_DISCONNECT = Disconnect(CLOSE_ADMIN, "disconnected by an administrator")
+#: The end of a stream that carried one topic (SSE) once that topic is deleted;
+#: SSE has no close codes, so only the reason is used (in the log).
+TOPIC_ENDED = Disconnect(CLOSE_NORMAL, "topic deleted")
 
 #: Every close code the server sends, with what it means (PROTOCOL.md 1.3).
 CLOSE_CODES: dict[int, str] = {

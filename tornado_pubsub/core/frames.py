@@ -113,6 +113,23 @@ def pong(request_id: str | None = None) -> bytes:
     return encode(_with_request_id({"type": "pong"}, request_id) | {"ts": timestamp()})
 
 
+_INFO_PREFIX = b'{"type":"info","msg":"'
+_TYPE_START = len(b'{"type":"')
+
+
+def kind(frame: bytes) -> str:
+    """What a control frame rendered here is, without parsing it: its
+    ``type``, or ``info:<msg>`` for a notice (``info:ping``, ``info:topic_deleted``).
+
+    Relies on this module writing ``type`` first and, in a notice, ``msg``
+    second; a transport that frames by kind (SSE) calls it per control frame.
+    """
+    if frame.startswith(_INFO_PREFIX):
+        start = len(_INFO_PREFIX)
+        return "info:" + frame[start : frame.index(b'"', start)].decode()
+    return frame[_TYPE_START : frame.index(b'"', _TYPE_START)].decode()
+
+
 def info(msg: str, topic: str | None = None, **extra: Any) -> bytes:
     """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``,
     ``token_expiring``, ``subscription_revoked``."""

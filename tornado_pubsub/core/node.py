@@ -8,17 +8,21 @@ subscribe seam, replay planning, input bounds and the shapes of /topics,
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from tornado_pubsub.backends.base import NOTHING, Backend, Snapshot, TopicInfo, Wanted
-from tornado_pubsub.core.errors import PubSubError, topic_not_found
+from tornado_pubsub.core.errors import TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError, topic_not_found
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters, Hub, Subscriber, plan_resume
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
+from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
+
+T = TypeVar("T")
 
 #: No seq ever exceeds this (Redis counts seqs in a signed 64-bit integer);
 #: a larger ``since_seq`` means the same as this one: "beyond the last seq".
@@ -39,6 +43,12 @@ class Node:
     no operation suspends, so "register the subscription, then queue the ack
     and the replay" is atomic with respect to publishes; with a backend that
     suspends, the hub's join keeps the seam (see ``subscribe``).
+
+    Topics from settings (PROTOCOL.md 8): ``topics`` are created by ``start``
+    when missing; with ``auto_create_topics`` a subscribe or publish that
+    meets a missing topic creates it, here and only here, for every
+    transport.  The caller has authorized the operation first, so a client
+    can create only topics it may use, and ``max_topics`` bounds them all.
     """
 
     def __init__(
@@ -51,8 +61,12 @@ class Node:
         max_subscriptions_per_connection: int = 1000,
         max_connections: int = 0,
         max_connections_per_user: int = 0,
+        topics: Sequence[str] = (),
+        auto_create_topics: bool = False,
     ) -> None:
         self.backend = backend
+        self.topics = tuple(topics)
+        self.auto_create_topics = auto_create_topics
         self.hub = Hub(
             queue_size=queue_size,
             queue_max_bytes=queue_max_bytes,
@@ -74,6 +88,8 @@ class Node:
             "max_subscriptions_per_connection": settings.max_subscriptions_per_connection,
             "max_connections": settings.max_connections,
             "max_connections_per_user": settings.max_connections_per_user,
+            "topics": settings.topics,
+            "auto_create_topics": settings.auto_create_topics,
         }
 
     # -- the hub's state, read by handlers, metrics and tests -----------------------
@@ -148,8 +164,31 @@ class Node:
         }
 
     async def start(self) -> None:
-        """Connect to whatever the backend needs (nothing for the in-memory one)."""
+        """Connect to whatever the backend needs (nothing for the in-memory
+        one), then create the ``topics`` that are missing."""
         await self.backend.start()
+        await self.ensure_topics(self.topics)
+
+    async def ensure_topics(self, names: Sequence[str]) -> list[str]:
+        """Create each of ``names`` that does not exist; returns those created here.
+
+        With a shared backend every process asks and the backend's atomic
+        create lets one of them make each topic (the others meet
+        TOPIC_EXISTS, which is what they wanted).  A failure (the store is
+        unreachable, ``max_topics``) is logged, not raised: the server still
+        starts, and the topic can be created later.
+        """
+        created = []
+        for name in names:
+            try:
+                info = await self.backend.create(name)
+            except PubSubError as exc:
+                if exc.code != TOPIC_EXISTS:
+                    log_op("topic_created", logging.WARNING, topic=name, via="settings", code=exc.code, detail=exc.message, outcome="failed")
+                continue
+            created.append(name)
+            log_op("topic_created", topic=name, epoch=info.epoch, via="settings", outcome="ok")
+        return created
 
     async def stop(self) -> None:
         """Release what ``start`` acquired."""
@@ -179,7 +218,8 @@ class Node:
         self.hub.check_open()
         if message_id is None:
             message_id = str(uuid.uuid4())
-        done = await self.backend.publish(topic_name, message_id, payload)
+        mid = message_id
+        done = await self._creating(topic_name, lambda: self.backend.publish(topic_name, mid, payload))
         if not done.duplicate:
             self.hub.counters.published += 1
         return PublishResult(topic_name, message_id, done.seq, done.duplicate)
@@ -210,7 +250,8 @@ class Node:
         already = topic_name in sub.topics
         join = hub.open_join(topic_name, counted=not already)
         try:
-            snap = await self.backend.snapshot(topic_name, self._wanted(already, last_n, since_seq, epoch))
+            wanted = self._wanted(already, last_n, since_seq, epoch)
+            snap = await self._creating(topic_name, lambda: self.backend.snapshot(topic_name, wanted))
         finally:
             hub.close_join(join)
         if sub.closed:  # it went away while we read
@@ -231,6 +272,23 @@ class Node:
         if not already and sub in lt.subscribers:
             hub.flush(sub, lt, join, snap.last_seq)
         return result
+
+    async def _creating(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``; under ``auto_create_topics``, once more after
+        creating ``name`` if it met the topic missing (a create that another
+        caller won meanwhile is just as good)."""
+        try:
+            return await operation()
+        except PubSubError as exc:
+            if exc.code != TOPIC_NOT_FOUND or not self.auto_create_topics:
+                raise
+        try:
+            info = await self.backend.create(name)
+            log_op("topic_created", topic=name, epoch=info.epoch, via="auto_create", outcome="ok")
+        except PubSubError as exc:
+            if exc.code != TOPIC_EXISTS:
+                raise
+        return await operation()
 
     def _wanted(self, already: bool, last_n: int | None, since_seq: int | None, epoch: str | None) -> Wanted:
         """What to read from the history, within bounds every store accepts:

@@ -1,6 +1,6 @@
 """One connection's conversation, with no socket: frames in, frames queued out.
 
-A transport (``/ws`` today, SSE next) admits a connection with
+A transport (``/ws``, or the SSE stream) admits a connection with
 ``Session.open``, feeds it every inbound frame with ``feed``, and writes what
 lands in ``session.sub.queue``, ending the connection when the queue says so
 (``outbound.Close``).  Everything the protocol decides happens here, in this
@@ -244,6 +244,15 @@ class Session:
             pending = asyncio.ensure_future(asyncio.sleep(0))
         self._inline = 0
         return pending
+
+    async def request(self, data: dict[str, Any]) -> None:
+        """Handle one frame a transport built itself (SSE: its query as a
+        ``subscribe``): validated, authorized and routed like a fed frame,
+        but a refusal is raised as its ``PubSubError`` rather than queued,
+        so the transport can answer it before its stream starts.  Replies
+        and events are queued as usual."""
+        kind, frame = schemas.validate_frame(data)
+        await self.routes[kind](self, self.sub, frame)
 
     def feed_invalid_text(self) -> None:
         """A text frame that is not valid UTF-8: answered like any unreadable frame."""

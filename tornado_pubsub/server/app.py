@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from tornado_pubsub.handlers import dashboard, ops, topics, ws
+from tornado_pubsub.handlers import dashboard, ops, sse, topics, ws
 from tornado_pubsub.handlers.heartbeat import Heartbeat
 from tornado_pubsub.handlers.base import NotFoundHandler
 
@@ -33,9 +33,10 @@ def make_broker(settings: Settings) -> Node:
     return Broker.from_settings(settings)
 
 
-def make_context(broker: Node, settings: Settings) -> Context:
+def make_context(broker: Node, settings: Settings, half_open: Any = None) -> Context:
     """The object every handler of one application shares."""
     return Context(
+        half_open=half_open,
         broker=broker,
         settings=settings,
         registry=registry_for(broker),
@@ -64,7 +65,7 @@ def url_prefix(prefix: str) -> str:
 
 def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
     prefix = url_prefix(prefix)
-    specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
+    specs = ws.routes(prefix) + topics.routes(prefix) + sse.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
     return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
 
 
@@ -115,7 +116,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Application:
+def make_app(settings: Settings, broker: Node | None = None, half_open: Any = None) -> tornado.web.Application:
     """The standalone tornado-pubsub application (the tests use this too).
 
     Unset ``allowed_hosts`` becomes the loopback names when listening on
@@ -125,7 +126,7 @@ def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Appl
     if settings.allowed_hosts is None:
         settings = settings.replace(allowed_hosts=default_allowed_hosts(settings.address, settings.behind_proxy))
     broker = broker or make_broker(settings)
-    context = make_context(broker, settings)
+    context = make_context(broker, settings, half_open)
     app = tornado.web.Application(_bind(context), **tornado_settings(context))
     app.pubsub = context  # type: ignore[attr-defined]
     return app

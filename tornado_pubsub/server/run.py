@@ -77,10 +77,11 @@ class Server:
         self.broker = broker or make_broker(settings)
         if worker is not None:
             self.broker.hub.id_prefix = f"w{worker}-"
-        self.app = make_app(settings, self.broker)
+        half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
+        self.app = make_app(settings, self.broker, half_open)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
-        self.http.half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
+        self.http.half_open = half_open
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False
