@@ -42,15 +42,14 @@ class JsonHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self._body_size = 0
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._bound_body()
         self.check_browser_safety()
         if not self.public:
-            # Headers only: the api_key and token query parameters are for
-            # browsers' /ws and SSE, where a URL is the only place to put them.
-            self.identity = self.context.credentials.resolve(
-                key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
-            )
+            # Headers only (and the host's authenticate hook): the api_key and
+            # token query parameters are for browsers' /ws and SSE, where a
+            # URL is the only place to put them.
+            self.identity = await self.context.credentials.resolve_for(self)
             # Before the body and the topic are looked at: a refused caller learns nothing.
             self.authorize(self.identity)
         declared = self.request.headers.get("Content-Length", "")
@@ -184,6 +183,9 @@ def send_error_body(
         status=exc.status,
         outcome=outcome,
         detail=exc.message,
+        # What went wrong inside (e.g. the host's authenticate hook), for the
+        # operator only: one line, never a traceback, never in the body.
+        cause=f"{type(exc.__cause__).__name__}: {str(exc.__cause__)[:300]}" if exc.__cause__ is not None else None,
     )
     handler.set_status(exc.status)
     handler.set_header("Content-Type", "application/json; charset=UTF-8")

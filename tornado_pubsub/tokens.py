@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tornado_pubsub.core.caps import Caps, CapsError, merge, parse_caps, parse_caps_json
 from tornado_pubsub.core.errors import UNAUTHORIZED, PubSubError
-from tornado_pubsub.core.identity import USER, Credentials, Identity
+from tornado_pubsub.core.identity import MAX_USER_LENGTH, USER, Authenticate, Credentials, Identity
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # RFC 7518 3.2: an HMAC key at least as long as the hash.  A secret too short
@@ -41,7 +41,7 @@ RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
 # An EC key has one curve and so one algorithm (RFC 7518 3.4).
 _EC_ALGORITHM = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
-MAX_SUB_LENGTH = 128
+MAX_SUB_LENGTH = MAX_USER_LENGTH
 # Far above a real token (a few hundred bytes to a few KiB), far below what
 # would make decoding and caps validation cost anything.
 MAX_TOKEN_LENGTH = 16384
@@ -193,11 +193,12 @@ class TokenVerifier:
             raise _refused(f"malformed ({claim} must be a number)" if claim else "malformed") from None
 
 
-def credentials_for(settings: Any) -> Credentials:
-    """The credential resolver ``settings`` configure (api_key, token keys, anonymous_caps)."""
+def credentials_for(settings: Any, authenticate: Authenticate | None = None) -> Credentials:
+    """The credential resolver ``settings`` configure (api_key, token keys,
+    anonymous_caps), asking the host's ``authenticate`` hook first when given."""
     verifier = TokenVerifier.from_settings(settings)
     anonymous = parse_caps_json(settings.anonymous_caps) if settings.anonymous_caps else None
-    return Credentials(settings.api_key, verifier.verify if verifier else None, anonymous)
+    return Credentials(settings.api_key, verifier.verify if verifier else None, anonymous, authenticate)
 
 
 def _signing_key(secret_or_key: str | bytes, algorithm: str | None) -> tuple[Any, str]:

@@ -15,6 +15,7 @@ from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.auth import default_allowed_hosts
+from tornado_pubsub.core.identity import Authenticate
 from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
@@ -33,14 +34,14 @@ def make_broker(settings: Settings) -> Node:
     return Broker.from_settings(settings)
 
 
-def make_context(broker: Node, settings: Settings) -> Context:
-    """The object every handler of one application shares."""
+def make_context(broker: Node, settings: Settings, authenticate: Authenticate | None = None) -> Context:
+    """The object every handler of one application shares (``authenticate``: see ``embed.PubSub``)."""
     return Context(
         broker=broker,
         settings=settings,
         registry=registry_for(broker),
         heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
-        credentials=credentials_for(settings),
+        credentials=credentials_for(settings, authenticate),
     )
 
 
