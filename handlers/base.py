@@ -11,7 +11,7 @@ from tornado.httputil import responses
 
 from tornado_pubsub.core import frames, schemas
 from tornado_pubsub.core.auth import host_allowed, host_refused, write_allowed
-from tornado_pubsub.core.identity import Identity, require_admin
+from tornado_pubsub.core.identity import Identity, _bearer, require_admin
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
@@ -55,6 +55,22 @@ class JsonHandler(tornado.web.RequestHandler):
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    def check_xsrf_cookie(self) -> None:
+        """Tornado's XSRF check, which runs when an embedding host application
+        sets ``xsrf_cookies``, for cookie-borne callers only.
+
+        A forged cross-site request carries only what the browser adds by
+        itself (cookies, cached Basic credentials), never ``X-API-Key`` or a
+        ``Bearer`` token, so a backend using those needs no ``_xsrf`` value;
+        a caller the host's ``authenticate`` hook knows by its cookie must send
+        one, like any write to the host.  The ``Origin`` check
+        (``check_browser_safety``) applies to everyone either way.
+        """
+        headers = self.request.headers
+        if "X-API-Key" in headers or _bearer(headers.get("Authorization", "")) is not None:
+            return
+        super().check_xsrf_cookie()
 
     def authorize(self, identity: Identity | None) -> None:
         """Raise unless ``identity`` may use this route; by default the admin key only.

@@ -40,9 +40,15 @@ async def who_async(handler: tornado.web.RequestHandler) -> Identity | None:
     return who(handler)
 
 
-def cookie(name: str, secret: str = COOKIE_SECRET) -> dict[str, str]:
+XSRF = "5f3c0a9d"  # any hex string is a valid (version 1) Tornado XSRF token
+
+
+def cookie(name: str, secret: str = COOKIE_SECRET, xsrf: bool = True) -> dict[str, str]:
+    """The host's signed login cookie, and the XSRF pair its pages' scripts send."""
     value = tornado.web.create_signed_value(secret, "user", name).decode()
-    return {"Cookie": f"user={value}"}
+    if not xsrf:
+        return {"Cookie": f"user={value}"}
+    return {"Cookie": f"user={value}; _xsrf={XSRF}", "X-XSRFToken": XSRF}
 
 
 @pytest.fixture(params=["plain function", "coroutine function"])
@@ -55,7 +61,7 @@ def pubsub(request, settings):
 @pytest.fixture
 def app(pubsub):
     """Overrides the kit's standalone app: a host application with a cookie secret."""
-    host = tornado.web.Application(pubsub.routes, cookie_secret=COOKIE_SECRET)
+    host = tornado.web.Application(pubsub.routes, cookie_secret=COOKIE_SECRET, xsrf_cookies=True)
     host.pubsub = pubsub.context  # where the kit's teardown finds sockets left open
     return host
 
@@ -79,7 +85,8 @@ async def test_a_cookie_user_subscribes_to_their_own_topic_and_nothing_else(pubs
 
 
 async def test_no_cookie_or_a_forged_one_is_refused_before_the_upgrade(port):
-    for headers in ({}, cookie("alice", secret="not-the-host-secret-0123456789abcdef")):
+    no_login = {"Cookie": f"_xsrf={XSRF}", "X-XSRFToken": XSRF}  # a page of the host, before logging in
+    for headers in (no_login, cookie("alice", secret="not-the-host-secret-0123456789abcdef")):
         status, body = await handshake_status(port, "/pubsub/ws", headers)
         assert status == 401 and body["error"]["code"] == "UNAUTHORIZED", body
         status, body = await Rest(port).call("POST", "/pubsub/topics/user.alice/messages", {"payload": 1}, headers=headers)
@@ -113,6 +120,18 @@ async def test_without_a_host_identity_the_key_still_works(pubsub, ws_connect, p
     assert (await sock.publish("orders", 1))["status"] == "ok"
     status, body = await handshake_status(port, "/pubsub/ws", {"X-API-Key": KEY + "x"})
     assert status == 401, body
+    # The host's xsrf_cookies guards cookie-borne writes, not a backend's key.
+    status, body = await Rest(port).call("POST", "/pubsub/topics/orders/messages", {"payload": 2}, headers={"X-API-Key": KEY})
+    assert status == 201, body
+
+
+async def test_the_hosts_xsrf_check_guards_cookie_borne_writes(pubsub, port):
+    await pubsub.create_topic("user.alice")
+    path = "/pubsub/topics/user.alice/messages"
+    status, body = await Rest(port).call("POST", path, {"payload": 1}, headers=cookie("staff", xsrf=False))
+    assert status == 403 and body["error"] == {"code": "FORBIDDEN", "message": "'_xsrf' argument missing from POST"}
+    status, body = await Rest(port).call("POST", path, {"payload": 1}, headers=cookie("staff"))
+    assert status == 201, body
 
 
 async def test_a_failing_hook_is_a_500_logged_once_without_a_traceback(port, caplog):
