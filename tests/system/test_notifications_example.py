@@ -4,9 +4,11 @@ browser may do on the embedded /pubsub/ws."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import re
 import shlex
 import sys
+import urllib.request
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
@@ -16,6 +18,7 @@ import tornado.httpclient
 from tests.handlers.test_redaction import forms_to_grep
 from tests.kit.clients import handshake_status
 from tests.kit.procs import ROOT, ServerProcess, http_status
+from tests.system.test_dashboard import HOSTILE, WAIT, browser  # noqa: F401  (fixture)
 
 COOKIE_SECRET = "example-cookie-secret-for-this-test-0123456789"
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
@@ -123,3 +126,32 @@ async def test_example_refuses_handshakes_without_a_login(example):
     assert status == 401, body
     page = await anonymous.fetch("/")
     assert page.code == 302 and page.headers["Location"].startswith("/login")
+
+
+def send_note_as(base: str, name: str, to: str, text: str) -> None:
+    """Log in as ``name`` and send a note through the app's form, blocking (urllib)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def submit(page: str, action: str, form: dict[str, str]) -> None:
+        html = opener.open(base + page, timeout=WAIT).read().decode()
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', html).group(1)  # the form's own XSRF field
+        opener.open(base + action, urlencode({**form, "_xsrf": xsrf}).encode(), timeout=WAIT).read()
+
+    submit("/login", "/login", {"name": name, "password": PASSWORDS[name]})
+    submit("/", "/notify", {"to": to, "text": text})
+
+
+@pytest.mark.browser
+def test_example_page_shows_a_users_notes_live_in_chromium(example, browser):
+    """The page as written: log in through the form, and its script (the cookie
+    riding on the handshake) shows a note another user sent, as text."""
+    browser.open(example.base + "/")  # not logged in: redirected to the form
+    browser.wait(lambda: browser.all("input[name=password]"), "the login form")
+    browser.type("input[name=name]", "alice")
+    browser.type("input[name=password]", PASSWORDS["alice"])
+    browser.click("form button")
+    browser.wait_text("p", "Logged in as alice")
+    send_note_as(example.base, "bob", "alice", HOSTILE)
+    browser.wait_text("#notes", f"bob: {HOSTILE}")  # live, or replayed by last_n if it beat the subscribe
+    assert browser.js("return window.__pwned") is None
+    assert [e for e in browser.console_errors() if "favicon.ico" not in e] == []
