@@ -113,10 +113,10 @@ class TokenVerifier:
     ``secret``: the HMAC key (HS256, and HS384/HS512 when it is at least
     48/64 bytes long), or several comma-separated (``split_secrets``): a
     token is accepted if any of them signed it, tried in order, so during a
-    rotation a forged token costs one HMAC per listed secret.  ``public_key``: a loaded RSA or EC public key
-    (RS*/ES*).  At least one is required.  ``default_caps`` are granted to
-    every token on top of its own ``caps``.  ``verify`` is pure CPU (no I/O),
-    safe to call on the IOLoop.
+    rotation a forged token costs one HMAC per listed secret.
+    ``public_key``: a loaded RSA or EC public key (RS*/ES*).  At least one
+    is required.  ``default_caps`` are granted to every token on top of its
+    own ``caps``.  ``verify`` is pure CPU (no I/O), safe to call on the IOLoop.
     """
 
     def __init__(

@@ -28,7 +28,6 @@ OPEN = "open"  # no credential configured at all: parts 1-4, everything allowed
 _MISSING = "a credential is required (the API key or a token)"
 _HOOK_FAILED = "authentication failed: the application's authenticate hook raised an error"
 
-
 MAX_USER_LENGTH = 128  # a token's sub, or a host application's user name
 
 
