@@ -58,7 +58,8 @@ class PubSub:
     (``default_caps`` apply to tokens only).  It runs once per handshake or
     request, before the upgrade, on the IOLoop: keep it quick, or make it a
     coroutine.  An exception in it refuses the caller with 500 ``INTERNAL``
-    and one ``error`` log record naming the exception, no traceback; raise
+    and one log record (``connect`` or ``error``) whose ``cause`` names the
+    exception, no traceback; raise
     ``PubSubError(UNAUTHORIZED, ...)`` (or ``HTTPError(401/403)``) to refuse
     on purpose.
 
