@@ -73,15 +73,9 @@ class EventStream(JsonHandler):
 
     # -- before the stream --------------------------------------------------------
 
-    def presented_identity(self) -> Identity | None:
+    async def presented_identity(self) -> Identity | None:
         # EventSource cannot set headers: the key and token may come in the query.
-        headers = self.request.headers
-        return self.context.credentials.resolve(
-            key=headers.get("X-API-Key"),
-            authorization=headers.get("Authorization"),
-            query_key=self.get_query_argument("api_key", None),
-            query_token=self.get_query_argument("token", None),
-        )
+        return await self.context.credentials.resolve_for(self, query=True)
 
     def authorize(self, identity: Identity | None) -> None:
         require(identity, SUBSCRIBE, self.path_args[0])

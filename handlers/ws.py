@@ -81,24 +81,26 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     # -- handshake ---------------------------------------------------------
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         # Checked here rather than in an overridden get(): Tornado's get()
         # coroutine stays suspended for the connection's whole life, and a
         # wrapper around it would keep a second coroutine frame (~800 bytes)
-        # alive per idle connection.  Finishing here skips get() entirely.
+        # alive per idle connection.  Finishing here skips get() entirely;
+        # this coroutine (async for the host's authenticate hook) ends before get().
         try:
             self.check_host()  # every method, like every other route
             if self.request.method != "GET":
                 return  # Tornado answers other methods with 405 (see write_error)
-            self.check_handshake()
+            await self.check_handshake()
         except PubSubError as exc:
-            send_error_body(self, exc, event="connect", outcome="refused", level=logging.WARNING)
+            level = logging.WARNING if exc.status < 500 else logging.ERROR
+            send_error_body(self, exc, event="connect", outcome="refused", level=level)
 
-    def check_handshake(self) -> None:
+    async def check_handshake(self) -> None:
         """Every check a handshake must pass before the upgrade, in order;
         each raises the PubSubError its refusal is answered with."""
         self.check_upgrade()
-        self.check_credentials()
+        await self.check_credentials()
         self.check_origin_header()
         self.check_admission()
 
@@ -112,8 +114,9 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             # Tornado would answer this with a plain-text 400; keep errors JSON.
             raise PubSubError(BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)', 400)
 
-    def check_credentials(self) -> None:
-        """PROTOCOL.md 5.1 at the handshake: the admin key (header or ``api_key``
+    async def check_credentials(self) -> None:
+        """PROTOCOL.md 5.1 at the handshake: the host application's
+        ``authenticate`` hook when embedded, the admin key (header or ``api_key``
         query), a user token (``Authorization: Bearer`` or ``token`` query), or
         none (then ``anonymous_caps``).  A refused key or token is 401 before the
         upgrade, with the reason.
@@ -123,14 +126,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         else meanwhile; ``_check_greeted`` closes it at ``handshake_timeout``);
         a server with only ``api_key`` refuses with 401, as part 3 says.
         """
-        headers = self.request.headers
         credentials = self.context.credentials
-        identity = credentials.resolve(
-            key=headers.get("X-API-Key"),
-            authorization=headers.get("Authorization"),
-            query_key=self.get_query_argument("api_key", None),
-            query_token=self.get_query_argument("token", None),
-        )
+        identity = await credentials.resolve_for(self, query=True)
         if identity is None:
             identity = credentials.upgrade_without_credential()
         if identity is None:

@@ -21,7 +21,7 @@ from tornado.options import OptionParser
 from tornado_pubsub.core.auth import normalize_origin
 from tornado_pubsub.core.caps import CapsError, parse_caps_json
 from tornado_pubsub.core.schemas import TOPIC_RE
-from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key
+from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key, split_secrets
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
@@ -92,6 +92,13 @@ class Settings:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def token_secrets(self) -> tuple[str, ...]:
+        """``token_secret`` split at commas: every secret that verifies tokens,
+        the first being the one to sign new tokens with (rotation; see
+        ``tokens.split_secrets``).  Empty when unset."""
+        return split_secrets(self.token_secret) if self.token_secret is not None else ()
+
 
 # name -> (type, help). Defaults come from the dataclass so they live in one place.
 _HELP = {
@@ -116,7 +123,7 @@ _HELP = {
     "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping (and to authenticate, if it came with no credential)"),
     "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
-    "token_secret": (str, "HMAC secret (at least 32 bytes) verifying HS256/384/512 user tokens (unset: no HMAC tokens)"),
+    "token_secret": (str, "HMAC secret (at least 32 bytes) verifying HS256/384/512 user tokens (unset: no HMAC tokens); during a rotation a comma-separated list, new first"),
     "token_public_key": (str, "path of a PEM RSA or EC public key verifying RS*/ES* user tokens"),
     "token_issuer": (str, "when set, a token's iss claim must equal it"),
     "token_audience": (str, "when set, a token's aud claim must include it"),
@@ -200,9 +207,10 @@ def _validate_identity(s: Settings, need: Any) -> None:
     for name in _OPTIONAL_STRINGS:
         need(getattr(s, name) != "", f"{name} must not be empty (leave it unset instead)")
     tokens = s.token_secret is not None or s.token_public_key is not None
-    if s.token_secret is not None:
+    for secret in s.token_secrets:
         # RFC 7518 3.2: a shorter HMAC key makes tokens guessable offline.
-        need(len(s.token_secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes")
+        # Each secret of a rotation list is checked: a list is as weak as its weakest.
+        need(len(secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes (each, when comma-separated)")
     if s.token_public_key is not None:
         try:
             load_public_key(s.token_public_key)

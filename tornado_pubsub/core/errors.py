@@ -33,9 +33,9 @@ HTTP_STATUS = {
     SLOW_CONSUMER: 503,
 }
 
-# Statuses Tornado itself raises (unknown route, method, malformed request),
+# Statuses Tornado (or a host application's code) raises (unknown route, method, malformed request),
 # mapped onto protocol codes; any other 5xx is INTERNAL, any other 4xx BAD_REQUEST.
-_CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+_CODE_FOR_STATUS = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
 
 
 def code_for_status(status: int) -> str:
