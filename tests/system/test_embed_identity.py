@@ -163,3 +163,19 @@ def test_identity_caps_are_validated_like_a_tokens():
     with pytest.raises(ValueError, match="user"):
         Identity(caps=OWN_TOPIC)
     assert Identity(user="alice", caps=OWN_TOPIC).allows("subscribe", "user.alice")
+
+
+async def test_an_event_stream_sees_the_same_identity(pubsub, sse_connect):
+    """SSE resolves its caller through the same hook as /ws and REST."""
+    for name in ("user.alice", "user.bob"):
+        await pubsub.create_topic(name)
+    stream = await sse_connect("/pubsub/topics/user.alice/events", headers=cookie("alice"))
+    assert stream.status == 200
+    assert await stream.block() == {"retry": "1000"}
+    await pubsub.publish("user.alice", {"note": "hi"})
+    (block,) = await stream.events(1)
+    assert block.frame()["message"]["payload"] == {"note": "hi"}
+    refused = await sse_connect("/pubsub/topics/user.bob/events", headers=cookie("alice"))
+    assert refused.status == 403 and refused.body["error"]["code"] == "FORBIDDEN", refused.body
+    anonymous = await sse_connect("/pubsub/topics/user.alice/events")
+    assert anonymous.status == 401 and anonymous.body["error"]["code"] == "UNAUTHORIZED", anonymous.body
