@@ -16,7 +16,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
-from tornado_pubsub.core.outbound import Item, OutboundQueue
+from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
 
 CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -68,7 +68,7 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     return stream.write(data)
 
 
-def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
+def _framed(batch: list[Item | Close], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
     """The batch's frames as one write, and how many of them are events."""
     events = 0
     parts: list[bytes] = []
@@ -83,7 +83,7 @@ def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -
     return b"".join(parts), events
 
 
-def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
+def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item | Close]) -> None:
     """Carry out the queue's close instruction: write ``batch`` up to it
     (without waiting for the write), then end the transport."""
     close = queue.closing
@@ -99,34 +99,44 @@ def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) ->
     transport.end(close.disconnect, close.abort)
 
 
+def _close_unwaited(queue: OutboundQueue, transport: Transport) -> None:
+    """A close met a write the peer is not taking: send the frames queued
+    before the close (unfinished replays are left out: they could be any
+    size, and the peer is not reading) and end the connection now."""
+    _close_now(queue, transport, queue.drain_nowait(replays=False))
+
+
 async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
     """Drain ``queue`` onto ``transport`` until it closes.
 
-    Everything queued goes out as one batch of framed bytes in one write, and
-    the next batch waits until the transport took this one, so the queue
-    stays the only buffer (a reader that stops reading costs the queue's
-    bound, no more).  A close instruction (``OutboundQueue.close``) is
-    carried out after the frames queued before it, at once even while a
-    write waits on a reader that stopped reading.  ``counters.delivered``
-    counts events written.
+    What is queued goes out in batches of at most ``WRITE_MAX`` bytes (a
+    single larger frame alone), one write each, and the next batch waits
+    until the transport took this one, so the queue stays the only buffer: a
+    reader that stops reading costs the queue's bound plus one write.
+    Replays are read from the history batch by batch (``OutboundQueue.take``).
+    A close instruction (``OutboundQueue.close``) is carried out after the
+    frames queued before it, at once even while a write waits on a reader
+    that stopped reading.  ``counters.delivered`` counts events written;
+    ``transport.progress`` (if any) is told when a write completes.
     """
     header = transport.header
     trailer = transport.trailer
+    progress = getattr(transport, "progress", None)
     try:
         while True:
             first = await queue.get()
-            batch = [first]
-            if queue.qsize():
-                batch += queue.drain_nowait()
-            if queue.closing is not None:  # checked once a batch: a close is rare
+            batch = queue.take(first)
+            if queue.closing is not None and batch[-1] is queue.closing:  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break
             data, events = _framed(batch, header, trailer)
             pending = transport.send(data)  # raises a CLOSED_ERRORS once closing
             if pending is not None:
-                await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
+                await queue.wait_sent(pending, lambda: _close_unwaited(queue, transport))
             counters.delivered += events
             queue.sent()
+            if progress is not None:
+                progress()
     except CLOSED_ERRORS:
         pass
 
