@@ -116,12 +116,10 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
     Replays are read from the history batch by batch (``OutboundQueue.take``).
     A close instruction (``OutboundQueue.close``) is carried out after the
     frames queued before it, at once even while a write waits on a reader
-    that stopped reading.  ``counters.delivered`` counts events written;
-    ``transport.progress`` (if any) is told when a write completes.
+    that stopped reading.  ``counters.delivered`` counts events written.
     """
     header = transport.header
     trailer = transport.trailer
-    progress = getattr(transport, "progress", None)
     try:
         while True:
             first = await queue.get()
@@ -135,8 +133,6 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
                 await queue.wait_sent(pending, lambda: _close_unwaited(queue, transport))
             counters.delivered += events
             queue.sent()
-            if progress is not None:
-                progress()
     except CLOSED_ERRORS:
         pass
 

@@ -222,6 +222,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def on_pong(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
 
+    def write_waiting_since(self) -> float | None:
+        """Since when a write waits for this peer to read (see ``Heartbeat``)."""
+        return None if self.session is None else self.session.sub.queue.waiting_since
+
     def heartbeat(self, notice: bytes) -> None:
         """Queue the ``info ping`` and send a WebSocket ping (called by ``Heartbeat``)."""
         if self.session is None or self.session.sub.closed:

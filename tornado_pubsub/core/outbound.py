@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Protocol
 
 from tornado.concurrent import Future
@@ -183,6 +184,7 @@ class OutboundQueue(Queue):
         # The writer's side of the contract (see take, wait_sent, sent):
         self.taken = False  # it holds items it has not finished writing
         self.interrupt: Callable[[], None] | None = None  # see wait_sent
+        self.waiting_since: float | None = None  # see wait_sent
         self.closing: Close | None = None
 
     # Queue's subclass hooks: keep the byte count beside the items.  A list,
@@ -355,14 +357,17 @@ class OutboundQueue(Queue):
         (``write`` itself).  A ``close`` meanwhile calls ``interrupt``, so the
         close does not wait for a reader that may never read again: the
         writer takes the close instruction from the queue and carries it out
-        at once."""
+        at once.  ``waiting_since`` says since when the peer has not taken
+        what it was sent (the write-progress deadline, ``Heartbeat``)."""
         self.interrupt = interrupt
+        self.waiting_since = time.monotonic()
         return write
 
     def sent(self) -> None:
         """The writer has written everything it took."""
         self.taken = False
         self.interrupt = None
+        self.waiting_since = None
 
     def idle(self) -> bool:
         """True when nothing is queued, or taken and not yet written."""
