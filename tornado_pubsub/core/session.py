@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 from tornado_pubsub.core import frames, schemas
 from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, LIMIT_EXCEEDED, PubSubError
 from tornado_pubsub.core.hub import Hub, Subscriber
-from tornado_pubsub.core.ratelimit import TokenBucket
+from tornado_pubsub.core.ratelimit import TokenBucket, frame_cost
 from tornado_pubsub.logs import log_op
 
 #: Frames one connection may handle back to back before yielding a loop pass.
@@ -188,35 +188,43 @@ class Session:
         sub = self.sub
         if sub.closed:
             return
+        # Charged before anything is parsed, in frames and bytes: a flood of
+        # large junk costs a length check and one scan for its request_id.
+        if not self.budget.take(frame_cost(message)):
+            refused = PubSubError(LIMIT_EXCEEDED, f"more than {self.budget.rate:g} frames per second; frame not processed")
+            self.reply_error(refused, schemas.peek_request_id(message))
+            return
         if isinstance(message, bytes):
             self.reply_error(PubSubError(BAD_REQUEST, "binary frames are not supported; send JSON text"), None)
             return
         data: Any = None
         try:
             data = schemas.parse_json(message)
-            if not self.budget.take():
-                raise PubSubError(LIMIT_EXCEEDED, f"more than {self.budget.rate:g} frames per second; frame not processed")
             kind, frame = schemas.validate_frame(data)
             await self.routes[kind](self, sub, frame)
         except PubSubError as exc:
             self.reply_error(exc, schemas.request_id_of(data))
         except Exception:
-            log_op(
-                "internal",
-                logging.ERROR,
-                exc_info=True,
-                conn_id=sub.id,
-                user=self.identity.user,
-                remote=sub.remote,
-                request_id=schemas.request_id_of(data),
-            )
+            if self.error_logs.take():  # a fault a client can trigger at will must not flood the log
+                log_op(
+                    "internal",
+                    logging.ERROR,
+                    exc_info=True,
+                    conn_id=sub.id,
+                    user=self.identity.user,
+                    remote=sub.remote,
+                    request_id=schemas.request_id_of(data),
+                )
+            else:
+                self.errors_unlogged += 1
             self.reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
 
     def reply_error(self, exc: PubSubError, request_id: str | None) -> None:
-        """Count, log (within the error-log budget) and queue the error frame for ``exc``."""
+        """Count, log (within the error-log budget, INTERNAL included) and
+        queue the error frame for ``exc``."""
         sub = self.sub
         self.broker.counters.error(exc.code)
-        if exc.code == INTERNAL or self.error_logs.take():
+        if self.error_logs.take():
             log_op(
                 "error",
                 logging.WARNING if exc.code != INTERNAL else logging.ERROR,

@@ -87,6 +87,19 @@ def _check_linger() -> bool:
     )
 
 
+def _check_strict_frames() -> bool:
+    source = inspect.getsource(_WS13._receive_frame)
+    return (
+        inspect.iscoroutinefunction(_WS13._receive_frame)
+        and _params(_WS13._receive_frame) == ["self"]
+        and _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
+        # the frame header is the first thing it reads
+        and source.index("self._read_bytes(2)") < source.index("mask_payloadlen & 0x80")
+        and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
+        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated")
+    )
+
+
 def _check_handshake_state() -> bool:
     return _has_init_attrs(tornado.web.RequestHandler, "clear()") and "self._headers = " in inspect.getsource(
         tornado.web.RequestHandler.clear
@@ -99,6 +112,7 @@ ENABLED: dict[str, bool] = {
     "invalid_utf8_reply": _check_utf8(),
     "linger_after_1009": _check_linger(),
     "release_headers": _check_handshake_state(),
+    "strict_frames": _check_strict_frames(),
 }
 
 
@@ -239,7 +253,70 @@ async def _drain_then_close(stream: IOStream) -> None:
         stream.close()
 
 
-_MIXINS = {"invalid_utf8_reply": _InvalidUtf8Reply, "linger_after_1009": _LingerAfter1009, "frame_loop_task": _FrameLoopTask}
+_CLOSE_PROTOCOL_ERROR = 1002  # (errors.CLOSE_PROTOCOL_ERROR, as above)
+
+
+def close_code_allowed(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4): not
+    1004-1006, 1015, below 1000, 1016-2999 nor 5000 and above."""
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+
+
+class _StrictFrames(_WS13):
+    """Gain: RFC 6455 on the wire (tests/test_close_frames.py).  A client
+    frame that is not masked (5.1), and a close frame whose code a peer may
+    not send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
+    close 1002 instead of being accepted, echoed back, or crashing the frame
+    loop with a traceback (``to_unicode`` on the reason).
+    Relies on: ``_receive_frame`` reading the 2-byte header first through
+    ``_read_bytes``, ``_handle_message``, ``client_terminated``.
+    Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed).
+    """
+
+    _header_next = False
+
+    def _receive_frame(self) -> Any:
+        self._header_next = True
+        return super()._receive_frame()
+
+    def _read_bytes(self, n: int) -> Any:
+        if self._header_next:
+            self._header_next = False
+            return self._read_header(super()._read_bytes(n))
+        return super()._read_bytes(n)
+
+    async def _read_header(self, reading: Any) -> bytes:
+        header: bytes = await reading
+        if not header[1] & 0x80:
+            self._refuse("unmasked frame")
+            raise StreamClosedError()  # ends the frame loop, which aborts
+        return header
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x8 and not self.client_terminated:
+            problem = None
+            if len(data) == 1:
+                problem = "close frame with a 1-byte body"
+            elif len(data) >= 2 and not close_code_allowed(int.from_bytes(data[:2], "big")):
+                problem = f"close code {int.from_bytes(data[:2], 'big')} is not allowed on the wire"
+            else:
+                try:
+                    data[2:].decode("utf-8")
+                except UnicodeDecodeError:
+                    problem = "close reason is not UTF-8"
+            if problem is not None:
+                self.client_terminated = True  # the peer is closing: no reply awaited
+                self._refuse(problem)
+                return None
+        return super()._handle_message(opcode, data)
+
+    def _refuse(self, problem: str) -> None:
+        log_op("ws_protocol", logging.INFO, detail=problem, outcome="closed_1002")
+        self.close(_CLOSE_PROTOCOL_ERROR, "protocol error")
+
+
+_MIXINS = {
+    "strict_frames": _StrictFrames,"invalid_utf8_reply": _InvalidUtf8Reply, "linger_after_1009": _LingerAfter1009, "frame_loop_task": _FrameLoopTask}
 _classes: dict[tuple[type, ...], type] = {}
 
 
