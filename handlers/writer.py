@@ -17,6 +17,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
 from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
+from tornado_pubsub.server.tornado_patches import AnsweringStream
 
 CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -56,7 +57,8 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     Tornado buffers, reports and closes exactly as usual.  Valid only for
     bytes Tornado would write unchanged (no per-message compression, no TLS).
     """
-    if stream.__class__ is IOStream and not stream.writing():
+    cls = stream.__class__
+    if (cls is IOStream or cls is AnsweringStream) and not stream.writing():
         try:
             sent = stream.socket.send(data)
         except OSError:  # EAGAIN, or an error stream.write will meet and report

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import sys
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -25,10 +26,11 @@ import tornado.websocket
 from tornado import gen
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
+from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError, error_body
 from tornado_pubsub.logs import log_op
 
 _WS13 = tornado.websocket.WebSocketProtocol13
@@ -333,6 +335,38 @@ def patched_protocol(handler: tornado.websocket.WebSocketHandler, protocol: Any)
     if cls is None:
         cls = _classes[mixins] = type("PubSubProtocol", mixins, {})
     return cls(handler, False, protocol.params)
+
+
+# -- requests too large to read ------------------------------------------------------
+
+_TOO_LARGE_BODY = error_body(PubSubError(BAD_REQUEST, "request header fields too large", 431)).encode()
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json; charset=UTF-8\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+
+
+class AnsweringStream(IOStream):
+    """The server's ``IOStream``: a request whose headers exceed
+    ``max_header_size`` gets a JSON 431 before the connection closes, where
+    Tornado closes it without a word (its header read fails with
+    ``UnsatisfiableReadError`` and the stream closes itself).  Public API
+    only (``close(exc_info)``, ``socket``, ``writing``): the answer is one
+    best-effort ``send`` of a few hundred bytes on the socket, never waited for.
+    """
+
+    def close(self, exc_info: Any = False) -> None:
+        if exc_info and not self.closed() and not self.writing():
+            error = exc_info if isinstance(exc_info, BaseException) else (
+                exc_info[1] if isinstance(exc_info, tuple) else sys.exc_info()[1]
+            )
+            if isinstance(error, UnsatisfiableReadError):
+                try:
+                    self.socket.send(_TOO_LARGE)
+                except OSError:
+                    pass
+                log_op("http", logging.INFO, status=431, outcome="refused", detail="request header fields too large")
+        super().close(exc_info)
 
 
 # -- the handshake's leftovers ------------------------------------------------------
