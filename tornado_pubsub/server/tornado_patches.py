@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import tornado.web
 import tornado.websocket
 from tornado import gen
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
@@ -107,6 +108,10 @@ def _check_handshake_state() -> bool:
         tornado.web.RequestHandler.clear
     )
 
+
+def _check_connection_headers() -> bool:
+    return _has_init_attrs(HTTP1Connection, "_request_headers")
+
 #: Patch name -> whether the installed Tornado passed its check.
 ENABLED: dict[str, bool] = {
     "queue_standins": _check_queue_standins(),
@@ -114,6 +119,7 @@ ENABLED: dict[str, bool] = {
     "invalid_utf8_reply": _check_utf8(),
     "linger_after_1009": _check_linger(),
     "release_headers": _check_handshake_state(),
+    "release_connection_headers": _check_connection_headers(),
     "strict_frames": _check_strict_frames(),
 }
 
@@ -376,14 +382,21 @@ _NO_ARGUMENTS: Mapping[str, Any] = MappingProxyType({})
 
 
 def release_handshake_state(handler: tornado.websocket.WebSocketHandler) -> None:
-    """Gain: ~2 KB per idle connection.  Drop what only the HTTP upgrade
-    needed and Tornado keeps until close: request and response headers,
-    template namespace, URL arguments (nothing reads them once the socket is
-    open).  Relies on: the response headers living in ``_headers`` (the rest
-    is public attributes, released always)."""
+    """Gain: ~2 KB per idle connection, and up to ``max_header_size`` (64 KB)
+    for a client that pads its handshake.  Drop what only the HTTP upgrade
+    needed and Tornado keeps until close: request and response headers (the
+    handler's and the HTTP/1 connection's copy, which only a later response
+    on that connection would read, and an upgraded one has none), template
+    namespace, URL arguments (nothing reads them once the socket is open).
+    Relies on: the response headers living in ``_headers``, the connection's
+    copy of the request headers in ``HTTP1Connection._request_headers`` (the
+    rest is public attributes, released always)."""
     handler.ui = None  # type: ignore[assignment]
     if ENABLED["release_headers"]:
         handler._headers = _NO_HEADERS
+    connection = handler.request.connection
+    if ENABLED["release_connection_headers"] and connection.__class__ is HTTP1Connection:
+        connection._request_headers = _NO_HEADERS  # type: ignore[attr-defined]
     handler.path_args = handler.open_args = ()  # type: ignore[assignment]
     handler.path_kwargs = handler.open_kwargs = _NO_ARGUMENTS  # type: ignore[assignment]
     request = handler.request
