@@ -126,6 +126,10 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
         while True:
             first = await queue.get()
             batch = queue.take(first)
+            if not batch:  # a replay at the head reads its next page from the store first
+                await queue.refill()
+                queue.sent()
+                continue
             if queue.closing is not None and batch[-1] is queue.closing:  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break

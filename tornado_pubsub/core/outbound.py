@@ -21,10 +21,12 @@ class EventSource(Protocol):
     #: True once the topic is deleted: a replay reading here just ends.
     closed: bool
 
-    def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event]]:
+    def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event] | None]:
         """``(oldest seq held now, None: none; 0: it never loses any,
         events with after < seq <= upto)``, oldest first, within ``max_bytes``
-        (at least one, whatever its size, when ``at_least_one``)."""
+        (at least one, whatever its size, when ``at_least_one``).  Events
+        ``None``: not yet read; a source that answers so has ``waiting`` set
+        and an ``async fill(after, upto)`` the writer awaits first."""
         ...
 
     def pending(self, after: int, upto: int) -> int:
@@ -72,6 +74,8 @@ class Replay:
         size = 0
         if source.closed:  # deleted: its topic_deleted notice follows in the queue
             self.after = self.upto
+            return out, 0
+        if events is None:  # the source must read its next page first (see OutboundQueue.refill)
             return out, 0
         if first is None or first > self.after + 1:  # evicted before we got there
             first_seq = first if first is not None and first <= self.upto else self.upto + 1
@@ -373,6 +377,15 @@ class OutboundQueue(Queue):
         """True when nothing is queued, or taken and not yet written."""
         return not self._queue and not self.taken
 
+    async def refill(self) -> None:
+        """Await the next page of the replay at the head, if it is waiting for
+        one (a source that reads from a store: ``RedisPages``)."""
+        head = self._queue[0] if self._queue else None
+        if head.__class__ is Replay:
+            source = head.source  # type: ignore[union-attr]
+            if getattr(source, "waiting", False):
+                await source.fill(head.after, head.upto)  # type: ignore[union-attr]
+
     def replay_pending(self) -> int:
         """Bytes the queued replays have still to send (for /metrics)."""
         if not self.parked:
@@ -389,7 +402,10 @@ class OutboundQueue(Queue):
                 continue
             if item.__class__ is Replay:
                 while replays and not item.done:  # type: ignore[union-attr]
-                    items += item.pull(1 << 62, True)[0]  # type: ignore[union-attr]
+                    pulled = item.pull(1 << 62, True)[0]  # type: ignore[union-attr]
+                    if not pulled:
+                        break  # the rest would need a store read: left out
+                    items += pulled
                 continue
             items.append(item)
         self.clear()
