@@ -130,7 +130,8 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
                 await queue.refill()
                 queue.sent()
                 continue
-            if queue.closing is not None and batch[-1] is queue.closing:  # checked once a batch: a close is rare
+            closing = queue.closing
+            if closing is not None and any(item is closing for item in batch):  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break
             data, events = _framed(batch, header, trailer)

@@ -155,9 +155,11 @@ class OutboundQueue(Queue):
     holds no event bytes of its own.
 
     Dropping is O(1) per event, whatever sits ahead of the oldest event
-    (control frames, parked replays): the queue keeps the positions of its
-    live events in order, and a dropped event leaves a hole the writer skips;
-    holes are compacted away once they are half the queue.
+    (control frames, parked replays): from its first overflow until it is
+    next empty the queue keeps the positions of its live events in order
+    (found once, in one pass), and a dropped event leaves a hole the writer
+    skips; holes are compacted away once they are half the queue.  A queue
+    that never overflows does none of this: fan-out pays one check.
 
     Threat: a reader that never reads, subscribed to many topics with large
     replays, pins ``max_bytes`` of live frames, one reference per replay and
@@ -180,9 +182,10 @@ class OutboundQueue(Queue):
         self.drop_oldest = drop_oldest
         self.on_drop = on_drop
         self.nbytes = 0
-        # Absolute positions of the queued live events, oldest first, from
+        # While tracking (from an overflow until the queue is next empty):
+        # absolute positions of the queued live events, oldest first, from
         # index _live_at; _base is the absolute position of _queue[0].
-        self._live: list[int] = []
+        self._live: list[int] | None = None
         self._live_at = 0
         self._base = 0
         # The writer's side of the contract (see take, wait_sent, sent):
@@ -201,11 +204,8 @@ class OutboundQueue(Queue):
         self._append(item, item_size(item))
 
     def _append(self, item: Item | Close, size: int) -> None:
-        cls = item.__class__
-        if cls is Event:
+        if self._live is not None and item.__class__ is Event:
             self._live.append(self._base + len(self._queue))
-        elif cls is Replay:
-            self.parked += 1
         self._queue.append(item)  # type: ignore[arg-type]
         self.nbytes += size
 
@@ -218,16 +218,20 @@ class OutboundQueue(Queue):
         self._base += 1
         cls = item.__class__
         if cls is Event:
-            self._live_at += 1  # it is the oldest live event: drops took those before it
             self.nbytes -= len(item.data)  # type: ignore[union-attr]
+            if self._live is not None:
+                self._live_at += 1  # it is the oldest live event: drops took those before it
         elif cls is bytes:
             self.nbytes -= len(item)  # type: ignore[arg-type]
         elif cls is Replay:
             self.parked -= 1
-        if queue and queue[0] is HOLE:
+        if not queue:
+            self._live = None  # empty: stop tracking until the next overflow
+        elif queue[0] is HOLE:
             self._skip_holes()
-        if self._live_at > 64 and self._live_at * 2 > len(self._live):
-            del self._live[: self._live_at]
+        live = self._live
+        if live is not None and self._live_at > 64 and self._live_at * 2 > len(live):
+            del live[: self._live_at]
             self._live_at = 0
         return item
 
@@ -246,6 +250,9 @@ class OutboundQueue(Queue):
         # Live events only: replays and control frames stay.  O(1): the
         # oldest event's position is at hand, its place becomes a hole.
         live = self._live
+        if live is None:  # the first overflow since the queue was empty: one pass
+            live = self._live = [self._base + i for i, item in enumerate(self._queue) if item.__class__ is Event]
+            self._live_at = 0
         if self._live_at >= len(live):
             return False
         index = live[self._live_at] - self._base
@@ -299,6 +306,7 @@ class OutboundQueue(Queue):
 
     def offer_replay(self, replay: Replay) -> None:
         """Queue a replay position (see ``Replay``); always admitted."""
+        self.parked += 1
         self._enqueue(replay, 0)
 
     def close(self, disconnect: Disconnect, last_frame: bytes | None = None, abort: bool = False) -> None:
@@ -328,6 +336,19 @@ class OutboundQueue(Queue):
         then what follows while the frames fit in ``limit`` bytes, a close
         instruction ending it.  A replay at the head gives its next events; if
         it has more, it stays at the head for the next batch."""
+        cls = first.__class__
+        if cls is not Replay and not self.parked:
+            # Everything queued fits in one write (the usual case): take it
+            # all at once, as one list, with no work per item.
+            size = len(first) if cls is bytes else len(first.data) if cls is Event else 0  # type: ignore[arg-type, union-attr]
+            if size + self.nbytes <= limit:
+                if not self._queue:
+                    return [first]
+                rest = self._queue if not self.holes else [i for i in self._queue if i is not HOLE]
+                self._queue = []  # type: ignore[assignment]
+                self.nbytes = self.holes = self._base = 0
+                self._live = None
+                return [first, *rest]
         batch: list[Item | Close] = []
         size = 0
         item = first
@@ -417,6 +438,6 @@ class OutboundQueue(Queue):
         self.nbytes = 0
         self.parked = 0
         self.holes = 0
-        self._live.clear()
+        self._live = None
         self._live_at = 0
         self._base = 0
