@@ -181,7 +181,6 @@ class History:
         skip = max(0, seq - first + 1)  # seqs in history are consecutive
         return list(self._events)[skip:] if skip else list(self._events)
 
-
     def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event]]:
         """See ``EventSource.page``: read without copying the history."""
         return self.first_seq, page_of(self._events, after, upto, max_bytes, at_least_one)
