@@ -162,8 +162,8 @@ class EventStream(JsonHandler):
         prefix = self._id
         for item in batch:
             cls = item.__class__
-            if cls is not bytes:
-                event: Event = item if cls is Event else item.event  # type: ignore[assignment,union-attr]
+            if cls is not bytes:  # an event, live or replayed (the queue reads replays out as events)
+                event: Event = item  # type: ignore[assignment]
                 parts += (prefix, b"%d" % event.seq, _EVENT, event.data, _END)
                 events += 1
                 continue

@@ -16,7 +16,8 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
-from tornado_pubsub.core.outbound import Item, OutboundQueue
+from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
+from tornado_pubsub.server.tornado_patches import AnsweringStream
 
 CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -56,7 +57,8 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     Tornado buffers, reports and closes exactly as usual.  Valid only for
     bytes Tornado would write unchanged (no per-message compression, no TLS).
     """
-    if stream.__class__ is IOStream and not stream.writing():
+    cls = stream.__class__
+    if (cls is IOStream or cls is AnsweringStream) and not stream.writing():
         try:
             sent = stream.socket.send(data)
         except OSError:  # EAGAIN, or an error stream.write will meet and report
@@ -86,7 +88,7 @@ def framing(header: Callable[[int], bytes]) -> Callable[[list[Item]], tuple[byte
     return frame
 
 
-def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
+def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item | Close]) -> None:
     """Carry out the queue's close instruction: write ``batch`` up to it
     (without waiting for the write), then end the transport."""
     close = queue.closing
@@ -102,31 +104,42 @@ def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) ->
     transport.end(close.disconnect, close.abort)
 
 
+def _close_unwaited(queue: OutboundQueue, transport: Transport) -> None:
+    """A close met a write the peer is not taking: send the frames queued
+    before the close (unfinished replays are left out: they could be any
+    size, and the peer is not reading) and end the connection now."""
+    _close_now(queue, transport, queue.drain_nowait(replays=False))
+
+
 async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
     """Drain ``queue`` onto ``transport`` until it closes.
 
-    Everything queued goes out as one batch of framed bytes in one write, and
-    the next batch waits until the transport took this one, so the queue
-    stays the only buffer (a reader that stops reading costs the queue's
-    bound, no more).  A close instruction (``OutboundQueue.close``) is
-    carried out after the frames queued before it, at once even while a
-    write waits on a reader that stopped reading.  ``counters.delivered``
-    counts events written.
+    What is queued goes out in batches of at most ``WRITE_MAX`` bytes (a
+    single larger frame alone), one write each, and the next batch waits
+    until the transport took this one, so the queue stays the only buffer: a
+    reader that stops reading costs the queue's bound plus one write.
+    Replays are read from the history batch by batch (``OutboundQueue.take``).
+    A close instruction (``OutboundQueue.close``) is carried out after the
+    frames queued before it, at once even while a write waits on a reader
+    that stopped reading.  ``counters.delivered`` counts events written.
     """
     frame = transport.frame
     try:
         while True:
             first = await queue.get()
-            batch = [first]
-            if queue.qsize():
-                batch += queue.drain_nowait()
-            if queue.closing is not None:  # checked once a batch: a close is rare
+            batch = queue.take(first)
+            if not batch:  # a replay at the head reads its next page from the store first
+                await queue.refill()
+                queue.sent()
+                continue
+            closing = queue.closing
+            if closing is not None and any(item is closing for item in batch):  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break
             data, events = frame(batch)
             pending = transport.send(data)  # raises a CLOSED_ERRORS once closing
             if pending is not None:
-                await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
+                await queue.wait_sent(pending, lambda: _close_unwaited(queue, transport))
             counters.delivered += events
             queue.sent()
     except CLOSED_ERRORS:

@@ -110,9 +110,19 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             raise PubSubError(FORBIDDEN, host_refused(self.request.host), 403)
 
     def check_upgrade(self) -> None:
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            # Tornado would answer this with a plain-text 400; keep errors JSON.
+        # Every refusal Tornado's own upgrade would answer in plain text,
+        # checked first so errors stay JSON (the same checks as RFC 6455 4.2.1).
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
             raise PubSubError(BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)', 400)
+        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        if "upgrade" not in tokens:
+            raise PubSubError(BAD_REQUEST, '"Connection: Upgrade" missing from the WebSocket handshake', 400)
+        if not headers.get("Sec-WebSocket-Key"):
+            raise PubSubError(BAD_REQUEST, "Sec-WebSocket-Key missing from the WebSocket handshake", 400)
+        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
+            self.set_header("Sec-WebSocket-Version", "7, 8, 13")
+            raise PubSubError(BAD_REQUEST, "unsupported Sec-WebSocket-Version; this server speaks 13", 426)
 
     async def check_credentials(self) -> None:
         """PROTOCOL.md 5.1 at the handshake: the host application's
@@ -230,6 +240,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def on_pong(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
+
+    def write_waiting_since(self) -> float | None:
+        """Since when a write waits for this peer to read (see ``Heartbeat``)."""
+        return None if self.session is None else self.session.sub.queue.waiting_since
 
     def heartbeat(self, notice: bytes) -> None:
         """Queue the ``info ping`` and send a WebSocket ping (called by ``Heartbeat``)."""

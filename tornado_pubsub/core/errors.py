@@ -63,6 +63,8 @@ class Disconnect:
 
 HEARTBEAT_TIMEOUT = Disconnect(CLOSE_NORMAL, "heartbeat timeout")
 HANDSHAKE_TIMEOUT = Disconnect(CLOSE_NORMAL, "handshake timeout")
+#: The peer has not read what it was sent for heartbeat_timeout (PROTOCOL.md 9).
+WRITE_TIMEOUT = Disconnect(CLOSE_NORMAL, "write timeout")
 SHUTDOWN = Disconnect(CLOSE_GOING_AWAY, "server shutting down")
 PROTOCOL_ERROR = Disconnect(CLOSE_PROTOCOL_ERROR, "protocol error")
 MESSAGE_TOO_BIG = Disconnect(CLOSE_TOO_BIG, "message too big")

@@ -14,13 +14,13 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW_CONSUMER, Disconnect, PubSubError
-from tornado_pubsub.core.history import Event
+from tornado_pubsub.core.history import Event, EventList
 from tornado_pubsub.logs import log_op
-from tornado_pubsub.core.outbound import OutboundQueue
+from tornado_pubsub.core.outbound import EventSource, OutboundQueue, Replay
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
 
 __all__ = ["Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
@@ -430,12 +430,14 @@ class Hub:
         *,
         last_seq: int,
         first_seq: int | None,
-        replay: Iterable[Event],
+        replay: tuple[EventSource, int] | None,
         recovered: bool | None,
         request_id: str | None,
     ) -> SubscribeResult:
         """Queue, in order, the subscribe ack, a ``history_gap`` notice when
-        ``recovered`` is False, and ``replay``; then register the subscription.
+        ``recovered`` is False, and ``replay`` (``(source, after)``: the events
+        after that seq up to ``last_seq``, as a ``Replay`` position the writer
+        reads as it has room); then register the subscription.
 
         The caller guarantees that no live event of the topic is fanned out
         between reading ``replay`` and this call (or that it is in the join it
@@ -457,14 +459,20 @@ class Hub:
             self.subscriptions += 1
             self._on_change(name)
         replayed = 0
-        for event in replay:  # the whole replay, whatever the queue's bounds
-            sub.queue.offer_replay(event)
-            replayed += 1
+        if replay is not None:
+            # From the oldest retained seq at most: a loss already told by the
+            # notice above is not told again by the replay.
+            source, after = replay
+            after = max(after, (first_seq if first_seq is not None else last_seq + 1) - 1)
+            if after < last_seq:  # the whole replay, whatever the queue's bounds
+                sub.queue.offer_replay(Replay(name, epoch, source, after, last_seq))
+                replayed = last_seq - after
         return SubscribeResult(name, epoch, last_seq, replayed, recovered, already)
 
     def flush(self, sub: Subscriber, lt: LocalTopic, join: Join, last_seq: int) -> None:
         """Queue for a new subscription the live events its join kept (the seam),
         whole like the replay; a deletion among them ends the view."""
+        kept: list[Event] = []
         for epoch, event in join.arrivals:
             if epoch != lt.epoch:
                 continue
@@ -472,7 +480,9 @@ class Hub:
                 self.end(lt)
                 return
             if event.seq > last_seq:
-                sub.queue.offer_replay(event)
+                kept.append(event)
+        if kept:
+            sub.queue.offer_replay(Replay(lt.name, lt.epoch, EventList(kept), last_seq, kept[-1].seq))
 
     def resume(self, lt: LocalTopic, snap: Snapshot) -> tuple[int, bool]:
         """Catch ``lt``'s subscribers up after the backend missed events for a
@@ -505,6 +515,11 @@ class Hub:
     def queued_frames(self) -> int:
         """Frames waiting in every connection's queue (for /metrics)."""
         return sum(s.queue.qsize() for s in self.connections.values())
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting for every connection: its queued frames and what its
+        replays have still to send (for /metrics: a stalled replay shows here)."""
+        return sum(s.queue.nbytes + s.queue.replay_pending() for s in self.connections.values())
 
     def begin_shutdown(self) -> None:
         """Refuse new operations and tell every connection ``shutting_down``."""

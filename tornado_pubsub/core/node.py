@@ -15,7 +15,8 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from tornado_pubsub.backends.base import NOTHING, Backend, Snapshot, TopicInfo, Wanted
 from tornado_pubsub.core.errors import TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError, topic_not_found
-from tornado_pubsub.core.history import Event
+from tornado_pubsub.core.history import EventList
+from tornado_pubsub.core.outbound import EventSource
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters, Hub, Subscriber, plan_resume
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
@@ -160,6 +161,7 @@ class Node:
             "subscriptions": self.hub.subscriptions,
             "topics": self.backend.topic_count(),
             "queued_frames": self.hub.queued_frames(),
+            "queued_bytes": self.hub.queued_bytes(),
             "retained_bytes": getattr(getattr(self.backend, "retention", None), "bytes", 0),
         }
 
@@ -258,7 +260,7 @@ class Node:
             return SubscribeResult(topic_name, snap.epoch, snap.last_seq, 0, None, False)
         lt = hub.incarnation(topic_name, snap.epoch, max(snap.last_seq, join.newest(snap.epoch)))
         already = sub in lt.subscribers
-        recovered, replay = self._plan(already, snap, since_seq, epoch)
+        recovered, replay = self._plan(already, snap, last_n, since_seq, epoch)
         result = hub.admit(
             sub,
             lt,
@@ -302,17 +304,20 @@ class Node:
             return Wanted("last", min(last_n, self.backend.history_size), epoch)
         return NOTHING
 
-    @staticmethod
     def _plan(
-        already: bool, snap: Snapshot, since_seq: int | None, epoch: str | None
-    ) -> tuple[bool | None, Sequence[Event]]:
-        """``(recovered, events to replay)`` for a subscribe that read ``snap``."""
+        self, already: bool, snap: Snapshot, last_n: int | None, since_seq: int | None, epoch: str | None
+    ) -> tuple[bool | None, tuple[EventSource, int] | None]:
+        """``(recovered, (source, replay the seqs after this)) or None)`` for a
+        subscribe that read ``snap``: a position to read from, never a copy."""
         if already:
-            return (True if since_seq is not None else None), ()
+            return (True if since_seq is not None else None), None
+        source = snap.source if snap.source is not None else EventList(snap.events)
         if since_seq is not None:
             recovered, after = plan_resume(snap.epoch, snap.last_seq, snap.first_seq, min(since_seq, SEQ_MAX), epoch)
-            return recovered, [e for e in snap.events if e.seq > after]
-        return None, snap.events
+            return recovered, (source, after)
+        if last_n:
+            return None, (source, max(0, snap.last_seq - min(last_n, self.backend.history_size)))
+        return None, None
 
     async def unsubscribe(self, sub: Subscriber, topic_name: str) -> bool:
         """End ``sub``'s subscription; acked even if there was none (returns False then)."""

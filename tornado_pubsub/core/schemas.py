@@ -316,6 +316,20 @@ def _load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
         raise PubSubError(BAD_REQUEST, _first_error(exc.messages)) from None
 
 
+_REQUEST_ID = re.compile(r'"request_id"\s*:\s*"([^"\\]{0,128})"')
+
+
+def peek_request_id(message: str | bytes) -> str | None:
+    """The request_id of a frame that will not be parsed (over its budget),
+    found by one linear scan, without decoding the JSON: a plain string
+    ``"request_id": "..."`` (no escapes, at most 128 characters), or None.
+    Best effort, as the contract allows ("if it could be read")."""
+    if isinstance(message, bytes):
+        return None
+    match = _REQUEST_ID.search(message)
+    return match.group(1) if match else None
+
+
 def request_id_of(frame: Any) -> str | None:
     """The request_id to echo on an error, if the frame carried a string one."""
     if isinstance(frame, dict):

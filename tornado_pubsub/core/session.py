@@ -32,7 +32,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.hub import Hub, Subscriber
 from tornado_pubsub.core.identity import PENDING_IDENTITY, Credentials
-from tornado_pubsub.core.ratelimit import TokenBucket
+from tornado_pubsub.core.ratelimit import TokenBucket, frame_cost
 from tornado_pubsub.logs import log_op
 
 #: Frames one connection may handle back to back before yielding a loop pass.
@@ -263,15 +263,20 @@ class Session:
         sub = self.sub
         if sub.closed or sub.queue.closing is not None:  # e.g. its token expired: nothing more is done
             return
+        # Charged before anything is parsed, in frames and bytes: a flood of
+        # large junk costs a length check and one scan for its request_id.
+        # The admin key's connections have none (PROTOCOL.md 5.1).
+        budget = self.budget
+        if budget is not None and not budget.take(frame_cost(message)):
+            refused = PubSubError(LIMIT_EXCEEDED, f"more than {budget.rate:g} frames per second; frame not processed")
+            self.reply_error(refused, schemas.peek_request_id(message))
+            return
         if isinstance(message, bytes):
             self.reply_error(PubSubError(BAD_REQUEST, "binary frames are not supported; send JSON text"), None)
             return
         data: Any = None
         try:
             data = schemas.parse_json(message)
-            budget = self.budget
-            if budget is not None and not budget.take():
-                raise PubSubError(LIMIT_EXCEEDED, f"more than {budget.rate:g} frames per second; frame not processed")
             kind, frame = schemas.validate_frame(data)
             if self.identity is PENDING_IDENTITY and kind not in UNGATED:
                 raise PubSubError(UNAUTHORIZED, "not authenticated: send an auth frame with a token first")
@@ -279,22 +284,26 @@ class Session:
         except PubSubError as exc:
             self.reply_error(exc, schemas.request_id_of(data))
         except Exception:
-            log_op(
-                "internal",
-                logging.ERROR,
-                exc_info=True,
-                conn_id=sub.id,
-                user=self.identity.user,
-                remote=sub.remote,
-                request_id=schemas.request_id_of(data),
-            )
+            if self.error_logs.take():  # a fault a client can trigger at will must not flood the log
+                log_op(
+                    "internal",
+                    logging.ERROR,
+                    exc_info=True,
+                    conn_id=sub.id,
+                    user=self.identity.user,
+                    remote=sub.remote,
+                    request_id=schemas.request_id_of(data),
+                )
+            else:
+                self.errors_unlogged += 1
             self.reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
 
     def reply_error(self, exc: PubSubError, request_id: str | None) -> None:
-        """Count, log (within the error-log budget) and queue the error frame for ``exc``."""
+        """Count, log (within the error-log budget, INTERNAL included) and
+        queue the error frame for ``exc``."""
         sub = self.sub
         self.broker.counters.error(exc.code)
-        if exc.code == INTERNAL or self.error_logs.take():
+        if self.error_logs.take():
             log_op(
                 "error",
                 logging.WARNING if exc.code != INTERNAL else logging.ERROR,
@@ -417,15 +426,18 @@ class Session:
             raise
         except Exception as exc:
             # Not the generic INTERNAL path: a traceback's messages could quote the token.
-            log_op(
-                "internal",
-                logging.ERROR,
-                conn_id=self.sub.id,
-                user=self.identity.user,
-                remote=self.sub.remote,
-                error=type(exc).__name__,
-                detail="token verification failed",
-            )
+            if self.error_logs.take():
+                log_op(
+                    "internal",
+                    logging.ERROR,
+                    conn_id=self.sub.id,
+                    user=self.identity.user,
+                    remote=self.sub.remote,
+                    error=type(exc).__name__,
+                    detail="token verification failed",
+                )
+            else:
+                self.errors_unlogged += 1
             raise PubSubError(UNAUTHORIZED, "invalid token: malformed") from None
 
     async def _revoke(self, sub: Subscriber, request_id: str | None) -> int:
