@@ -21,6 +21,7 @@ from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW
 from tornado_pubsub.core.history import Event
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import OutboundQueue
+from tornado_pubsub.core.presence import Presence
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
 
 __all__ = ["Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
@@ -39,12 +40,14 @@ class Subscriber:
     frames to write, and at the end a close instruction (``OutboundQueue.close``).
     """
 
-    __slots__ = ("id", "remote", "queue", "topics", "closed", "dropped", "_broker")
+    __slots__ = ("id", "remote", "user", "connected_at", "queue", "topics", "closed", "dropped", "_broker")
 
     def __init__(self, hub: "Hub", conn_id: str, remote: str | None) -> None:
         self._broker = hub
         self.id = conn_id
         self.remote = remote
+        self.user: str | None = None  # the identity's user (a token's sub), set by Session.open
+        self.connected_at = time.time()  # for GET /connections
         self.closed = False
         self.dropped = 0
         self.topics: dict[str, str] = {}  # topic name -> client_id
@@ -192,6 +195,9 @@ class Hub:
         self._ids = itertools.count(1)
         self._local: dict[str, LocalTopic] = {}
         self._joins: dict[str, list[Join]] = {}
+        # join/leave watchers and the local answers about who is here; told
+        # of every local subscription that starts (admit) or ends (detach).
+        self.presence = Presence(self)
         self._on_change = on_change  # the backend's figures follow local subscriptions
         #: Prepended to every conn_id: a worker's own (``w2-``) under ``--processes``,
         #: so ids stay unique across the workers sharing a port and a Redis.
@@ -256,6 +262,10 @@ class Hub:
         """Every topic incarnation this process holds a view of."""
         return list(self._local.values())
 
+    def view(self, name: str) -> LocalTopic | None:
+        """The local view of ``name``, if this process holds one."""
+        return self._local.get(name)
+
     def local_names(self) -> set[str]:
         """Topics with subscriptions here, or with a new one being made."""
         return set(self._local) | {name for name, joins in self._joins.items() if any(j.counted for j in joins)}
@@ -291,6 +301,7 @@ class Hub:
         ended = list(lt.subscribers)
         lt.subscribers.clear()
         self.subscriptions -= len(ended)
+        self.presence.forget(lt.name)  # no leaves: everyone gets topic_deleted
         for sub in ended:
             sub.topics.pop(lt.name, None)
             sub.send(notice)
@@ -360,10 +371,12 @@ class Hub:
         """End ``sub``'s local subscription to ``name``; False if it had none."""
         sub.topics.pop(name, None)
         lt = self._local.get(name)
-        if lt is None or lt.subscribers.pop(sub, None) is None:
+        client_id = None if lt is None else lt.subscribers.pop(sub, None)
+        if client_id is None:
             return False
         self.subscriptions -= 1
         self._on_change(name)
+        self.presence.left(name, sub, client_id)
         return True
 
     def open_join(self, name: str, counted: bool) -> Join:
@@ -418,6 +431,7 @@ class Hub:
             sub.topics[name] = client_id
             self.subscriptions += 1
             self._on_change(name)
+            self.presence.joined(name, sub, client_id)
         replayed = 0
         for event in replay:  # the whole replay, whatever the queue's bounds
             sub.queue.offer_replay(event)

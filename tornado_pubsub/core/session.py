@@ -134,6 +134,7 @@ class Session:
             broker.counters.error(exc.code)
             log_op("connect", logging.WARNING, user=identity.user, remote=remote, code=exc.code, outcome="refused")
             raise
+        sub.user = identity.user  # presence entries and /connections rows name it
         log_op("connect", conn_id=sub.id, user=identity.user, remote=remote, outcome="ok")
         return cls(broker, sub, max_frames_per_second, identity)
 
@@ -242,6 +243,9 @@ class Session:
 
     async def _subscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         self.authorize("subscribe", frame["topic"])
+        watch = frame.get("presence", False)
+        if watch:
+            self.authorize("presence", frame["topic"])
         result = await self.broker.subscribe(  # queues the ack, the gap notice and the replay
             sub,
             frame["topic"],
@@ -251,6 +255,7 @@ class Session:
             epoch=frame.get("epoch"),
             request_id=frame.get("request_id"),
         )
+        self.broker.watch(sub, result.topic, watch)  # the latest subscribe decides
         log_op(
             "subscribe",
             conn_id=sub.id,
@@ -261,6 +266,7 @@ class Session:
             remote=sub.remote,
             replayed=result.replayed,
             recovered=result.recovered,
+            presence=watch or None,
             outcome="already_subscribed" if result.already else "ok",
         )
 
@@ -288,10 +294,28 @@ class Session:
     async def _ping(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         sub.send(frames.pong(frame.get("request_id")))
 
+    async def _presence(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        topic = frame["topic"]
+        self.authorize("presence", topic)  # before existence: a refused client learns nothing
+        members, truncated = await self.broker.presence(topic)
+        sub.send(frames.presence(topic, members, frame.get("request_id"), truncated))
+        log_op(
+            "presence",
+            conn_id=sub.id,
+            user=self.identity.user,
+            client_id=sub.client_id(),
+            topic=topic,
+            request_id=frame.get("request_id"),
+            remote=sub.remote,
+            subscribers=len(members),
+            outcome="ok",
+        )
+
 
 Session.routes.update(
     subscribe=Session._subscribe,
     unsubscribe=Session._unsubscribe,
     publish=Session._publish,
     ping=Session._ping,
+    presence=Session._presence,
 )
