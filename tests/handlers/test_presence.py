@@ -208,3 +208,12 @@ async def test_rest_presence_names_the_users_subscribed(rest, ws_connect):
     status, body = await rest.call("GET", "/topics/room.a/presence", headers=ADMIN)
     assert status == 200
     assert [(s["client_id"], s["user"]) for s in body["subscribers"]] == [("phone", "42")]
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, {}])
+async def test_presence_flag_must_be_a_json_boolean(rest, ws_connect, value):
+    await rest.create("room.a")
+    client = await ws_connect()
+    reply = await client.subscribe("room.a", presence=value)
+    assert reply["type"] == "error" and reply["error"]["code"] == "BAD_REQUEST"
+    assert "presence" in reply["error"]["message"] and "true or false" in reply["error"]["message"], reply

@@ -8,6 +8,7 @@ import urllib.parse
 
 import pytest
 
+from tests.handlers.test_presence import next_info
 from tests.kit.clients import Rest
 from tests.kit.wait import wait_until
 from tornado_pubsub.tokens import issue
@@ -34,14 +35,6 @@ async def both_registered(*procs) -> None:
         return True
 
     await wait_until(registered, 20, "every process registered")
-
-
-async def next_info(client, msg: str) -> dict:
-    for _ in range(100):
-        frame = await client.recv_type("info")
-        if frame["msg"] == msg:
-            return frame
-    raise AssertionError(f"no info {msg}")
 
 
 async def presence_on(port: int, topic: str) -> list[tuple[str, str | None]]:

@@ -240,21 +240,23 @@ class Hub:
         discarded, it gets SLOW_CONSUMER and is closed with 1013."""
         if sub.closed:
             return
+        self.counters.slow_consumers += 1
+        self.counters.error(SLOW_CONSUMER)
+        error = frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting"))
+        self.force_close(sub, "slow_consumer", SLOW, error)
+
+    def force_close(
+        self, sub: Subscriber, event: str, disconnect: Disconnect, last_frame: bytes | None = None, abort: bool = False
+    ) -> None:
+        """The server ends ``sub`` (``event`` names why in the log): it is
+        forgotten at once, then its writer sends ``last_frame`` and closes
+        with ``disconnect`` (``abort``: discarding what was queued)."""
         client_id = sub.client_id()
         topics = list(sub.topics)
         self.disconnect(sub)
-        self.counters.slow_consumers += 1
-        self.counters.error(SLOW_CONSUMER)
-        log_op(
-            "slow_consumer",
-            logging.WARNING,
-            conn_id=sub.id,
-            client_id=client_id,
-            remote=sub.remote,
-            topics=topics,
-            outcome="disconnected",
-        )
-        sub.queue.close(SLOW, frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting")))
+        fields = {"conn_id": sub.id, "user": sub.user, "client_id": client_id, "remote": sub.remote}
+        log_op(event, logging.WARNING, **fields, topics=topics, outcome="disconnected")
+        sub.queue.close(disconnect, last_frame, abort=abort)
 
     # -- local topics ---------------------------------------------------------------
 

@@ -18,12 +18,10 @@ so one request cannot build a reply as large as the server's state.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import ADMIN_DISCONNECT
-from tornado_pubsub.logs import log_op
 
 if TYPE_CHECKING:
     from tornado_pubsub.core.hub import Hub, Subscriber
@@ -153,18 +151,7 @@ class Presence:
         hub = self.hub
         mine = [sub for sub in hub.connections.values() if sub.user == user and not sub.closed]
         for sub in mine:
-            topics = list(sub.topics)
-            hub.disconnect(sub)
-            log_op(
-                "admin_disconnect",
-                logging.WARNING,
-                conn_id=sub.id,
-                user=user,
-                remote=sub.remote,
-                topics=topics,
-                outcome="disconnected",
-            )
-            sub.queue.close(ADMIN_DISCONNECT, abort=not sub.queue.idle())
+            hub.force_close(sub, "admin_disconnect", ADMIN_DISCONNECT, abort=not sub.queue.idle())
         return len(mine)
 
     def answer(self, kind: str, arg: str) -> Any:

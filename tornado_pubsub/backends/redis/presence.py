@@ -31,6 +31,7 @@ from tornado_pubsub.backends.redis.bus import Asked, Noticed, notice, question
 from tornado_pubsub.backends.redis.scripts import Keys
 from tornado_pubsub.backends.redis.store import Store
 from tornado_pubsub.core import frames
+from tornado_pubsub.core.errors import LIMIT_EXCEEDED, PubSubError
 from tornado_pubsub.core.hub import Hub
 from tornado_pubsub.logs import log_op
 
@@ -40,6 +41,10 @@ GATHER_WAIT = 2.0
 REPLY_TTL = 10
 #: Notices waiting for Redis, at most.
 MAX_BACKLOG = 10000
+#: Questions in flight from this process, at most: each holds a Redis
+#: connection in BLPOP for up to GATHER_WAIT, so clients sending presence
+#: frames from many connections at once must not open connections without bound.
+MAX_GATHERS = 32
 
 
 class ClusterPresence:
@@ -58,6 +63,7 @@ class ClusterPresence:
         self._backlog: collections.deque[bytes] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
+        self._gathering = 0
         self.lost = 0  # notices dropped for want of Redis
 
     async def stop(self) -> None:
@@ -128,8 +134,15 @@ class ClusterPresence:
             log_op("redis", logging.WARNING, node=self.node_id, detail=str(exc), outcome="answer_not_sent")
 
     async def gather(self, kind: str, arg: str) -> list[Any]:
-        """Every other live process's answer to ``kind`` about ``arg`` (see the module doc)."""
-        return await self.store.call(self._gather(kind, arg))
+        """Every other live process's answer to ``kind`` about ``arg`` (see the
+        module doc); LIMIT_EXCEEDED while ``MAX_GATHERS`` questions are in flight."""
+        if self._gathering >= MAX_GATHERS:
+            raise PubSubError(LIMIT_EXCEEDED, f"more than {MAX_GATHERS} cluster-wide queries in flight; retry later")
+        self._gathering += 1
+        try:
+            return await self.store.call(self._gather(kind, arg))
+        finally:
+            self._gathering -= 1
 
     async def _gather(self, kind: str, arg: str) -> list[Any]:
         redis = self.store.redis
