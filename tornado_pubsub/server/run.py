@@ -76,7 +76,7 @@ class Server:
         self.settings = settings
         self.broker = broker or make_broker(settings)
         if worker is not None:
-            self.broker.hub.id_prefix += f"w{worker}-"
+            self.broker.hub.id_prefix = f"w{worker}-" + self.broker.hub.id_prefix
         self.app = make_app(settings, self.broker)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))

@@ -118,7 +118,7 @@ class RedisBackend:
         self._hub = hub
         # conn_ids are listed cluster-wide (presence, /connections): this
         # node's random suffix keeps them unique across processes.
-        hub.id_prefix = self.node_id.rsplit(":", 1)[1] + "-" + hub.id_prefix
+        hub.id_prefix += self.node_id.rsplit(":", 1)[1] + "-"
 
     def local_changed(self, name: str) -> None:
         self.figures.changed(name)
