@@ -152,3 +152,36 @@ async def test_a_topic_deleted_while_a_subscribe_reads_ends_the_new_subscription
     assert [f["type"] for f in frames] == ["ack", "info"]
     assert frames[-1]["msg"] == "topic_deleted"
     assert sub.topics == {} and node.subscriptions == 0
+
+
+async def test_a_join_costs_work_per_watcher_not_per_subscriber(monkeypatch):
+    from tornado_pubsub.core.hub import Subscriber
+
+    broker = Broker()
+    await broker.create_topic("big")
+    for n in range(10000):
+        await broker.subscribe(broker.connect(None), "big", f"c{n}")
+    watching = broker.connect(None)
+    await broker.subscribe(watching, "big", "watcher")
+    broker.watch(watching, "big", True)
+    sends = []
+    original = Subscriber.send
+    monkeypatch.setattr(Subscriber, "send", lambda self, frame: sends.append(self) or original(self, frame))
+    newcomer = broker.connect(None)
+    await broker.subscribe(newcomer, "big", "new")  # one ack to the newcomer, one join to the watcher
+    broker.disconnect(newcomer)  # one leave to the watcher
+    assert sends == [newcomer, watching, watching]
+
+
+async def test_a_presence_reply_is_cut_at_the_limit_and_says_so():
+    from tornado_pubsub.core.presence import PRESENCE_LIMIT
+
+    broker = Broker()
+    for name, count in (("big", PRESENCE_LIMIT + 5), ("full", PRESENCE_LIMIT)):
+        await broker.create_topic(name)
+        for n in range(count):
+            await broker.subscribe(broker.connect(None), name, f"c{n}")
+    members, truncated = await broker.presence("big")
+    assert truncated and len(members) == PRESENCE_LIMIT and members[0]["client_id"] == "c0"
+    members, truncated = await broker.presence("full")
+    assert not truncated and len(members) == PRESENCE_LIMIT

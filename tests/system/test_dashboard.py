@@ -428,3 +428,58 @@ async def test_dashboard_trailing_slash_redirects_to_the_page(port):
 async def test_dashboard_static_serves_only_its_own_files(port, path):
     response = await fetch(port, path)
     assert response.code in (403, 404) and b"import" not in (response.body or b"")
+
+
+# -- connections, presence and disconnecting a user -------------------------------
+
+TOKEN_SECRET = "0123456789abcdef-dashboard-token-secret"
+
+
+def manage_people(page: Page, url: str) -> None:
+    page.open(url)
+    page.wait(lambda: page.find("#key-dialog").get_attribute("open") is not None, "the API key prompt")
+    page.type("#key-input", API_KEY)
+    page.click("#key-submit")
+    page.wait(lambda: len(page.all('#conn-body tr[data-user="42"]')) == 2, "two connection rows for user 42")
+    assert len(page.all('#conn-body tr[data-user="7"]')) == 1
+    assert page.text('#conn-body tr[data-user="7"] .c-topics') == "room.a"
+    assert page.text('#conn-body tr[data-user="7"] .c-remote') == "127.0.0.1"
+    assert page.text('#conn-body tr[data-user="7"] .c-queued') == "0"
+
+    page.js("const s = document.getElementById('presence-topic'); s.value = 'room.a'; s.dispatchEvent(new Event('change'))")
+    page.wait_text("#presence-msg", "2 subscriber(s) on room.a")
+    users = sorted(li.text.split()[0] for li in page.all("#presence-list li"))
+    assert users == ["42", "7"], users
+    page.screenshot("people")
+
+    button = 'tr[data-user="42"] .danger'
+    page.click(button)
+    page.wait(lambda: page.text(button) == "Confirm", "the disconnect button to ask for confirmation")
+    page.click(button)
+    page.wait_text("#conn-msg", "Disconnected 42: 2 connection(s).")
+    page.wait(lambda: not page.all('#conn-body tr[data-user="42"]'), "user 42's rows to disappear")
+    page.wait_text("#presence-msg", "1 subscriber(s) on room.a")
+    # The first /stats before the key was entered is a 401 the browser logs; nothing else may be.
+    assert [e for e in page.console_errors() if "/stats" not in e or "401" not in e] == []
+
+
+@pytest.mark.pubsub(api_key=API_KEY, token_secret=TOKEN_SECRET)
+async def test_dashboard_shows_connections_and_presence_and_disconnects_a_user(port, browser, rest, ws_connect):
+    import urllib.parse
+
+    from tornado_pubsub.tokens import issue
+
+    await rest.call("POST", "/topics", {"name": "room.a"}, headers={"X-API-Key": API_KEY})
+
+    def as_user(sub: str) -> str:
+        caps = [{"topics": ["room.*"], "allow": ["subscribe"]}]
+        return "/ws?" + urllib.parse.urlencode({"token": issue(TOKEN_SECRET, sub, caps)})
+
+    first, second, other = await ws_connect(as_user("42")), await ws_connect(as_user("42")), await ws_connect(as_user("7"))
+    for client, name in ((first, "first"), (other, "other")):
+        assert (await client.subscribe("room.a", name))["type"] == "ack"
+    assert (await second.request({"type": "ping"}))["type"] == "pong"
+
+    await in_browser(manage_people, browser, f"http://127.0.0.1:{port}/dashboard")
+    assert await first.closed() == 4403 and await second.closed() == 4403
+    assert (await other.request({"type": "ping"}))["type"] == "pong"

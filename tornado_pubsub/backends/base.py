@@ -173,3 +173,13 @@ class Backend(Protocol):
 
     def identity(self) -> dict[str, Any]:
         """Extra /health fields naming this process (``{}`` for one process)."""
+
+    def share(self, msg: str, name: str, entry: dict[str, Any]) -> None:
+        """Tell the other processes' presence watchers of ``name`` about a local
+        ``join`` or ``leave`` (``msg``); never suspends, best effort, in order."""
+
+    async def gather(self, kind: str, arg: str) -> list[Any]:
+        """Ask every other live process the question ``kind`` ("presence" of
+        topic ``arg``, "connections", "disconnect" user ``arg``) and return
+        their answers (``Presence.answer``); ``[]`` for one process.  Bounded
+        in time: a process that does not answer (killed, stalled) is left out."""

@@ -72,6 +72,13 @@ class MemoryBackend:
     def local_changed(self, name: str) -> None:
         """Nothing to do: the figures are read from the hub when asked."""
 
+    def share(self, msg: str, name: str, entry: dict[str, Any]) -> None:
+        """One process: the hub already told its own watchers."""
+
+    async def gather(self, kind: str, arg: str) -> list[Any]:
+        """One process: no other answers."""
+        return []
+
     async def start(self) -> None:
         """Nothing to acquire."""
 

@@ -130,6 +130,14 @@ def kind(frame: bytes) -> str:
     return frame[_TYPE_START : frame.index(b'"', _TYPE_START)].decode()
 
 
+def presence(topic: str, subscribers: list[dict[str, Any]], request_id: str | None, truncated: bool) -> bytes:
+    """Reply to a ``presence`` frame; ``truncated`` only when the list was cut."""
+    frame: dict[str, Any] = {"type": "presence", "topic": topic, "subscribers": subscribers}
+    if truncated:
+        frame["truncated"] = True
+    return encode(_with_request_id(frame, request_id) | {"ts": timestamp()})
+
+
 def info(msg: str, topic: str | None = None, **extra: Any) -> bytes:
     """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``,
     ``token_expiring``, ``subscription_revoked``."""

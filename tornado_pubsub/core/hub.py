@@ -21,6 +21,7 @@ from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW
 from tornado_pubsub.core.history import Event, EventList
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.core.outbound import EventSource, OutboundQueue, Replay
+from tornado_pubsub.core.presence import Presence
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
 
 __all__ = ["Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
@@ -39,13 +40,14 @@ class Subscriber:
     frames to write, and at the end a close instruction (``OutboundQueue.close``).
     """
 
-    __slots__ = ("id", "remote", "user", "queue", "topics", "closed", "dropped", "_broker")
+    __slots__ = ("id", "remote", "user", "connected_at", "queue", "topics", "closed", "dropped", "_broker")
 
     def __init__(self, hub: "Hub", conn_id: str, remote: str | None, user: str | None = None) -> None:
         self._broker = hub
         self.id = conn_id
         self.remote = remote
         self.user = user  # a token's sub; None for admin, anonymous and open connections
+        self.connected_at = time.time()  # for GET /connections
         self.closed = False
         self.dropped = 0
         self.topics: dict[str, str] = {}  # topic name -> client_id
@@ -197,6 +199,9 @@ class Hub:
         self._ids = itertools.count(1)
         self._local: dict[str, LocalTopic] = {}
         self._joins: dict[str, list[Join]] = {}
+        # join/leave watchers and the local answers about who is here; told
+        # of every local subscription that starts (admit) or ends (detach).
+        self.presence = Presence(self)
         self._on_change = on_change  # the backend's figures follow local subscriptions
         #: Prepended to every conn_id: a worker's own (``w2-``) under ``--processes``,
         #: so ids stay unique across the workers sharing a port and a Redis.
@@ -271,28 +276,33 @@ class Hub:
         discarded, it gets SLOW_CONSUMER and is closed with 1013."""
         if sub.closed:
             return
+        self.counters.slow_consumers += 1
+        self.counters.error(SLOW_CONSUMER)
+        error = frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting"))
+        self.force_close(sub, "slow_consumer", SLOW, error)
+
+    def force_close(
+        self, sub: Subscriber, event: str, disconnect: Disconnect, last_frame: bytes | None = None, abort: bool = False
+    ) -> None:
+        """The server ends ``sub`` (``event`` names why in the log): it is
+        forgotten at once, then its writer sends ``last_frame`` and closes
+        with ``disconnect`` (``abort``: discarding what was queued)."""
         client_id = sub.client_id()
         topics = list(sub.topics)
         self.disconnect(sub)
-        self.counters.slow_consumers += 1
-        self.counters.error(SLOW_CONSUMER)
-        log_op(
-            "slow_consumer",
-            logging.WARNING,
-            conn_id=sub.id,
-            user=sub.user,
-            client_id=client_id,
-            remote=sub.remote,
-            topics=topics,
-            outcome="disconnected",
-        )
-        sub.queue.close(SLOW, frames.error(PubSubError(SLOW_CONSUMER, "outbound queue overflowed; disconnecting")))
+        fields = {"conn_id": sub.id, "user": sub.user, "client_id": client_id, "remote": sub.remote}
+        log_op(event, logging.WARNING, **fields, topics=topics, outcome="disconnected")
+        sub.queue.close(disconnect, last_frame, abort=abort)
 
     # -- local topics ---------------------------------------------------------------
 
     def local_topics(self) -> list[LocalTopic]:
         """Every topic incarnation this process holds a view of."""
         return list(self._local.values())
+
+    def view(self, name: str) -> LocalTopic | None:
+        """The local view of ``name``, if this process holds one."""
+        return self._local.get(name)
 
     def local_names(self) -> set[str]:
         """Topics with subscriptions here, or with a new one being made."""
@@ -329,6 +339,7 @@ class Hub:
         ended = list(lt.subscribers)
         lt.subscribers.clear()
         self.subscriptions -= len(ended)
+        self.presence.forget(lt.name)  # no leaves: everyone gets topic_deleted
         for sub in ended:
             sub.topics.pop(lt.name, None)
             sub.send(notice)
@@ -398,10 +409,12 @@ class Hub:
         """End ``sub``'s local subscription to ``name``; False if it had none."""
         sub.topics.pop(name, None)
         lt = self._local.get(name)
-        if lt is None or lt.subscribers.pop(sub, None) is None:
+        client_id = None if lt is None else lt.subscribers.pop(sub, None)
+        if client_id is None:
             return False
         self.subscriptions -= 1
         self._on_change(name)
+        self.presence.left(name, sub, client_id)
         return True
 
     def open_join(self, name: str, counted: bool) -> Join:
@@ -458,6 +471,7 @@ class Hub:
             sub.topics[name] = client_id
             self.subscriptions += 1
             self._on_change(name)
+            self.presence.joined(name, sub, client_id)
         replayed = 0
         if replay is not None:
             # From the oldest retained seq at most: a loss already told by the

@@ -19,6 +19,7 @@ from tornado_pubsub.core.history import EventList
 from tornado_pubsub.core.outbound import EventSource
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters, Hub, Subscriber, plan_resume
+from tornado_pubsub.core.presence import CONNECTIONS_LIMIT, PRESENCE_LIMIT, Entry
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
@@ -77,6 +78,7 @@ class Node:
             max_connections_per_user=max_connections_per_user,
             on_change=backend.local_changed,
         )
+        self.hub.presence.share = backend.share
         backend.attach(self.hub)
 
     @staticmethod
@@ -329,6 +331,40 @@ class Node:
         if not await self.backend.exists(topic_name):
             raise topic_not_found(topic_name)
         return False
+
+    # -- who is here (PROTOCOL.md 5.4, 6) ----------------------------------------------
+
+    def watch(self, sub: Subscriber, topic_name: str, on: bool) -> None:
+        """``sub``'s subscription to ``topic_name`` gets join/leave notices (``on``) or no longer."""
+        if topic_name in sub.topics or not on:
+            self.hub.presence.watch(sub, topic_name, on)
+
+    async def presence(self, topic_name: str) -> tuple[list[Entry], bool]:
+        """``(entries, truncated)``: the topic's subscribers on every process,
+        at most ``PRESENCE_LIMIT`` of them; TOPIC_NOT_FOUND.  The caller has
+        already checked the permission."""
+        if not await self.backend.exists(topic_name):
+            raise topic_not_found(topic_name)
+        found = self.hub.presence.members(topic_name)
+        for reply in await self.backend.gather("presence", topic_name):
+            if len(found) > PRESENCE_LIMIT:
+                break
+            found.extend(reply[: PRESENCE_LIMIT + 1])
+        return found[:PRESENCE_LIMIT], len(found) > PRESENCE_LIMIT
+
+    async def connection_rows(self) -> tuple[list[dict[str, Any]], bool]:
+        """``(rows, truncated)``: every process's connections, at most ``CONNECTIONS_LIMIT``."""
+        rows = self.hub.presence.rows()
+        for reply in await self.backend.gather("connections", ""):
+            if len(rows) > CONNECTIONS_LIMIT:
+                break
+            rows.extend(reply[: CONNECTIONS_LIMIT + 1])
+        return rows[:CONNECTIONS_LIMIT], len(rows) > CONNECTIONS_LIMIT
+
+    async def disconnect_user(self, user: str) -> int:
+        """Close every connection of ``user`` on every process with 4403; returns how many."""
+        closed = self.hub.presence.disconnect_user(user)
+        return closed + sum(n for n in await self.backend.gather("disconnect", user) if isinstance(n, int))
 
     # -- introspection ---------------------------------------------------------------
 

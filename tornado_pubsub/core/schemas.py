@@ -54,6 +54,17 @@ class _Count(fields.Integer):
         return super()._validated(value)
 
 
+class _Flag(fields.Boolean):
+    """A JSON ``true`` or ``false``; strings and numbers are refused."""
+
+    default_error_messages = {"invalid": "must be true or false", "null": "must be true or false"}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def _topic(**kw: Any) -> fields.String:
     return _string(validate=validate.Regexp(TOPIC_RE, error=_TOPIC_RULE), **kw)
 
@@ -110,6 +121,7 @@ class SubscribeSchema(_Strict):
     last_n = _Count()
     since_seq = _Count()
     epoch = _string(validate=validate.Length(max=MAX_ID_LENGTH, error="must be at most 128 characters"))
+    presence = _Flag()  # ext2: join/leave notices for this subscription (PROTOCOL.md 6)
 
     @validates_schema
     def _one_start_point(self, data: Mapping[str, Any], **_: Any) -> None:
@@ -149,6 +161,13 @@ class AuthSchema(_Strict):
     request_id = _request_id()
 
 
+class PresenceSchema(_Strict):
+    """``presence`` (ext2): who is subscribed to a topic."""
+
+    topic = _topic(required=True)
+    request_id = _request_id()
+
+
 class CreateTopicSchema(_Strict):
     """Body of ``POST /topics``."""
 
@@ -168,6 +187,7 @@ FRAME_SCHEMAS: dict[str, Schema] = {
     "publish": PublishSchema(),
     "ping": PingSchema(),
     "auth": AuthSchema(),
+    "presence": PresenceSchema(),
 }
 _TYPES = ", ".join(FRAME_SCHEMAS)
 

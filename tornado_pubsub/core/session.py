@@ -329,6 +329,9 @@ class Session:
 
     async def _subscribe(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         self.authorize("subscribe", frame["topic"])
+        watch = frame.get("presence", False)
+        if watch:
+            self.authorize("presence", frame["topic"])
         result = await self.broker.subscribe(  # queues the ack, the gap notice and the replay
             sub,
             frame["topic"],
@@ -338,6 +341,7 @@ class Session:
             epoch=frame.get("epoch"),
             request_id=frame.get("request_id"),
         )
+        self.broker.watch(sub, result.topic, watch)  # the latest subscribe decides
         log_op(
             "subscribe",
             conn_id=sub.id,
@@ -348,6 +352,7 @@ class Session:
             remote=sub.remote,
             replayed=result.replayed,
             recovered=result.recovered,
+            presence=watch or None,
             outcome="already_subscribed" if result.already else "ok",
         )
 
@@ -510,6 +515,23 @@ class Session:
             IOLoop.current().remove_timeout(self._expiry)
             self._expiry = None
 
+    async def _presence(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        topic = frame["topic"]
+        self.authorize("presence", topic)  # before existence: a refused client learns nothing
+        members, truncated = await self.broker.presence(topic)
+        sub.send(frames.presence(topic, members, frame.get("request_id"), truncated))
+        log_op(
+            "presence",
+            conn_id=sub.id,
+            user=self.identity.user,
+            client_id=sub.client_id(),
+            topic=topic,
+            request_id=frame.get("request_id"),
+            remote=sub.remote,
+            subscribers=len(members),
+            outcome="ok",
+        )
+
 
 Session.routes.update(
     subscribe=Session._subscribe,
@@ -517,4 +539,5 @@ Session.routes.update(
     publish=Session._publish,
     ping=Session._ping,
     auth=Session._auth,
+    presence=Session._presence,
 )

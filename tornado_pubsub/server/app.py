@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from tornado_pubsub.handlers import dashboard, ops, sse, topics, ws
+from tornado_pubsub.handlers import dashboard, ops, sse, topics, users, ws
 from tornado_pubsub.handlers.heartbeat import Heartbeat
 from tornado_pubsub.handlers.base import NotFoundHandler
 
@@ -69,7 +69,14 @@ def url_prefix(prefix: str) -> str:
 
 def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
     prefix = url_prefix(prefix)
-    specs = ws.routes(prefix) + topics.routes(prefix) + sse.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
+    specs = (
+        ws.routes(prefix)
+        + topics.routes(prefix)
+        + sse.routes(prefix)
+        + users.routes(prefix)
+        + ops.routes(prefix)
+        + dashboard.routes(prefix)
+    )
     return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
 
 

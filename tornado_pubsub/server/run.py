@@ -78,7 +78,7 @@ class Server:
         self.settings = settings
         self.broker = broker or make_broker(settings)
         if worker is not None:
-            self.broker.hub.id_prefix = f"w{worker}-"
+            self.broker.hub.id_prefix = f"w{worker}-" + self.broker.hub.id_prefix
         half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
         self.app = make_app(settings, self.broker, half_open)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]

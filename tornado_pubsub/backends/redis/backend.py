@@ -33,8 +33,20 @@ import socket
 from typing import Any
 
 from tornado_pubsub.backends.base import Published, Snapshot, TopicFigures, TopicInfo, Totals, Wanted
-from tornado_pubsub.backends.redis.bus import Announced, Bus, Created, Deleted, Message, Progress, encode_body, render
+from tornado_pubsub.backends.redis.bus import (
+    Announced,
+    Asked,
+    Bus,
+    Created,
+    Deleted,
+    Message,
+    Noticed,
+    Progress,
+    encode_body,
+    render,
+)
 from tornado_pubsub.backends.redis.figures import NodeFigures
+from tornado_pubsub.backends.redis.presence import ClusterPresence
 from tornado_pubsub.backends.redis.scripts import Keys
 from tornado_pubsub.backends.redis.store import Store, unavailable
 from tornado_pubsub.core.errors import TOPIC_NOT_FOUND, PubSubError, topic_exists, topic_limit, topic_not_found
@@ -87,6 +99,7 @@ class RedisBackend:
         self.last_error: str | None = None  # why the bus last failed, named by the start-up warning
         self.progress = Progress()
         self.figures = NodeFigures(self.keys, self.node_id, self._counts, self._names, lambda: self.connected)
+        self.presence = ClusterPresence(self.store, self.keys, self.node_id, lambda: self._hub, lambda: self.connected)
         # Deletes waiting for their own deletion to come back on the bus.
         self._deletes: dict[str, list[asyncio.Future[int]]] = {}
         self._hub = Hub()  # replaced by attach(); a lone backend fans out to nobody
@@ -103,6 +116,9 @@ class RedisBackend:
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
+        # conn_ids are listed cluster-wide (presence, /connections): this
+        # node's random suffix keeps them unique across processes.
+        hub.id_prefix += self.node_id.rsplit(":", 1)[1] + "-"
 
     def local_changed(self, name: str) -> None:
         self.figures.changed(name)
@@ -142,6 +158,7 @@ class RedisBackend:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.presence.stop()
         await self.figures.leave()
         await self.store.close()
 
@@ -235,6 +252,15 @@ class RedisBackend:
     def identity(self) -> dict[str, Any]:
         return {"node": self.node_id}
 
+    # -- who is here, cluster-wide (backends.redis.presence) -----------------------------
+
+    def share(self, msg: str, name: str, entry: dict[str, Any]) -> None:
+        self.presence.share(msg, name, entry)
+
+    async def gather(self, kind: str, arg: str) -> list[Any]:
+        self._check()
+        return await self.presence.gather(kind, arg)
+
     # -- the bus -----------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
@@ -252,6 +278,10 @@ class RedisBackend:
                 if not done.done():
                     done.set_result(told)
             self.progress.deleted(message.name, message.epoch)
+        elif isinstance(message, Noticed):
+            self.presence.on_notice(message)
+        elif isinstance(message, Asked):
+            self.presence.on_asked(message)
 
     async def _up(self) -> None:
         """The bus (re)connected and confirmed its subscription: resync, then serve."""

@@ -8,6 +8,8 @@ this module is the only place that knows the format)::
     e\\n<topic>\\n<epoch>\\n<seq>\\n<body>    an event; body = {"id","ts","payload"} JSON
     c\\n<topic>\\n<epoch>                    a topic was created
     d\\n<topic>\\n<epoch>                    a topic was deleted
+    p\\n<node>\\n<topic>\\n<json>            a join or leave on process <node> (``presence``)
+    q\\n<node>\\n<reply key>\\n<kind>\\n<arg>  process <node> asks every other (``presence``)
 
 The same ``body`` is what the history stream keeps, so a live event and a
 replayed one render to the same frame on every process.
@@ -73,7 +75,27 @@ class Deleted:
     epoch: str
 
 
-Message = Announced | Created | Deleted
+@dataclasses.dataclass(frozen=True, slots=True)
+class Noticed:
+    """A join or leave of topic ``name`` on process ``node``; ``body`` is
+    ``{"msg","conn_id","client_id","user"}`` JSON, decoded only where someone watches."""
+
+    node: str
+    name: str
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Asked:
+    """Process ``node`` asks every other one ``kind`` about ``arg``; answers go to list ``reply_key``."""
+
+    node: str
+    reply_key: str
+    kind: str
+    arg: str
+
+
+Message = Announced | Created | Deleted | Noticed | Asked
 
 
 def decode(data: bytes) -> Message | None:
@@ -88,7 +110,23 @@ def decode(data: bytes) -> Message | None:
     if kind == b"d":
         _, name, epoch = data.decode().split("\n")
         return Deleted(name, epoch)
+    if kind == b"p":
+        _, node, name, body = data.split(b"\n", 3)
+        return Noticed(node.decode(), name.decode(), body)
+    if kind == b"q":
+        _, node, reply_key, asked, arg = data.decode().split("\n", 4)
+        return Asked(node, reply_key, asked, arg)
     return None
+
+
+def notice(node: str, name: str, body: bytes) -> bytes:
+    """The bus message of a join or leave of ``name`` on ``node`` (sent by ``presence``, not by a script)."""
+    return b"p\n" + node.encode() + b"\n" + name.encode() + b"\n" + body
+
+
+def question(node: str, reply_key: str, kind: str, arg: str) -> str:
+    """The bus message of a question from ``node`` to every other process."""
+    return f"q\n{node}\n{reply_key}\n{kind}\n{arg}"
 
 
 def encode_body(message_id: str, payload: Any) -> bytes:

@@ -3,6 +3,7 @@
 
 import { Api, AuthCancelled, errorText } from "./api.js";
 import { $, el, formatCount, formatRate, formatTime, formatUptime, setText } from "./dom.js";
+import { People } from "./people.js";
 import { Series, drawSparkline } from "./sparkline.js";
 import { Tail } from "./tail.js";
 
@@ -15,6 +16,7 @@ const COMPACT_CHARS = 72;
 const TOPIC_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 const api = new Api(askKey);
+const people = new People(api);
 const rows = new Map(); // topic name -> {row, cells, series, messages}
 const totalSeries = new Series();
 let lastSampleAt = 0;
@@ -101,7 +103,10 @@ async function pollOnce() {
   });
   try {
     const stats = await api.request("GET", "stats");
-    if (stats.ok && stats.data && stats.data.topics) renderTopics(stats.data.topics);
+    if (stats.ok && stats.data && stats.data.topics) {
+      renderTopics(stats.data.topics);
+      await people.refresh(Object.keys(stats.data.topics).sort());
+    }
     setText($("updated"), new Date().toLocaleTimeString());
   } catch (err) {
     if (err instanceof AuthCancelled) {
@@ -284,6 +289,7 @@ async function deleteTopic(name, button) {
     }, 4000);
     return;
   }
+  people.forget(name); // stop asking for the presence of a topic about to go
   if (await act(button, $("create-msg"), "DELETE", `topics/${encodeURIComponent(name)}`)) {
     say($("create-msg"), `Deleted ${name}.`, "ok");
   }
