@@ -192,3 +192,19 @@ async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(i
     assert "Traceback" not in server.log(), server.log()[-3000:]
     stuck.close()
     http.close()
+
+
+async def test_sigterm_leaves_every_held_log_record_written(io_loop, start_server, ws_at):
+    # Records are written once per loop pass (logs.BufferedHandler): the
+    # ones logged during the drain, up to the very last, must still reach
+    # the output when the process exits on SIGTERM.
+    server = await start_server()
+    client = await ws_at(server.port, "/ws")
+    assert (await client.request({"type": "ping", "request_id": "p1"}))["type"] == "pong"
+    server.signal(signal.SIGTERM)
+    assert await client.closed(timeout=10) == 1001
+    assert await server.exit_code() == 0
+    records = server.records()
+    assert [r for r in records if r.get("event") == "disconnect"], "the drain's disconnect record is missing"
+    last = records[-1]
+    assert (last.get("event"), last.get("outcome")) == ("shutdown", "stopped")

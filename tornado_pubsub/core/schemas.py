@@ -189,6 +189,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks builds a JSONDecoder per call.
+_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+
+
 _INF = float("inf")
 
 
@@ -198,7 +202,10 @@ def parse_json(text: str | bytes) -> Any:
     (a surrogate cannot be sent as UTF-8: the event carrying it would go out
     in ``\\u`` escapes, up to three times its size)."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.__class__ is str and not text.startswith("\ufeff"):
+            value = _decode(text)  # what json.loads does for str, minus building a decoder
+        else:  # bytes (any UTF), and the BOM json.loads names in its error
+            value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise PubSubError(BAD_REQUEST, "invalid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
