@@ -566,3 +566,42 @@ async def test_counts_redis_would_refuse_are_clamped_before_they_reach_it(cluste
 
     errors = [r for r in proc.records() if r.get("level") == "ERROR"]
     assert errors == []
+
+
+async def test_history_and_bus_messages_of_the_older_format_are_still_read(cluster, ws_at, redis_server):
+    # Before events were carried pre-rendered, the stream kept {"id","ts","payload"}
+    # bodies ('b' field) and the bus announced 'e' messages: a history written by
+    # an older version must replay, and its announcements must still be delivered.
+    import json
+
+    import redis
+
+    (a,) = cluster(1)
+    await Rest(a.port).create("orders")
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        epoch = r.hget("pubsub:topics", "orders").decode()
+
+        def old_body(n: int) -> tuple[str, bytes]:
+            mid = new_id()
+            return mid, json.dumps({"id": mid, "ts": "2026-01-01T00:00:00.000Z", "payload": {"old": n}}).encode()
+
+        stored_id, stored = old_body(1)
+        seq = r.incr("pubsub:seq:orders")
+        r.xadd("pubsub:log:orders", {"b": stored, "i": stored_id.lower()}, id=f"0-{seq}")
+        r.hset("pubsub:ids:orders", stored_id.lower(), seq)
+
+        pub = await ws_at(a.port)
+        assert (await pub.publish("orders", {"new": 2}))["seq"] == 2
+        sub = await subscribed(ws_at, a.port, "orders", last_n=5)
+        replayed = await sub.events(2)
+        assert [(e["seq"], e["message"]["payload"]) for e in replayed] == [(1, {"old": 1}), (2, {"new": 2})]
+        assert replayed[0]["message"]["id"] == stored_id and replayed[0]["ts"] == "2026-01-01T00:00:00.000Z"
+
+        announced_id, announced = old_body(3)
+        seq = r.incr("pubsub:seq:orders")
+        r.publish("pubsub:bus", b"e\norders\n" + epoch.encode() + b"\n%d\n" % seq + announced)
+        (live,) = await sub.events(1)
+        assert (live["seq"], live["message"]["id"], live["message"]["payload"]) == (3, announced_id, {"old": 3})
+    finally:
+        r.close()

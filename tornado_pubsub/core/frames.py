@@ -83,15 +83,21 @@ def ack(topic: str, request_id: str | None = None, **extra: Any) -> bytes:
 
 def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes:
     """``event`` frame shared by every subscriber of one published message."""
-    return encode_published(
-        {
-            "type": "event",
-            "topic": topic,
-            "message": {"id": message_id, "payload": payload},
-            "ts": ts,
-            "seq": seq,
-        }
-    )
+    return event_with_seq(event_head(topic, message_id, payload, ts), seq)
+
+
+def event_head(topic: str, message_id: str, payload: Any, ts: str) -> bytes:
+    """The ``event`` frame up to its seq (``seq`` is its last field): what a
+    Redis publish renders once, before Redis numbers it, and carries on the
+    bus and in the history, so no process parses or renders it again.
+    Holds no newline byte (compact JSON escapes control characters)."""
+    frame = encode_published({"type": "event", "topic": topic, "message": {"id": message_id, "payload": payload}, "ts": ts})
+    return frame[:-1] + b',"seq":'
+
+
+def event_with_seq(head: bytes, seq: int) -> bytes:
+    """The complete ``event`` frame: ``event_head`` with its seq."""
+    return b"%s%d}" % (head, seq)
 
 
 def error(exc: PubSubError, request_id: str | None = None) -> bytes:

@@ -33,7 +33,7 @@ import socket
 from typing import Any
 
 from tornado_pubsub.backends.base import Published, Snapshot, TopicFigures, TopicInfo, Totals, Wanted
-from tornado_pubsub.backends.redis.bus import Announced, Bus, Created, Deleted, Message, Progress, encode_body, render
+from tornado_pubsub.backends.redis.bus import Announced, Bus, Created, Deleted, Message, Progress, encode_head
 from tornado_pubsub.backends.redis.figures import NodeFigures
 from tornado_pubsub.backends.redis.scripts import Keys
 from tornado_pubsub.backends.redis.store import Store, unavailable
@@ -183,8 +183,8 @@ class RedisBackend:
 
     async def publish(self, name: str, message_id: str, payload: Any) -> Published:
         self._check()
-        body = encode_body(message_id, payload)
-        done = await self.store.publish(name, id_key(message_id), body, self.history_size)
+        head = encode_head(name, message_id, payload)
+        done = await self.store.publish(name, id_key(message_id), head, self.history_size)
         if not done.duplicate:
             await self._bus_reached(name, done.epoch, done.seq)
         return done
@@ -242,7 +242,7 @@ class RedisBackend:
         if isinstance(message, Announced):
             name, epoch, seq = message.name, message.epoch, message.seq
             if hub.wants(name, epoch, seq):
-                hub.deliver(name, epoch, render(name, seq, message.body))
+                hub.deliver(name, epoch, message.event())
             self.progress.carried(name, epoch, seq)
         elif isinstance(message, Created):
             self.progress.created(message.name, message.epoch)

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
 from tornado_pubsub.backends.redis import scripts
-from tornado_pubsub.backends.redis.bus import Position, render
+from tornado_pubsub.backends.redis.bus import Position, stored_event
 from tornado_pubsub.backends.redis.figures import NodeFigures
 from tornado_pubsub.core.errors import INTERNAL, PubSubError, topic_not_found
 from tornado_pubsub.core.ratelimit import TokenBucket
@@ -147,10 +147,10 @@ class Store:
         epoch = await self.call(self._delete(keys=self._topic_keys(name), args=[name, self.keys.bus]))
         return None if epoch is None else epoch.decode()
 
-    async def publish(self, name: str, id_key: str, body: bytes, history_size: int) -> Published:
-        """Number, retain and announce ``body``; TOPIC_NOT_FOUND."""
+    async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
+        """Number, retain and announce ``head`` (``bus.encode_head``); TOPIC_NOT_FOUND."""
         self._ready()
-        args = [name, id_key, body, history_size, self.keys.bus]
+        args = [name, id_key, head, history_size, self.keys.bus]
         reply = await self.call(self._publish(keys=self._topic_keys(name), args=args))
         if reply is None:
             raise topic_not_found(name)
@@ -168,7 +168,7 @@ class Store:
             raise topic_not_found(name)
         entries = snap[3][::-1] if wanted.mode == "last" else snap[3]  # 'last' reads newest first
         # Rendered here, inside ``call``: a corrupt entry is an error too, never an escape.
-        events = [render(name, int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
+        events = [stored_event(name, int(entry_id.split(b"-")[1]), fields) for entry_id, fields in entries]
         return Snapshot(snap[0].decode(), int(snap[1]), int(snap[2]) or None, events)
 
     async def restore(self, name: str, position: Position) -> bool:
