@@ -605,3 +605,34 @@ async def test_history_and_bus_messages_of_the_older_format_are_still_read(clust
         assert (live["seq"], live["message"]["id"], live["message"]["payload"]) == (3, announced_id, {"old": 3})
     finally:
         r.close()
+
+
+async def test_concurrent_publishes_on_one_process_each_get_their_own_reply(cluster, ws_at):
+    # Publishes of one loop pass go to Redis as one pipeline (store.Store.publish):
+    # each must still get its own seq or its own error, and every event arrive once, in order.
+    (a,) = cluster(1)
+    await Rest(a.port).create("orders")
+    sub = await subscribed(ws_at, a.port, "orders")
+    publishers = [await ws_at(a.port) for _ in range(8)]
+    per_publisher = 25
+    ids = [[new_id() for _ in range(per_publisher)] for _ in publishers]
+
+    async def publish_all(client: WsClient, mine: list[str]) -> list[int]:
+        seqs = []
+        for mid in mine:
+            seqs.append((await client.publish("orders", {"id": mid}, mid))["seq"])
+            error = await client.publish("no-such-topic", 1)  # an error inside the same batches
+            assert error["type"] == "error" and error["error"]["code"] == "TOPIC_NOT_FOUND", error
+        return seqs
+
+    acked = await asyncio.gather(*(publish_all(c, mine) for c, mine in zip(publishers, ids)))
+    total = per_publisher * len(publishers)
+    assert sorted(s for seqs in acked for s in seqs) == list(range(1, total + 1))
+    assert all(seqs == sorted(seqs) for seqs in acked)
+    assert_exactly_once_in_order(await sub.events(total), [mid for mine in ids for mid in mine])
+    # A retried id (still in the history) is a duplicate with the seq it first
+    # got, even when batched with a new one.
+    last = ids[-1][-1]
+    replies = await asyncio.gather(publishers[0].publish("orders", 0, last), publishers[1].publish("orders", 0, new_id()))
+    assert (replies[0]["duplicate"], replies[0]["seq"]) == (True, acked[-1][-1])
+    assert (replies[1]["duplicate"], replies[1]["seq"]) == (False, total + 1)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
 from tornado_pubsub.backends.redis import scripts
@@ -61,6 +61,9 @@ class Store:
         self.bus_redis: aioredis.Redis | None = None
         self._logs = TokenBucket(FAILURE_LOGS_PER_SECOND)
         self._unlogged = 0
+        # Publishes waiting for the end of this loop pass, and batches in flight.
+        self._publishes: list[tuple[list[object], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     def open(self) -> None:
         """Make the clients and register the scripts (connects lazily)."""
@@ -148,13 +151,67 @@ class Store:
         return None if epoch is None else epoch.decode()
 
     async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
-        """Number, retain and announce ``head`` (``bus.encode_head``); TOPIC_NOT_FOUND."""
+        """Number, retain and announce ``head`` (``bus.encode_head``); TOPIC_NOT_FOUND.
+
+        Publishes made in the same loop pass (by different connections: one
+        connection has one in flight) go to Redis as one pipeline, one round
+        trip and one write; each is still its own atomic script."""
         self._ready()
-        args = [name, id_key, head, history_size, self.keys.bus]
-        reply = await self.call(self._publish(keys=self._topic_keys(name), args=args))
+        keys_and_args = [*self._topic_keys(name), name, id_key, head, history_size, self.keys.bus]
+        reply = await self.call(self._queued_publish(keys_and_args))
         if reply is None:
             raise topic_not_found(name)
         return Published(reply[0].decode(), int(reply[1]), bool(reply[2]))
+
+    async def _queued_publish(self, keys_and_args: list[object]) -> Any:
+        # Runs inside ``call``'s task: a caller cancelled while its publish is
+        # queued or sent only stops waiting (the script may still run, as
+        # with any command already sent).
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._publishes.append((keys_and_args, reply))
+        if len(self._publishes) == 1:
+            loop.call_soon(self._send_publishes)
+        return await reply
+
+    def _send_publishes(self) -> None:
+        batch, self._publishes = self._publishes, []
+        task = asyncio.ensure_future(self._pipeline(batch))
+        self._sending.add(task)  # a reference until done (asyncio keeps weak ones only)
+        task.add_done_callback(self._sending.discard)
+
+    async def _pipeline(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> None:
+        """Send ``batch`` and hand each caller its own reply or error."""
+        try:
+            if len(batch) == 1:  # no pipeline bookkeeping for a lone publish
+                keys_and_args = batch[0][0]
+                replies = [await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=self._ready())]
+            else:
+                replies = await self._pipelined(batch)
+        except BaseException as exc:  # the whole batch failed (connection, timeout, cancelled)
+            for _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc) if not isinstance(exc, asyncio.CancelledError) else reply.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, reply), outcome in zip(batch, replies):
+            if not reply.done():
+                reply.set_exception(outcome) if isinstance(outcome, Exception) else reply.set_result(outcome)
+
+    async def _pipelined(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> list[Any]:
+        # EVALSHA by hand: a Script added to a pipeline makes redis-py ask
+        # SCRIPT EXISTS first, a second round trip on every batch.
+        redis = self._ready()
+        pipe = redis.pipeline(transaction=False)
+        for keys_and_args, _ in batch:
+            pipe.evalsha(self._publish.sha, 4, *keys_and_args)
+        replies = await pipe.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # Redis lost its scripts (restart, SCRIPT FLUSH)
+                keys_and_args = batch[index][0]
+                replies[index] = await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=redis)
+        return replies
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
         """Epoch, last seq, oldest retained seq and the wanted events, oldest
