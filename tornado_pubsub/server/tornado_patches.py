@@ -25,7 +25,7 @@ import tornado.websocket
 from tornado import gen
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import BaseIOStream, IOStream, StreamClosedError
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
@@ -87,6 +87,15 @@ def _check_linger() -> bool:
     )
 
 
+def _check_buffered_read() -> bool:
+    return (
+        _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
+        and _has_init_attrs(_WS13, "_wire_bytes_in")
+        and _params(getattr(IOStream, "_consume", None)) == ["self", "loc"]
+        and _has_init_attrs(BaseIOStream, "_read_buffer_size", "_read_future", "_user_read_buffer")
+    )
+
+
 def _check_handshake_state() -> bool:
     return _has_init_attrs(tornado.web.RequestHandler, "clear()") and "self._headers = " in inspect.getsource(
         tornado.web.RequestHandler.clear
@@ -99,6 +108,7 @@ ENABLED: dict[str, bool] = {
     "invalid_utf8_reply": _check_utf8(),
     "linger_after_1009": _check_linger(),
     "release_headers": _check_handshake_state(),
+    "buffered_frame_read": _check_buffered_read(),
 }
 
 
@@ -180,6 +190,26 @@ class _FrameLoopTask(_WS13):
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
 
+class _BufferedFrameRead(_WS13):
+    """Gain: a frame whose bytes are already buffered is read in one pass
+    (fanout S=1, bench ``run.py``: see the commit).  Tornado reads each
+    frame in three to four ``stream.read_bytes`` calls, each a Future and a
+    trip through IOStream's read machinery even when the bytes are there;
+    here bytes already in the read buffer are taken at once, and only a
+    short buffer goes through ``read_bytes`` (which waits for the socket).
+    Relies on: ``_read_bytes(n)`` being the frame reader's one way to read,
+    ``_wire_bytes_in``, and IOStream's ``_read_buffer_size``, ``_consume(loc)``
+    and ``_read_future``/``_user_read_buffer`` (no other read in progress).
+    """
+
+    async def _read_bytes(self, n: int) -> bytes:
+        stream = self.stream
+        if stream._read_buffer_size >= n and stream._read_future is None and not stream._user_read_buffer:
+            self._wire_bytes_in += n
+            return stream._consume(n)
+        return await super()._read_bytes(n)
+
+
 class _InvalidUtf8Reply(_WS13):
     """Gain: correctness the client can see (tests/test_fuzz_ws.py).  A text
     frame that is not valid UTF-8 is answered like any other unreadable frame
@@ -239,7 +269,12 @@ async def _drain_then_close(stream: IOStream) -> None:
         stream.close()
 
 
-_MIXINS = {"invalid_utf8_reply": _InvalidUtf8Reply, "linger_after_1009": _LingerAfter1009, "frame_loop_task": _FrameLoopTask}
+_MIXINS = {
+    "invalid_utf8_reply": _InvalidUtf8Reply,
+    "linger_after_1009": _LingerAfter1009,
+    "frame_loop_task": _FrameLoopTask,
+    "buffered_frame_read": _BufferedFrameRead,
+}
 _classes: dict[tuple[type, ...], type] = {}
 
 
