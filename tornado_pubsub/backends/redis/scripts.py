@@ -58,7 +58,8 @@ return epoch
 """
 
 # KEYS: topics, seq, log, ids.  ARGV: name, id key (lower-case id), head
-# (the event frame up to its seq, bus.encode_head), history_size, bus.  Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
+# (the event frame up to its seq, bus.encode_head), history_size, bus.
+# Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
 # A message id still in the history is not published again (idempotency
 # lasts as long as the message is retained, as in memory).
 PUBLISH = _BUS + """

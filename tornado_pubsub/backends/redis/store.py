@@ -188,16 +188,19 @@ class Store:
                 replies = [await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=self._ready())]
             else:
                 replies = await self._pipelined(batch)
-        except BaseException as exc:  # the whole batch failed (connection, timeout, cancelled)
+        except asyncio.CancelledError:
             for _, reply in batch:
-                if not reply.done():
-                    reply.set_exception(exc) if not isinstance(exc, asyncio.CancelledError) else reply.cancel()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+                reply.cancel()
+            raise
+        except Exception as exc:  # the whole batch failed (connection, timeout): ``call`` maps it
+            replies = [exc] * len(batch)
         for (_, reply), outcome in zip(batch, replies):
-            if not reply.done():
-                reply.set_exception(outcome) if isinstance(outcome, Exception) else reply.set_result(outcome)
+            if reply.done():  # its caller was cancelled and stopped waiting
+                continue
+            if isinstance(outcome, Exception):
+                reply.set_exception(outcome)
+            else:
+                reply.set_result(outcome)
 
     async def _pipelined(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> list[Any]:
         # EVALSHA by hand: a Script added to a pipeline makes redis-py ask
