@@ -10,10 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PUBSUB_PORT=8080
 
 # Dependencies first, in their own layer: a code change does not reinstall them.
-# (When constraints.txt lands: pip install -c constraints.txt -r requirements.txt.)
+# The ranges come from requirements.txt, the exact versions from constraints.txt
+# (the pins CI tests), so an image built today runs what the tests ran.
 WORKDIR /src
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.txt constraints.txt ./
+RUN pip install -c constraints.txt -r requirements.txt
 
 # The package itself, installed: `python -m tornado_pubsub` and the `pubsub`
 # command line both work in the container (docker exec ... pubsub topics).

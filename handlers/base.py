@@ -11,7 +11,7 @@ from tornado.httputil import responses
 
 from tornado_pubsub.core import frames, schemas
 from tornado_pubsub.core.auth import host_allowed, host_refused, write_allowed
-from tornado_pubsub.core.identity import Identity, require_admin
+from tornado_pubsub.core.identity import Identity, _bearer, require_admin
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, PubSubError, code_for_status, error_body
 from tornado_pubsub.logs import log_op, redact_uri
@@ -42,20 +42,42 @@ class JsonHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self._body_size = 0
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._bound_body()
         self.check_browser_safety()
         if not self.public:
-            # Headers only: the api_key and token query parameters are for
-            # browsers' /ws and SSE, where a URL is the only place to put them.
-            self.identity = self.context.credentials.resolve(
-                key=self.request.headers.get("X-API-Key"), authorization=self.request.headers.get("Authorization")
-            )
+            self.identity = await self.presented_identity()
             # Before the body and the topic are looked at: a refused caller learns nothing.
             self.authorize(self.identity)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_size:
             raise self._too_large()
+
+    async def presented_identity(self) -> Identity | None:
+        """Who the caller is (``Credentials.resolve_for``: the host's
+        ``authenticate`` hook, then the credentials).
+
+        Headers only: the api_key and token query parameters are for
+        browsers' /ws and SSE, where a URL is the only place to put them
+        (the SSE handler overrides this to read them too).
+        """
+        return await self.context.credentials.resolve_for(self)
+
+    def check_xsrf_cookie(self) -> None:
+        """Tornado's XSRF check, which runs when an embedding host application
+        sets ``xsrf_cookies``, for cookie-borne callers only.
+
+        A forged cross-site request carries only what the browser adds by
+        itself (cookies, cached Basic credentials), never ``X-API-Key`` or a
+        ``Bearer`` token, so a backend using those needs no ``_xsrf`` value;
+        a caller the host's ``authenticate`` hook knows by its cookie must send
+        one, like any write to the host.  The ``Origin`` check
+        (``check_browser_safety``) applies to everyone either way.
+        """
+        headers = self.request.headers
+        if "X-API-Key" in headers or _bearer(headers.get("Authorization", "")) is not None:
+            return
+        super().check_xsrf_cookie()
 
     def authorize(self, identity: Identity | None) -> None:
         """Raise unless ``identity`` may use this route; by default the admin key only.
@@ -184,6 +206,9 @@ def send_error_body(
         status=exc.status,
         outcome=outcome,
         detail=exc.message,
+        # What went wrong inside (e.g. the host's authenticate hook), for the
+        # operator only: one line, never a traceback, never in the body.
+        cause=f"{type(exc.__cause__).__name__}: {str(exc.__cause__)[:300]}" if exc.__cause__ is not None else None,
     )
     handler.set_status(exc.status)
     handler.set_header("Content-Type", "application/json; charset=UTF-8")

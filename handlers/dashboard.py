@@ -70,6 +70,10 @@ class DashboardPage(DashboardAsset):
         # trailing slash, so they resolve under any mount prefix.
         await super().get("index.html", include_body)
 
+    async def head(self, path: str = "") -> None:
+        # StaticFileHandler.head passes a path this route does not capture (a 500 before).
+        await self.get(path, include_body=False)
+
 
 class ClientScript(tornado.web.StaticFileHandler):
     """``GET /client.js`` and the modules it imports (``/client/<name>.js``):

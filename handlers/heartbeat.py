@@ -8,7 +8,7 @@ from typing import Protocol
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from tornado_pubsub.core import frames
-from tornado_pubsub.core.errors import HEARTBEAT_TIMEOUT
+from tornado_pubsub.core.errors import HEARTBEAT_TIMEOUT, WRITE_TIMEOUT
 
 
 class Beating(Protocol):
@@ -16,6 +16,11 @@ class Beating(Protocol):
 
     #: ``time.monotonic()`` of the last sign of life (a frame, a pong).
     last_seen: float
+
+    def write_waiting_since(self) -> float | None:
+        """``time.monotonic()`` since which a write waits for the peer to read
+        (None: nothing waits)."""
+        ...
 
     def heartbeat(self, notice: bytes) -> None:
         """Queue ``notice`` (``info ping``) and send a transport-level ping, if any."""
@@ -31,8 +36,13 @@ class Heartbeat:
 
     Every ``interval`` it queues ``info ping`` and sends a WebSocket ping to
     each connection; ``timeout`` seconds later it closes those that have sent
-    nothing (no pong, no frame) since that ping.  One timer for everyone
+    nothing (no pong, no frame) since that ping, and those that have not
+    taken what they were sent since then (a write still waits that began
+    before the ping): the write-progress deadline.  One timer for everyone
     instead of one task per connection keeps idle connections cheap.
+
+    Threat: a peer that never reads but keeps talking (pongs, frames) would
+    otherwise live forever with its queue and its pending write.
     """
 
     def __init__(self, interval: float, timeout: float) -> None:
@@ -74,3 +84,7 @@ class Heartbeat:
         for sock in list(self.sockets):
             if sock.last_seen < sent_at:
                 sock.abort(HEARTBEAT_TIMEOUT.reason, HEARTBEAT_TIMEOUT.code, HEARTBEAT_TIMEOUT.reason)
+                continue
+            waiting = sock.write_waiting_since()
+            if waiting is not None and waiting <= sent_at:  # not read for at least ``timeout``
+                sock.abort(WRITE_TIMEOUT.reason, WRITE_TIMEOUT.code, WRITE_TIMEOUT.reason)

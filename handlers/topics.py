@@ -14,7 +14,8 @@ _CREATE = schemas.CreateTopicSchema()
 _PUBLISH = schemas.PublishBodySchema()
 
 
-def _existing_name(name: str) -> str:
+def existing_name(name: str) -> str:
+    """``name`` if it can name a topic; TOPIC_NOT_FOUND otherwise (a malformed name cannot exist)."""
     # A name that breaks the topic rule cannot exist: 404, like any unknown topic.
     if not schemas.TOPIC_RE.match(name):
         raise PubSubError(TOPIC_NOT_FOUND, "topic does not exist (invalid topic name)")
@@ -38,7 +39,7 @@ class TopicHandler(JsonHandler):
     """``DELETE /topics/{name}``: its subscribers get ``info topic_deleted``."""
 
     async def delete(self, name: str) -> None:
-        name = _existing_name(name)
+        name = existing_name(name)
         notified = await self.broker.delete_topic(name)
         log_op("topic_deleted", topic=name, subscribers=notified, remote=self.request.remote_ip, outcome="ok")
         self.send_json({"status": "deleted", "topic": name})
@@ -56,7 +57,7 @@ class TopicMessagesHandler(JsonHandler):
         require(identity, PUBLISH, self.path_args[0])
 
     async def post(self, name: str) -> None:
-        name = _existing_name(name)
+        name = existing_name(name)
         limit = self.config.max_message_size
         if self.body_size > limit:
             # The same bound as a WebSocket publish frame, so no path admits

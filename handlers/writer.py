@@ -1,7 +1,7 @@
 """The one writer per connection: drains its bounded queue onto a transport.
 
 A transport is anything that frames and writes bytes and closes with a code
-(``Transport``); ``/ws`` is one, the SSE stream will be another.  The writer
+(``Transport``); ``/ws`` is one, the SSE stream (``handlers.sse``) another.  The writer
 owns no protocol logic: the queue holds finished frames, and ends with a
 close instruction when the core wants the connection gone.
 """
@@ -16,7 +16,8 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
-from tornado_pubsub.core.outbound import Item, OutboundQueue
+from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
+from tornado_pubsub.server.tornado_patches import AnsweringStream
 
 CLOSED_ERRORS = (tornado.websocket.WebSocketClosedError, StreamClosedError)
 
@@ -29,9 +30,9 @@ class Transport(Protocol):
     its close behind the pending bytes, or drops the connection (``abort``).
     """
 
-    #: The bytes written before each frame's own bytes (given its size), and after it.
-    header: Callable[[int], bytes]
-    trailer: bytes
+    #: A batch of queued items as the one write that carries them, and how
+    #: many events it holds (see ``framing``).  Called once per batch.
+    frame: Callable[[list[Item]], tuple[bytes, int]]
 
     def writable(self) -> bool:
         """False once the connection is closing or closed."""
@@ -56,7 +57,8 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     Tornado buffers, reports and closes exactly as usual.  Valid only for
     bytes Tornado would write unchanged (no per-message compression, no TLS).
     """
-    if stream.__class__ is IOStream and not stream.writing():
+    cls = stream.__class__
+    if (cls is IOStream or cls is AnsweringStream) and not stream.writing():
         try:
             sent = stream.socket.send(data)
         except OSError:  # EAGAIN, or an error stream.write will meet and report
@@ -68,22 +70,25 @@ def send_direct(stream: IOStream, data: bytes) -> "asyncio.Future[None] | None":
     return stream.write(data)
 
 
-def _framed(batch: list[Item], header: Callable[[int], bytes], trailer: bytes) -> tuple[bytes, int]:
-    """The batch's frames as one write, and how many of them are events."""
-    events = 0
-    parts: list[bytes] = []
-    for item in batch:
-        if item.__class__ is not bytes:  # an event (live or replayed), shared by all
-            item = item.data  # type: ignore[union-attr]
-            events += 1
-        parts.append(header(len(item)))  # type: ignore[arg-type]
-        parts.append(item)  # type: ignore[arg-type]
-        if trailer:
-            parts.append(trailer)
-    return b"".join(parts), events
+def framing(header: Callable[[int], bytes]) -> Callable[[list[Item]], tuple[bytes, int]]:
+    """``Transport.frame`` for a transport that writes every item as
+    ``header(size)`` followed by the item's bytes (WebSocket frames)."""
+
+    def frame(batch: list[Item]) -> tuple[bytes, int]:
+        events = 0
+        parts: list[bytes] = []
+        for item in batch:
+            if item.__class__ is not bytes:  # an event (live or replayed), shared by all
+                item = item.data  # type: ignore[union-attr]
+                events += 1
+            parts.append(header(len(item)))  # type: ignore[arg-type]
+            parts.append(item)  # type: ignore[arg-type]
+        return b"".join(parts), events
+
+    return frame
 
 
-def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) -> None:
+def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item | Close]) -> None:
     """Carry out the queue's close instruction: write ``batch`` up to it
     (without waiting for the write), then end the transport."""
     close = queue.closing
@@ -93,38 +98,48 @@ def _close_now(queue: OutboundQueue, transport: Transport, batch: list[Item]) ->
             batch = batch[:index]
             break
     if batch and transport.writable():
-        pending = transport.send(_framed(batch, transport.header, transport.trailer)[0])
+        pending = transport.send(transport.frame(batch)[0])
         if pending is not None:
             pending.add_done_callback(retrieve_error)
     transport.end(close.disconnect, close.abort)
 
 
+def _close_unwaited(queue: OutboundQueue, transport: Transport) -> None:
+    """A close met a write the peer is not taking: send the frames queued
+    before the close (unfinished replays are left out: they could be any
+    size, and the peer is not reading) and end the connection now."""
+    _close_now(queue, transport, queue.drain_nowait(replays=False))
+
+
 async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
     """Drain ``queue`` onto ``transport`` until it closes.
 
-    Everything queued goes out as one batch of framed bytes in one write, and
-    the next batch waits until the transport took this one, so the queue
-    stays the only buffer (a reader that stops reading costs the queue's
-    bound, no more).  A close instruction (``OutboundQueue.close``) is
-    carried out after the frames queued before it, at once even while a
-    write waits on a reader that stopped reading.  ``counters.delivered``
-    counts events written.
+    What is queued goes out in batches of at most ``WRITE_MAX`` bytes (a
+    single larger frame alone), one write each, and the next batch waits
+    until the transport took this one, so the queue stays the only buffer: a
+    reader that stops reading costs the queue's bound plus one write.
+    Replays are read from the history batch by batch (``OutboundQueue.take``).
+    A close instruction (``OutboundQueue.close``) is carried out after the
+    frames queued before it, at once even while a write waits on a reader
+    that stopped reading.  ``counters.delivered`` counts events written.
     """
-    header = transport.header
-    trailer = transport.trailer
+    frame = transport.frame
     try:
         while True:
             first = await queue.get()
-            batch = [first]
-            if queue.qsize():
-                batch += queue.drain_nowait()
-            if queue.closing is not None:  # checked once a batch: a close is rare
+            batch = queue.take(first)
+            if not batch:  # a replay at the head reads its next page from the store first
+                await queue.refill()
+                queue.sent()
+                continue
+            closing = queue.closing
+            if closing is not None and any(item is closing for item in batch):  # checked once a batch: a close is rare
                 _close_now(queue, transport, batch)
                 break
-            data, events = _framed(batch, header, trailer)
+            data, events = frame(batch)
             pending = transport.send(data)  # raises a CLOSED_ERRORS once closing
             if pending is not None:
-                await queue.wait_sent(pending, lambda: _close_now(queue, transport, queue.drain_nowait()))
+                await queue.wait_sent(pending, lambda: _close_unwaited(queue, transport))
             counters.delivered += events
             queue.sent()
     except CLOSED_ERRORS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import tornado.websocket
 from tornado.httputil import responses
@@ -32,7 +32,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.session import ANYONE, Session
 from tornado_pubsub.handlers.base import send_error_body
-from tornado_pubsub.handlers.writer import CLOSED_ERRORS, retrieve_error, send_direct, write_loop
+from tornado_pubsub.handlers.writer import CLOSED_ERRORS, framing, retrieve_error, send_direct, write_loop
 from tornado_pubsub.handlers.wsframe import text_header
 from tornado_pubsub.server import tornado_patches
 from tornado_pubsub.server.context import Context
@@ -59,9 +59,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         "_identity",
     )
 
-    #: Frame framing for the writer: WebSocket text frames, nothing after them.
-    header: Callable[[int], bytes] = staticmethod(text_header)  # type: ignore[assignment]
-    trailer = b""
+    #: Framing for the writer: each item as one WebSocket text frame.
+    frame = staticmethod(framing(text_header))
 
     def initialize(self, context: Context) -> None:
         self.context = context
@@ -75,26 +74,33 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self._greeting: object | None = None
         self._identity: Any = ANYONE  # set by check_credentials, handed to the session
 
+    @property
+    def identity(self) -> Any:
+        """Who is on the other end (``send_error_body`` logs its user)."""
+        return self.session.identity if self.session is not None else self._identity
+
     # -- handshake ---------------------------------------------------------
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         # Checked here rather than in an overridden get(): Tornado's get()
         # coroutine stays suspended for the connection's whole life, and a
         # wrapper around it would keep a second coroutine frame (~800 bytes)
-        # alive per idle connection.  Finishing here skips get() entirely.
+        # alive per idle connection.  Finishing here skips get() entirely;
+        # this coroutine (async for the host's authenticate hook) ends before get().
         try:
             self.check_host()  # every method, like every other route
             if self.request.method != "GET":
                 return  # Tornado answers other methods with 405 (see write_error)
-            self.check_handshake()
+            await self.check_handshake()
         except PubSubError as exc:
-            send_error_body(self, exc, event="connect", outcome="refused", level=logging.WARNING)
+            level = logging.WARNING if exc.status < 500 else logging.ERROR
+            send_error_body(self, exc, event="connect", outcome="refused", level=level)
 
-    def check_handshake(self) -> None:
+    async def check_handshake(self) -> None:
         """Every check a handshake must pass before the upgrade, in order;
         each raises the PubSubError its refusal is answered with."""
         self.check_upgrade()
-        self.check_credentials()
+        await self.check_credentials()
         self.check_origin_header()
         self.check_admission()
 
@@ -104,28 +110,36 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             raise PubSubError(FORBIDDEN, host_refused(self.request.host), 403)
 
     def check_upgrade(self) -> None:
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            # Tornado would answer this with a plain-text 400; keep errors JSON.
+        # Every refusal Tornado's own upgrade would answer in plain text,
+        # checked first so errors stay JSON (the same checks as RFC 6455 4.2.1).
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
             raise PubSubError(BAD_REQUEST, 'this endpoint speaks WebSocket only ("Upgrade: websocket" missing)', 400)
+        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        if "upgrade" not in tokens:
+            raise PubSubError(BAD_REQUEST, '"Connection: Upgrade" missing from the WebSocket handshake', 400)
+        if not headers.get("Sec-WebSocket-Key"):
+            raise PubSubError(BAD_REQUEST, "Sec-WebSocket-Key missing from the WebSocket handshake", 400)
+        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
+            self.set_header("Sec-WebSocket-Version", "7, 8, 13")
+            raise PubSubError(BAD_REQUEST, "unsupported Sec-WebSocket-Version; this server speaks 13", 426)
 
-    def check_credentials(self) -> None:
-        """PROTOCOL.md 5.1 at the handshake: the admin key (header or ``api_key``
+    async def check_credentials(self) -> None:
+        """PROTOCOL.md 5.1 at the handshake: the host application's
+        ``authenticate`` hook when embedded, the admin key (header or ``api_key``
         query), a user token (``Authorization: Bearer`` or ``token`` query), or
         none (then ``anonymous_caps``).  A refused key or token is 401 before the
-        upgrade, with the reason; so is no credential where one is needed.
+        upgrade, with the reason.
 
-        The contract also lets a token server upgrade a credential-less
-        connection and wait for an ``auth`` frame; until that frame is
-        implemented such a connection is refused here instead, so no socket is
-        ever open with more than its credential allows.
+        With no credential and no ``anonymous_caps``, a server with a token key
+        upgrades and waits for an ``auth`` frame (the session allows nothing
+        else meanwhile; ``_check_greeted`` closes it at ``handshake_timeout``);
+        a server with only ``api_key`` refuses with 401, as part 3 says.
         """
-        headers = self.request.headers
-        identity = self.context.credentials.resolve(
-            key=headers.get("X-API-Key"),
-            authorization=headers.get("Authorization"),
-            query_key=self.get_query_argument("api_key", None),
-            query_token=self.get_query_argument("token", None),
-        )
+        credentials = self.context.credentials
+        identity = await credentials.resolve_for(self, query=True)
+        if identity is None:
+            identity = credentials.upgrade_without_credential()
         if identity is None:
             raise PubSubError(
                 UNAUTHORIZED,
@@ -143,8 +157,8 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def check_admission(self) -> None:
         try:
-            self.broker.check_admission()
-        except PubSubError as exc:  # draining, or the connection limit: 503 at the handshake
+            self.broker.check_admission(self._identity.user)
+        except PubSubError as exc:  # draining, or a connection limit (also per user): 503 at the handshake
             raise PubSubError(exc.code, exc.message, 503) from None
 
     # Limits come from our settings, not the Application's: an application that
@@ -182,7 +196,11 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> None:
         try:
             session = self.session = Session.open(
-                self.broker, self.request.remote_ip, self.config.max_frames_per_second, self._identity
+                self.broker,
+                self.request.remote_ip,
+                self.config.max_frames_per_second,
+                self._identity,
+                self.context.credentials,
             )
             self._identity = ANYONE  # the session holds it now
         except PubSubError as exc:  # limit reached while the upgrade was in flight
@@ -198,14 +216,15 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         # A peer must show it is alive within handshake_timeout: any frame, or
         # the pong every WebSocket client sends for this ping by itself.  A
         # socket that upgraded and went silent would otherwise hold a
-        # connection slot until the first heartbeat timeout.
+        # connection slot until the first heartbeat timeout.  One that
+        # upgraded with no credential must also have authenticated by then.
         opened = self.last_seen = time.monotonic()
         self._ping_quietly()
         self._greeting = IOLoop.current().call_later(self.config.handshake_timeout, self._check_greeted, opened)
 
     def _check_greeted(self, opened: float) -> None:
         self._greeting = None
-        if self.last_seen <= opened:
+        if self.last_seen <= opened or (self.session is not None and self.session.awaiting_auth):
             self.abort(HANDSHAKE_TIMEOUT.reason, HANDSHAKE_TIMEOUT.code, HANDSHAKE_TIMEOUT.reason)
 
     def on_close(self) -> None:
@@ -221,6 +240,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
 
     def on_pong(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
+
+    def write_waiting_since(self) -> float | None:
+        """Since when a write waits for this peer to read (see ``Heartbeat``)."""
+        return None if self.session is None else self.session.sub.queue.waiting_since
 
     def heartbeat(self, notice: bytes) -> None:
         """Queue the ``info ping`` and send a WebSocket ping (called by ``Heartbeat``)."""

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tornado-pubsub: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format, settings.api_key, settings.token_secret)
+    configure_logging(settings.log_level, settings.log_format, settings.api_key, *settings.token_secrets)
     for variable, suggestion in unknown_variables(os.environ):  # a typo would be silently ignored
         log_op(
             "settings",

@@ -20,7 +20,8 @@ from tornado.options import OptionParser
 
 from tornado_pubsub.core.auth import normalize_origin
 from tornado_pubsub.core.caps import CapsError, parse_caps_json
-from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key
+from tornado_pubsub.core.schemas import TOPIC_RE
+from tornado_pubsub.tokens import MIN_SECRET_LENGTH, TokenKeyError, load_public_key, split_secrets
 
 ENV_PREFIX = "PUBSUB_"
 DEFAULT_CONFIG = "conf/pubsub.conf"
@@ -58,6 +59,8 @@ class Settings:
     max_subscriptions_per_connection: int = 1000
     max_connections: int = 20000
     max_topics: int = 10000
+    topics: tuple[str, ...] = ()
+    auto_create_topics: bool = False
     max_frames_per_second: float = 10000.0
     max_body_size: int = 1048576
     handshake_timeout: float = 10.0
@@ -89,6 +92,13 @@ class Settings:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def token_secrets(self) -> tuple[str, ...]:
+        """``token_secret`` split at commas: every secret that verifies tokens,
+        the first being the one to sign new tokens with (rotation; see
+        ``tokens.split_secrets``).  Empty when unset."""
+        return split_secrets(self.token_secret) if self.token_secret is not None else ()
+
 
 # name -> (type, help). Defaults come from the dataclass so they live in one place.
 _HELP = {
@@ -106,12 +116,14 @@ _HELP = {
     "max_subscriptions_per_connection": (int, "subscriptions one connection may hold"),
     "max_connections": (int, "concurrent WebSocket connections (0: unlimited)"),
     "max_topics": (int, "topics that may exist at once (0: unlimited)"),
-    "max_frames_per_second": (float, "inbound frames per second one connection may send (burst: one second's worth)"),
+    "topics": (str, "comma-separated topics created at start-up if missing (with Redis: once, cluster-wide)"),
+    "auto_create_topics": (bool, "subscribe or publish (WS, REST, SSE) on a missing topic creates it instead of TOPIC_NOT_FOUND"),
+    "max_frames_per_second": (float, "inbound frames per second one connection may send (burst: one second's worth); admin-key connections are exempt"),
     "max_body_size": (int, "largest REST request body in bytes (larger: 413)"),
-    "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping"),
+    "handshake_timeout": (float, "seconds a client may take to send its HTTP request, and after the upgrade to answer the first ping (and to authenticate, if it came with no credential)"),
     "shutdown_timeout": (float, "seconds to flush queues on SIGTERM/SIGINT before closing"),
     "api_key": (str, "API key required on REST and the WebSocket handshake (unset: no auth)"),
-    "token_secret": (str, "HMAC secret (at least 32 bytes) verifying HS256/384/512 user tokens (unset: no HMAC tokens)"),
+    "token_secret": (str, "HMAC secret (at least 32 bytes) verifying HS256/384/512 user tokens (unset: no HMAC tokens); during a rotation a comma-separated list, new first"),
     "token_public_key": (str, "path of a PEM RSA or EC public key verifying RS*/ES* user tokens"),
     "token_issuer": (str, "when set, a token's iss claim must equal it"),
     "token_audience": (str, "when set, a token's aud claim must include it"),
@@ -153,6 +165,12 @@ def _validate(s: Settings) -> None:
     )
     need(s.max_connections >= 0, f"max_connections must be 0 or more, got {s.max_connections}")
     need(s.max_topics >= 0, f"max_topics must be 0 or more, got {s.max_topics}")
+    for name in s.topics:
+        need(TOPIC_RE.match(name) is not None, f"topics: {name[:140]!r} is not a topic name (1-128 letters, digits, '.', '_', ':', '-', not starting with a symbol)")
+    need(
+        not s.max_topics or len(set(s.topics)) <= s.max_topics,
+        f"topics names {len(set(s.topics))} topics, more than max_topics ({s.max_topics})",
+    )
     need(s.max_frames_per_second > 0, f"max_frames_per_second must be positive, got {s.max_frames_per_second}")
     need(s.max_body_size >= 256, f"max_body_size must be at least 256, got {s.max_body_size}")
     need(s.handshake_timeout > 0, f"handshake_timeout must be positive, got {s.handshake_timeout}")
@@ -189,9 +207,10 @@ def _validate_identity(s: Settings, need: Any) -> None:
     for name in _OPTIONAL_STRINGS:
         need(getattr(s, name) != "", f"{name} must not be empty (leave it unset instead)")
     tokens = s.token_secret is not None or s.token_public_key is not None
-    if s.token_secret is not None:
+    for secret in s.token_secrets:
         # RFC 7518 3.2: a shorter HMAC key makes tokens guessable offline.
-        need(len(s.token_secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes")
+        # Each secret of a rotation list is checked: a list is as weak as its weakest.
+        need(len(secret.encode("utf-8")) >= MIN_SECRET_LENGTH, f"token_secret must be at least {MIN_SECRET_LENGTH} bytes (each, when comma-separated)")
     if s.token_public_key is not None:
         try:
             load_public_key(s.token_public_key)
@@ -219,7 +238,7 @@ def _parser() -> OptionParser:
     defaults = Settings()
     for name, (kind, help_text) in _HELP.items():
         default = getattr(defaults, name)
-        if name == "allowed_origins":
+        if name in ("allowed_origins", "topics"):
             default = ",".join(default)
         if name == "allowed_hosts":
             default = ""
@@ -372,6 +391,7 @@ def load_settings(
     fields = {f.name for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in fields}
     kwargs["allowed_origins"] = origins
+    kwargs["topics"] = tuple(dict.fromkeys(t.strip() for t in (values["topics"] or "").split(",") if t.strip()))
     hosts = tuple(h.strip().lower() for h in (values["allowed_hosts"] or "").split(",") if h.strip())
     kwargs["allowed_hosts"] = hosts or None
     kwargs["overflow_policy"] = str(kwargs["overflow_policy"]).lower()

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tornado_pubsub.core.caps import Caps, CapsError, merge, parse_caps, parse_caps_json
 from tornado_pubsub.core.errors import UNAUTHORIZED, PubSubError
-from tornado_pubsub.core.identity import USER, Credentials, Identity
+from tornado_pubsub.core.identity import MAX_USER_LENGTH, USER, Authenticate, Credentials, Identity
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # RFC 7518 3.2: an HMAC key at least as long as the hash.  A secret too short
@@ -41,11 +41,22 @@ RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
 # An EC key has one curve and so one algorithm (RFC 7518 3.4).
 _EC_ALGORITHM = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
-MAX_SUB_LENGTH = 128
+MAX_SUB_LENGTH = MAX_USER_LENGTH
 # Far above a real token (a few hundred bytes to a few KiB), far below what
 # would make decoding and caps validation cost anything.
 MAX_TOKEN_LENGTH = 16384
 MIN_SECRET_LENGTH = _HMAC_MIN_BYTES["HS256"]
+
+
+def split_secrets(text: str) -> tuple[str, ...]:
+    """A ``token_secret`` value as its secrets: comma-separated, blanks trimmed.
+
+    Rotation (README "Security model"): the server verifies with every
+    secret listed, and the first is the one new tokens are signed with
+    (``issue``, ``pubsub token``), so ``NEW,OLD`` accepts both while the old
+    tokens run out.  A secret therefore cannot contain a comma.
+    """
+    return tuple(part.strip() for part in text.split(","))
 
 
 class TokenKeyError(ValueError):
@@ -100,10 +111,12 @@ class TokenVerifier:
     """Verifies tokens against the configured keys; ``verify`` returns an ``Identity``.
 
     ``secret``: the HMAC key (HS256, and HS384/HS512 when it is at least
-    48/64 bytes long).  ``public_key``: a loaded RSA or EC public key
-    (RS*/ES*).  At least one is required.  ``default_caps`` are granted to
-    every token on top of its own ``caps``.  ``verify`` is pure CPU (no I/O),
-    safe to call on the IOLoop.
+    48/64 bytes long), or several comma-separated (``split_secrets``): a
+    token is accepted if any of them signed it, tried in order, so during a
+    rotation a forged token costs one HMAC per listed secret.
+    ``public_key``: a loaded RSA or EC public key (RS*/ES*).  At least one
+    is required.  ``default_caps`` are granted to every token on top of its
+    own ``caps``.  ``verify`` is pure CPU (no I/O), safe to call on the IOLoop.
     """
 
     def __init__(
@@ -116,11 +129,13 @@ class TokenVerifier:
     ) -> None:
         if secret is None and public_key is None:
             raise TokenKeyError("a token verifier needs token_secret or token_public_key")
-        self._keys: dict[str, Any] = {}
-        if secret is not None:
-            self._keys.update(dict.fromkeys(_hmac_algorithms(secret.encode("utf-8")), secret))
+        # alg -> the keys that may have signed it, in the order they are tried.
+        self._keys: dict[str, tuple[Any, ...]] = {}
+        for one in split_secrets(secret) if secret is not None else ():
+            for alg in _hmac_algorithms(one.encode("utf-8")):
+                self._keys[alg] = (*self._keys.get(alg, ()), one)
         if public_key is not None:
-            self._keys.update(dict.fromkeys(_algorithms_for(public_key, "token_public_key"), public_key))
+            self._keys.update(dict.fromkeys(_algorithms_for(public_key, "token_public_key"), (public_key,)))
         self.issuer = issuer
         self.audience = audience
         self.default_caps = default_caps
@@ -152,11 +167,11 @@ class TokenVerifier:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
             raise _refused("malformed") from None
-        key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None:
+        keys = self._keys.get(alg) if isinstance(alg, str) else None
+        if keys is None:
             # alg "none", an HS* token on an RSA-only server, an unknown name...
             raise _refused(f"algorithm {str(alg)[:16]!r} not accepted")
-        claims = self._decode(token, key, alg)
+        claims = self._decode(token, keys, alg)
         sub = claims.get("sub")
         if sub is None:
             raise _refused("sub missing")
@@ -169,7 +184,7 @@ class TokenVerifier:
         exp = claims.get("exp")
         return Identity(USER, user=sub, caps=merge(caps, self.default_caps), expires_at=None if exp is None else float(exp))
 
-    def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+    def _decode(self, token: str, keys: tuple[Any, ...], alg: str) -> dict[str, Any]:
         options = {
             # iat is informational: an issuer whose clock runs a second ahead
             # must not have its fresh tokens refused.  exp and nbf are enforced.
@@ -177,10 +192,19 @@ class TokenVerifier:
             "verify_aud": self.audience is not None,
             "verify_iss": self.issuer is not None,
         }
-        try:
+
+        def decode(key: Any) -> dict[str, Any]:
             return jwt.decode(
                 token, key, algorithms=[alg], options=options, audience=self.audience, issuer=self.issuer, leeway=0
             )
+
+        try:
+            for key in keys[:-1]:
+                try:
+                    return decode(key)
+                except jwt.InvalidSignatureError:
+                    continue  # a rotation: a secret further down the list may have signed it
+            return decode(keys[-1])
         except jwt.MissingRequiredClaimError as exc:
             which = {"iss": "wrong issuer", "aud": "wrong audience"}.get(exc.claim, "claim")
             raise _refused(f"{which} ({exc.claim} missing)") from None
@@ -193,14 +217,17 @@ class TokenVerifier:
             raise _refused(f"malformed ({claim} must be a number)" if claim else "malformed") from None
 
 
-def credentials_for(settings: Any) -> Credentials:
-    """The credential resolver ``settings`` configure (api_key, token keys, anonymous_caps)."""
+def credentials_for(settings: Any, authenticate: Authenticate | None = None) -> Credentials:
+    """The credential resolver ``settings`` configure (api_key, token keys,
+    anonymous_caps), asking the host's ``authenticate`` hook first when given."""
     verifier = TokenVerifier.from_settings(settings)
     anonymous = parse_caps_json(settings.anonymous_caps) if settings.anonymous_caps else None
-    return Credentials(settings.api_key, verifier.verify if verifier else None, anonymous)
+    return Credentials(settings.api_key, verifier.verify if verifier else None, anonymous, authenticate)
 
 
 def _signing_key(secret_or_key: str | bytes, algorithm: str | None) -> tuple[Any, str]:
+    if isinstance(secret_or_key, str) and not secret_or_key.lstrip().startswith("-----BEGIN"):
+        secret_or_key = split_secrets(secret_or_key)[0]  # a token_secret value: its first secret signs
     raw = secret_or_key.encode("utf-8") if isinstance(secret_or_key, str) else secret_or_key
     if raw.lstrip().startswith(b"-----BEGIN"):
         try:
@@ -234,7 +261,8 @@ def issue(
     """A signed token for user ``sub`` allowed ``caps``, valid for ``ttl`` seconds.
 
     ``secret_or_key``: the server's ``token_secret`` (signs HS256 unless
-    ``algorithm`` says HS384/HS512), or a PEM private key (RS256 for RSA,
+    ``algorithm`` says HS384/HS512; of a comma-separated rotation list given
+    as a ``str``, the first secret signs), or a PEM private key (RS256 for RSA,
     ES256/384/512 by the EC curve).  ``ttl=None`` mints a token that never
     expires (then revoking it means rotating the key).  ``sub`` and ``caps``
     are checked as the server will check them, so a token this returns is

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tornado_pubsub.core.errors import PubSubError
-from tornado_pubsub.core.identity import ADMIN, ANONYMOUS, OPEN, USER, Credentials, require, require_admin
+from tornado_pubsub.core.identity import ADMIN, ANONYMOUS, OPEN, USER, Credentials, Identity, require, require_admin
 from tornado_pubsub.settings import Settings
 from tornado_pubsub.tokens import credentials_for, issue
 
@@ -95,3 +95,41 @@ def test_anonymous_caps_never_match_sub_patterns():
     anonymous = c.resolve()
     assert anonymous.user is None and not anonymous.allows("subscribe", "user.None")
     assert anonymous.allows("publish", "user.None")  # through user.*, not {sub}
+
+
+class FakeHandler:
+    """What ``resolve_for`` reads of a Tornado handler: headers and query arguments."""
+
+    def __init__(self, headers: dict[str, str] | None = None, query: dict[str, str] | None = None, user: str | None = None) -> None:
+        self.request = type("Request", (), {"headers": headers or {}})()
+        self.query = query or {}
+        self.user = user
+
+    def get_query_argument(self, name: str, default: str | None = None) -> str | None:
+        return self.query.get(name, default)
+
+
+def host_login(handler: FakeHandler) -> Identity | None:
+    return Identity(user=handler.user, caps=[{"topics": ["user.{sub}"], "allow": ["subscribe"]}]) if handler.user else None
+
+
+async def test_the_host_hook_comes_first_and_none_falls_back_to_the_other_credentials():
+    c = credentials_for(Settings(api_key=KEY, token_secret=SECRET), authenticate=host_login)
+    assert (await c.resolve_for(FakeHandler(user="alice"))).user == "alice"
+    assert (await c.resolve_for(FakeHandler({"X-API-Key": "wrong"}, user="alice"))).user == "alice"  # the host decided
+    assert (await c.resolve_for(FakeHandler({"X-API-Key": KEY}))).kind == ADMIN
+    token = issue(SECRET, "42")
+    assert (await c.resolve_for(FakeHandler({"Authorization": f"Bearer {token}"}))).user == "42"
+    assert await c.resolve_for(FakeHandler()) is None
+
+
+async def test_query_credentials_are_read_only_where_the_transport_asks():
+    c = creds(api_key=KEY)
+    assert await c.resolve_for(FakeHandler(query={"api_key": KEY})) is None  # REST: headers only
+    assert (await c.resolve_for(FakeHandler(query={"api_key": KEY}), query=True)).kind == ADMIN
+
+
+async def test_a_hook_closes_an_otherwise_open_server():
+    c = credentials_for(Settings(), authenticate=host_login)
+    assert not c.open and c.anonymous is None
+    assert await c.resolve_for(FakeHandler()) is None  # 401 for the transport, not everything

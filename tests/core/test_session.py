@@ -298,3 +298,34 @@ async def test_the_queue_is_idle_only_once_the_writer_has_written_what_it_took(b
     assert queue.qsize() == 0 and not queue.idle()
     queue.sent()
     assert queue.idle()
+
+
+# -- frames a transport builds itself (SSE) --------------------------------------
+
+
+async def test_request_queues_like_feed_but_raises_refusals_instead_of_queueing_them(broker):
+    await broker.create_topic("orders")
+    await broker.publish("orders", "old")
+    session = open_session(broker, identity=Only(("subscribe", "orders")))
+    await session.request(subscribe("orders", last_n=1))
+    kinds = [f["type"] for f in queued(session.sub)]
+    assert kinds == ["ack", "event"]
+    for frame, code in (
+        (subscribe("secret"), "FORBIDDEN"),
+        (subscribe("orders", last_n=-1), "BAD_REQUEST"),
+        ({"type": "subscribe", "topic": "orders"}, "BAD_REQUEST"),  # no client_id
+    ):
+        with pytest.raises(PubSubError) as raised:
+            await session.request(frame)
+        assert raised.value.code == code
+    assert queued(session.sub) == []  # nothing queued for a refusal
+
+
+def test_frames_kind_names_every_control_frame_without_parsing_it():
+    from tornado_pubsub.core import frames
+
+    assert frames.kind(frames.ack("t", "r1", seq=1)) == "ack"
+    assert frames.kind(frames.pong("r")) == "pong"
+    assert frames.kind(frames.error(PubSubError("SLOW_CONSUMER", "x"))) == "error"
+    for msg in ("ping", "topic_deleted", "shutting_down", "history_gap"):
+        assert frames.kind(frames.info(msg, topic="t", epoch="e")) == f"info:{msg}"

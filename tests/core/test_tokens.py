@@ -274,6 +274,47 @@ def test_settings_validate_token_keys_and_caps_in_one_line(tmp_path, rsa_key):
         assert message in str(err.value) and "\n" not in str(err.value), (overrides, str(err.value))
 
 
+OLD_SECRET = "the-old-secret-being-rotated-out-012345678"
+
+
+def test_rotation_list_verifies_tokens_of_every_listed_secret_and_no_other():
+    verifier = TokenVerifier(f"{SECRET}, {OLD_SECRET}")  # blanks around commas are trimmed
+    for secret in (SECRET, OLD_SECRET):
+        assert verifier.verify(issue(secret, "42", USER_CAPS)).allows("subscribe", "user.42")
+    assert refusal(verifier, issue("a-third-secret-nobody-configured-0123456", "42")) == "invalid token: bad signature"
+    # A claim refused under the secret that did sign it is that refusal, not "bad signature".
+    expired = issue(OLD_SECRET, "42", now=time.time() - 7200, ttl=60)
+    assert refusal(verifier, expired) == "invalid token: expired"
+
+
+def test_rotation_list_offers_hs512_only_for_the_secrets_long_enough():
+    long_secret = "x" * 64
+    verifier = TokenVerifier(f"{SECRET},{long_secret}")
+    assert verifier.verify(issue(long_secret, "42", algorithm="HS512")).user == "42"
+    forged = jwt.encode({"sub": "42"}, SECRET + "!" * 40, algorithm="HS512")
+    assert refusal(verifier, forged) == "invalid token: bad signature"
+
+
+def test_issue_signs_with_the_first_secret_of_a_rotation_list():
+    token = issue(f"{SECRET},{OLD_SECRET}", "42")
+    assert TokenVerifier(SECRET).verify(token).user == "42"
+    assert refusal(TokenVerifier(OLD_SECRET), token) == "invalid token: bad signature"
+
+
+def test_settings_check_every_secret_of_a_rotation_list():
+    assert Settings(token_secret=f"{SECRET},{OLD_SECRET}").token_secrets == (SECRET, OLD_SECRET)
+    for value in (f"{SECRET},short", f"{SECRET},", f"{SECRET},,{OLD_SECRET}"):
+        with pytest.raises(SettingsError, match="each, when comma-separated"):
+            Settings(token_secret=value)
+
+
+def test_cli_token_signs_with_the_first_secret_of_the_rotation_list():
+    result = cli_token("--sub", "42", PUBSUB_TOKEN_SECRET=f"{SECRET},{OLD_SECRET}")
+    assert result.returncode == 0, result.stderr
+    assert TokenVerifier(SECRET).verify(result.stdout.strip()).user == "42"
+    assert SECRET not in result.stdout + result.stderr and OLD_SECRET not in result.stdout + result.stderr
+
+
 def test_settings_repr_hides_the_secrets():
     text = repr(Settings(api_key="the-admin-key-value", token_secret=SECRET))
     assert "the-admin-key-value" not in text and SECRET not in text

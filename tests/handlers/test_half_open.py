@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.kit.clients import Rest
 from tests.kit.rawws import RawWs
 from tests.kit.procs import ServerProcess
 from tests.kit.wait import wait_until
@@ -37,6 +38,28 @@ async def test_unfinished_handshakes_beyond_the_limit_do_not_lock_out_a_real_cli
             capacity = min(DESCRIPTORS - 32, MAX_CONNECTIONS + 64)  # accept.DESCRIPTOR_HEADROOM, HANDSHAKE_MARGIN
             assert len(shed) <= 3 and sum(r["shed"] for r in shed) >= len(hogs) - capacity
             client.close()
+        finally:
+            for hog in hogs:
+                hog.close()
+
+
+async def test_an_open_sse_stream_is_a_connection_not_a_half_open_one_to_shed(sse_at):
+    # Started before the flood, the stream would be the oldest "half-open"
+    # connection and the first one shed, were it still counted as one.
+    flags = ("--max_connections=4", "--handshake_timeout=60", "--log_level=warning", "--topics=orders")
+    with ServerProcess(*flags) as server:
+        stream = await sse_at(server.port, "/topics/orders/events")
+        assert stream.status == 200
+        hogs = []
+        try:
+            for _ in range(4 + 64 + 20):  # past max_connections + HANDSHAKE_MARGIN
+                hog = await RawWs.open(server.port, upgrade=False)
+                hog.send_raw(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                hogs.append(hog)
+            assert await hogs[0].at_eof(timeout=5)  # shedding happened...
+            status, _ = await Rest(server.port).call("POST", "/topics/orders/messages", {"payload": 1})
+            assert status == 201
+            assert (await stream.next("event")).frame()["seq"] == 1  # ...and the stream lives on
         finally:
             for hog in hogs:
                 hog.close()

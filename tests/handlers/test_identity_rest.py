@@ -4,7 +4,6 @@ and neither the key nor a token in the server's output in any encoding."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -16,7 +15,8 @@ import pytest
 from tornado_pubsub.tokens import issue
 
 from tests.kit.clients import Rest
-from tests.kit.procs import ServerProcess
+from tests.kit.procs import served
+from tests.kit.support import spellings
 
 KEY = "s3cret-Key_0123.Zz"
 SECRET = "0123456789abcdef-token-secret-0123456789"
@@ -257,23 +257,6 @@ async def test_refused_token_401_says_why(rest, make_headers, reason):
     assert status == 201  # the same server takes a right token
 
 
-def spellings(secret: str) -> set[str]:
-    """Every way ``secret`` (or a piece of it) could show up in a log line."""
-    raw = secret.encode()
-    forms = {
-        secret,
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote(secret, safe="").lower(),
-        urllib.parse.quote_plus(secret),
-        "".join(f"%{b:02X}" for b in raw),
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-    }
-    if secret.count(".") == 2:  # a JWT: none of its segments either
-        forms.update(part for part in secret.split(".") if len(part) >= 8)
-    return {f for f in forms if f}
-
-
 @pytest.mark.timeout(120)
 async def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
     token = issue(SECRET, "42", PUBLISH_ORDERS, ttl=600)
@@ -307,12 +290,8 @@ async def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding()
         await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=bearer(expired))
         await rest.call("POST", "/topics/orders.eu/messages", {"payload": 1}, headers=bearer(token[:-2]))
 
-    with ServerProcess(f"--api_key={KEY}", "--log_level=debug", env={"PUBSUB_TOKEN_SECRET": SECRET}) as server:
-        await asyncio.wait_for(visit(server.port), 60)
-        server.terminate()
-        assert await server.exit_code() == 0
-        output = server.log()
-    records = server.records()
+    server = await served(visit, f"--api_key={KEY}", "--log_level=debug", env={"PUBSUB_TOKEN_SECRET": SECRET})
+    output, records = server.log(), server.records()
     assert sum(1 for r in records if r.get("event") == "http") >= 26, "the requests were not logged"
     assert "[REDACTED]" in output and any(r.get("event") == "publish" and r.get("user") == "42" for r in records)
     for secret in (KEY, SECRET, token, expired):

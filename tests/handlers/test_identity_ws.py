@@ -27,11 +27,18 @@ def token_path(token: str) -> str:
     return "/ws?" + urllib.parse.urlencode({"token": token})
 
 
-@pytest.mark.pubsub(token_secret=SECRET)
-async def test_a_token_server_refuses_a_handshake_with_no_credential(port):
+@pytest.mark.pubsub(api_key=KEY)
+async def test_a_key_only_server_refuses_a_handshake_with_no_credential(port):
     status, body = await handshake_status(port)
     assert status == 401
     assert body["error"]["code"] == "UNAUTHORIZED" and "credential" in body["error"]["message"]
+
+
+@BOTH
+async def test_a_token_server_upgrades_a_handshake_with_no_credential(port):
+    # It must then send an auth frame (tests/handlers/test_auth_frame.py).
+    status, _ = await handshake_status(port)
+    assert status == 101
 
 
 @BOTH

@@ -103,11 +103,6 @@ async def test_an_idle_connection_holds_bounded_memory_and_keeps_working(rest, p
             client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tornado's HTTP1Connection keeps the handshake's HTTPHeaders (_request_headers) for the "
-    "connection's life; handlers/ws.py releases only handler.request.headers",
-)
 async def test_an_idle_connection_does_not_keep_what_its_handshake_carried(rest, port):
     # A hostile client may send up to Tornado's max_header_size (64 KB) of
     # headers with each handshake; an idle connection must not keep them.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
@@ -128,3 +129,78 @@ async def test_key_and_token_never_reach_the_log_in_any_encoding(fmt):
 )
 def test_redact_uri_parses_the_query(uri, redacted):
     assert redact_uri(uri) == redacted
+
+
+# Every credential path of a server with the key and a rotating token secret:
+# upgrades that succeed (so the connection logs as its user), refusals, REST.
+ASCII_KEY = 'k3y "with" \\odd %41 chars+/=-0123456789'  # fits in a header
+NEW_SECRET = "rotation-new-secret-0123456789abcdef-xyz"
+OLD_SECRET = "rotation-old-secret-0123456789abcdef-xyz"
+OWN_TOPIC = [{"topics": ["user.{sub}"], "allow": ["subscribe", "publish"]}]
+
+
+def encoded_token(token: str) -> str:
+    return quote(token, safe="").replace(".", "%2E").replace("-", "%2D").replace("_", "%5F")
+
+
+def jwt_forms(token: str) -> set[str]:
+    """A token's forms, and each of its segments: half a token is a leak too."""
+    return forms_to_grep(token) | {part for part in token.split(".") if len(part) >= 16}
+
+
+@pytest.mark.timeout(120)
+async def test_no_credential_reaches_the_output_on_any_path(ws_at):
+    from tornado_pubsub.tokens import issue
+
+    from tests.kit.clients import Rest, handshake_status
+
+    new = issue(NEW_SECRET, "42", OWN_TOPIC, ttl=600)
+    old = issue(OLD_SECRET, "43", OWN_TOPIC, ttl=600)  # minted before the rotation began
+    expired = issue(NEW_SECRET, "42", OWN_TOPIC, ttl=60, now=time.time() - 600)
+    forged = issue("a-secret-this-server-never-had-0123456789", "42", OWN_TOPIC)
+    accepted = [
+        ("/ws", {"X-API-Key": ASCII_KEY}),
+        (f"/ws?api_key={quote(ASCII_KEY, safe='')}", {}),
+        (f"/ws?api%5Fkey={value_spellings(ASCII_KEY)[3]}", {}),  # every byte percent-encoded
+        ("/ws", {"Authorization": f"Bearer {new}"}),
+        ("/ws", {"Authorization": f"Bearer {old}"}),
+        (f"/ws?token={new}", {}),
+        (f"/ws?tok%65n={encoded_token(old)}", {}),
+    ]
+    refused = [(f"/ws?token={expired}", {}), ("/ws", {"Authorization": f"Bearer {forged}"}), (f"/ws?api_key={quote(ASCII_KEY + 'x', safe='')}", {})]
+    flags = ("--log_level=debug",)
+    env = {"PUBSUB_API_KEY": ASCII_KEY, "PUBSUB_TOKEN_SECRET": f"{NEW_SECRET},{OLD_SECRET}"}
+    with ServerProcess(*flags, env=env) as server:
+        rest = Rest(server.port)
+        for topic in ("user.42", "user.43"):
+            assert (await rest.call("POST", "/topics", {"name": topic}, headers={"X-API-Key": ASCII_KEY}))[0] == 201
+        for path, headers in accepted:
+            sock = await ws_at(server.port, path, headers=headers)
+            own = "user.43" if old in path + str(headers) or encoded_token(old) in path else "user.42"
+            assert (await sock.subscribe(own))["status"] == "ok", (path, headers)
+            assert (await sock.publish(own, {"n": 1}))["status"] == "ok"
+        for path, headers in refused:
+            assert (await handshake_status(server.port, path, headers))[0] == 401, path
+        status, _ = await rest.call("POST", "/topics/user.42/messages", {"payload": 2}, headers={"Authorization": f"Bearer {old}"})
+        assert status == 403  # user 43's token, user 42's topic
+        status, _ = await rest.call("POST", "/topics/user.42/messages", {"payload": 2}, headers={"Authorization": f"Bearer {new}"})
+        assert status == 201
+        ws_at.close_all()
+        server.terminate()
+        assert await server.exit_code() == 0
+        output = server.log()
+    records = server.records()
+    assert output.count("[REDACTED]") >= 4, "the query credentials never reached a log line"
+    users = {r.get("user") for r in records if r.get("event") == "subscribe"}
+    assert users >= {"42", "43"}, "the token paths were not exercised"
+    assert sum(1 for r in records if r.get("event") == "connect" and r.get("outcome") == "refused") >= len(refused)
+    for secret in (ASCII_KEY, NEW_SECRET, OLD_SECRET):
+        for form in forms_to_grep(secret):
+            assert form not in output, f"{form!r} (a form of a secret) leaked"
+    for token in (new, old, expired, forged):
+        for form in jwt_forms(token) | {encoded_token(token)}:
+            assert form not in output, f"{form!r} (a form of a token) leaked"
+    for record in records:
+        for text in strings_in(record):
+            for decoded in decodings(text):
+                assert not any(s in decoded for s in (ASCII_KEY, NEW_SECRET, OLD_SECRET, new, old, expired, forged)), record

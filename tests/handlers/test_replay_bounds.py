@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tornado_pubsub.backends.memory import Broker
-from tornado_pubsub.core.outbound import Replayed
+from tornado_pubsub.core.outbound import Replay
 
 from tests.kit.clients import new_id
 
@@ -53,7 +53,7 @@ async def test_resume_larger_than_queue_max_bytes_is_recovered_whole(rest, ws_co
 
 
 async def test_live_overflow_behind_a_replay_drops_live_events_only():
-    broker = Broker(history_size=20, queue_size=5)
+    broker = Broker(history_size=40, queue_size=5)
     sub = broker.connect("test")
     await broker.create_topic("t")
     for n in range(20):
@@ -61,11 +61,12 @@ async def test_live_overflow_behind_a_replay_drops_live_events_only():
     await broker.subscribe(sub, "t", "c", last_n=20)
     for n in range(20, 30):  # nobody reads: live events overflow a 5-frame queue
         await broker.publish("t", n, new_id())
+    parked = [i for i in sub.queue._queue if isinstance(i, Replay)]
+    assert len(parked) == 1 and (parked[0].after, parked[0].upto) == (0, 20)  # a position, not 20 copies
     items = sub.queue.drain_nowait()
-    replayed = [i.event.seq for i in items if isinstance(i, Replayed)]
-    live = [i.seq for i in items if not isinstance(i, (Replayed, bytes))]
-    assert replayed == list(range(1, 21))  # the whole replay, in order
-    # The unread ack holds one of the five bounded slots; the newest four live
-    # events fill the rest, the six before them were dropped.
-    assert live == list(range(27, 31))
+    events = [i.seq for i in items if not isinstance(i, bytes)]
+    # The whole replay in order, then the live events: the unread ack holds
+    # one of the five bounded slots, the newest four live events fill the
+    # rest, the six before them were dropped.
+    assert events == list(range(1, 21)) + list(range(27, 31))
     assert sub.dropped == 6 and sub.queue.closing is None

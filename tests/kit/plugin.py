@@ -19,6 +19,7 @@ import tornado.httpserver
 from tests.kit import hypothesis_profiles  # noqa: F401  (registers ci/long before the plugin reads --hypothesis-profile)
 from tests.kit.clients import Rest, WsClients
 from tests.kit.procs import Redis, ServerProcess
+from tests.kit.sse import SseStreams
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.server.app import make_app, server_options
 from tornado_pubsub.settings import Settings
@@ -88,6 +89,21 @@ def ws_connect(port: int, ws_at: WsClients) -> Callable[..., Any]:
     server: ``ws_at`` bound to its port (``port`` first, so the clients close
     before the server stops)."""
     return functools.partial(ws_at, port)
+
+
+@pytest.fixture
+def sse_at() -> Iterator[SseStreams]:
+    """``await sse_at(port, path, headers=None)`` -> SseStream (raw SSE over
+    HTTP/1.1) to a server on any port; every stream is closed on teardown."""
+    streams = SseStreams()
+    yield streams
+    streams.close_all()
+
+
+@pytest.fixture
+def sse_connect(port: int, sse_at: SseStreams) -> Callable[..., Any]:
+    """``await sse_connect(path, headers=None)``: ``sse_at`` bound to this test's server."""
+    return functools.partial(sse_at, port)
 
 
 @pytest.fixture

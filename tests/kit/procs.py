@@ -8,6 +8,7 @@ A missing binary fails the test with the install line, never a silent skip.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -20,7 +21,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Awaitable, Callable, Self
 
 import pytest
 
@@ -302,6 +303,17 @@ class ServerProcess(Proc):
                 if line.startswith(prefix):
                     return int(line.split()[column])
         raise AssertionError(f"no {prefix!r} line in /proc/{self.pid}/{name}")
+
+
+async def served(visit: Callable[[int], Awaitable[None]], *flags: str, env: dict[str, str] | None = None, timeout: float = 60) -> ServerProcess:
+    """Run a server with ``flags``, await ``visit(port)`` (at most ``timeout``
+    seconds), stop it gracefully (it must exit 0) and return it, to read
+    everything it printed (``log()``, ``records()``)."""
+    with ServerProcess(*flags, env=env) as server:
+        await asyncio.wait_for(visit(server.port), timeout)
+        server.terminate()
+        assert await server.exit_code() == 0
+    return server
 
 
 def _listening_port(pid: int) -> int:

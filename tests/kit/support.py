@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import urllib.parse
 from typing import Any
 
 from tests.kit.wait import wait_until
@@ -41,3 +43,20 @@ async def wait_subscribers(rest: Any, topic: str, expected: int, timeout: float 
         return await subscriber_count(rest, topic) == expected
 
     await wait_until(check, timeout, f"{expected} subscriber(s) on {topic!r}")
+
+
+def spellings(secret: str) -> set[str]:
+    """Every way ``secret`` (or a piece of it) could show up in a log line."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret, safe="").lower(),
+        urllib.parse.quote_plus(secret),
+        "".join(f"%{b:02X}" for b in raw),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+    if secret.count(".") == 2:  # a JWT: none of its segments either
+        forms.update(part for part in secret.split(".") if len(part) >= 8)
+    return {f for f in forms if f}

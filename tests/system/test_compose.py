@@ -79,6 +79,9 @@ def test_servers_share_the_compose_redis_and_trust_only_the_proxy():
 def test_dockerfile_installs_the_package_and_probes_with_the_healthcheck_module():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^RUN pip install --no-deps \. && pubsub --version", dockerfile, re.M)
+    # The dependencies at the versions CI tested, not whatever the ranges allow today.
+    assert re.search(r"^RUN pip install -c constraints\.txt -r requirements\.txt$", dockerfile, re.M)
+    assert re.search(r"^COPY requirements\.txt constraints\.txt \./$", dockerfile, re.M)
     (healthcheck,) = [line for line in dockerfile.splitlines() if line.strip().startswith("CMD") and "health" in line]
     assert '"tornado_pubsub.server.healthcheck"' in healthcheck
 

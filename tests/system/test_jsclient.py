@@ -51,6 +51,10 @@ window.start = (name, url, options, topic, subOptions) => {
     let n = 0;
     options.getToken = async () => `${options.tokenPrefix}-${++n}`;
   }
+  if (options.tokenUrl) {  // as an application would: its backend mints the token
+    const tokenUrl = options.tokenUrl;
+    options.getToken = async () => (await fetch(tokenUrl)).text();
+  }
   const client = (clients[name] = new PubSubClient(url, options));
   client.on("state", ({ state }) => r.states.push(state));
   client.on("error", (err) => r.errors.push(err.code || String(err)));
@@ -152,6 +156,19 @@ class PeerSocket(tornado.websocket.WebSocketHandler):
         self.conn.closed = True
 
 
+class TokenPage(tornado.web.RequestHandler):
+    """``/token`` on the harness origin: a fresh token from ``Harness.mint``, as an
+    application's backend would hand one to its page."""
+
+    def initialize(self, harness: "Harness") -> None:
+        self.harness = harness
+
+    def get(self) -> None:
+        assert self.harness.mint is not None, "the test did not set harness.mint"
+        self.set_header("Content-Type", "text/plain")
+        self.finish(self.harness.mint())
+
+
 class Harness:
     """The harness page's own origin, apart from every pub/sub server, and the scripted peer."""
 
@@ -160,6 +177,7 @@ class Harness:
         self.origin = f"http://127.0.0.1:{port}"
         self.peer = peer
         self.peer_url = f"{self.origin}/peer"
+        self.mint: Callable[[], str] | None = None  # what /token answers
 
     def url(self, server_port: int) -> str:
         client = f"http://127.0.0.1:{server_port}/client.js"
@@ -170,10 +188,13 @@ class Harness:
 def harness(io_loop):
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     peer = Peer()
-    app = tornado.web.Application([(r"/harness", HarnessPage), (r"/peer/ws", PeerSocket, {"peer": peer})])
+    harness = Harness(sock.getsockname()[1], peer)
+    app = tornado.web.Application(
+        [(r"/harness", HarnessPage), (r"/peer/ws", PeerSocket, {"peer": peer}), (r"/token", TokenPage, {"harness": harness})]
+    )
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
-    yield Harness(sock.getsockname()[1], peer)
+    yield harness
     server.stop()
     for conn in peer.conns:
         conn.handler.close()

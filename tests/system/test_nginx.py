@@ -56,6 +56,23 @@ async def test_subscribe_publish_and_replay_through_nginx(stack, ws_at):
     assert (await sub.request({"type": "ping", "request_id": "p"}))["type"] == "pong"
 
 
+async def test_sse_events_arrive_through_nginx_while_the_stream_is_open(stack, sse_at):
+    nginx, _ = stack()
+    rest = Rest(nginx.port)
+    await rest.create("orders")
+    await rest.call("POST", "/topics/orders/messages", {"payload": 0})
+    stream = await sse_at(nginx.port, "/topics/orders/events")
+    assert stream.status == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    await rest.call("POST", "/topics/orders/messages", {"payload": 1})
+    # A buffering proxy would hold this small event until the response ends.
+    block = await stream.next("event")
+    assert (block.frame()["seq"], block.frame()["message"]["payload"]) == (2, 1)
+    assert not stream.ended
+    # EventSource's reconnect through nginx: Last-Event-ID reaches the server.
+    resumed = await sse_at(nginx.port, "/topics/orders/events", headers={"Last-Event-ID": block["id"].replace(":2", ":0")})
+    assert [b.frame()["seq"] for b in await resumed.events(2)] == [1, 2]
+
+
 async def test_rest_through_nginx(stack):
     nginx, _ = stack()
     rest = Rest(nginx.port)

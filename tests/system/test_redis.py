@@ -568,6 +568,22 @@ async def test_counts_redis_would_refuse_are_clamped_before_they_reach_it(cluste
     assert errors == []
 
 
+async def test_sse_streams_on_two_processes_and_resumes_on_the_other_with_last_event_id(cluster, sse_at):
+    a, b = cluster(2, "--topics=orders")
+    stream = await sse_at(a.port, "/topics/orders/events")
+    await wait_subscribers(Rest(b.port), "orders", 1)  # counted cluster-wide
+    for n in range(3):
+        status, _ = await Rest(b.port).call("POST", "/topics/orders/messages", {"payload": n})
+        assert status == 201
+    seen = await stream.events(3)
+    stream.close()
+    for n in range(3, 5):
+        await Rest(a.port).call("POST", "/topics/orders/messages", {"payload": n})
+    resumed = await sse_at(b.port, "/topics/orders/events", headers={"Last-Event-ID": seen[0]["id"]})
+    assert [blk.frame()["seq"] for blk in await resumed.events(4)] == [2, 3, 4, 5]
+    assert b"history_gap" not in resumed.raw
+
+
 async def test_history_and_bus_messages_of_the_older_format_are_still_read(cluster, ws_at, redis_server):
     # Before events were carried pre-rendered, the stream kept {"id","ts","payload"}
     # bodies ('b' field) and the bus announced 'e' messages: a history written by

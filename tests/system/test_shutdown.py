@@ -194,6 +194,19 @@ async def test_second_sigterm_during_drain_exits_0_without_waiting_for_timeout(i
     http.close()
 
 
+async def test_sigterm_tells_an_sse_stream_shutting_down_and_ends_it(start_server, sse_at):
+    server = await start_server("--topics=orders")
+    stream = await sse_at(server.port, "/topics/orders/events")
+    assert stream.status == 200
+    server.signal(signal.SIGTERM)
+    blocks = await stream.until_end()
+    assert [b.frame()["msg"] for b in blocks if b.get("event") == "info"] == ["shutting_down"]
+    assert stream.ended
+    assert await server.exit_code() == 0
+    (disconnect,) = [r for r in server.records() if r.get("event") == "disconnect"]
+    assert disconnect["reason"] == "server shutting down"
+
+
 async def test_sigterm_leaves_every_held_log_record_written(io_loop, start_server, ws_at):
     # Records are written once per loop pass (logs.BufferedHandler): the
     # ones logged during the drain, up to the very last, must still reach

@@ -22,6 +22,7 @@ from tornado_pubsub.core.history import Event
 
 if TYPE_CHECKING:
     from tornado_pubsub.core.hub import Hub
+    from tornado_pubsub.core.outbound import EventSource
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,12 +65,17 @@ NOTHING = Wanted()
 @dataclasses.dataclass(slots=True)
 class Snapshot:
     """A topic as one atomic read saw it, and the events ``Wanted`` asked for,
-    oldest first.  ``first_seq`` is the oldest retained seq (None: none)."""
+    oldest first.  ``first_seq`` is the oldest retained seq (None: none).
+
+    ``source``: where a replay reads those events later, as its writer has
+    room (``core.outbound.Replay``) - the topic's own history, so a replay
+    pins no copy (``events`` is then empty).  None: read from ``events``."""
 
     epoch: str
     last_seq: int
     first_seq: int | None
     events: Sequence[Event]
+    source: "EventSource | None" = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

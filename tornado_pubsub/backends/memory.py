@@ -118,15 +118,11 @@ class MemoryBackend:
         return Published(topic.epoch, seq, False)
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
+        # Nothing is copied: a replay reads the history itself, as its
+        # writer has room (PROTOCOL.md 9); the node says from which seq.
         topic = self.topic(name)
         history = topic.history
-        events: list[Event] = []
-        if wanted.mode == "after":
-            current = (wanted.epoch is None or wanted.epoch == topic.epoch) and wanted.n <= topic.last_seq
-            events = history.after(wanted.n if current else 0)
-        elif wanted.mode == "last":
-            events = history.last(wanted.n)
-        return Snapshot(topic.epoch, topic.last_seq, history.first_seq, events)
+        return Snapshot(topic.epoch, topic.last_seq, history.first_seq, (), history)
 
     async def exists(self, name: str) -> bool:
         return name in self.topics_by_name

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import itertools
 import json
 import logging
@@ -38,7 +37,8 @@ import tornado.httpclient
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT, TOKEN_FAILED
+from tornado_pubsub.client.auth import TokenAuth, TokenSource
+from tornado_pubsub.client.errors import BAD_RESPONSE, CLOSED, CONNECTION_LOST, DEFAULT_TIMEOUT, TIMEOUT
 from tornado_pubsub.client.errors import ClientError
 from tornado_pubsub.client.errors import error_from_http, loss_error
 from tornado_pubsub.client.recovery import RETRYABLE, Recovery
@@ -46,6 +46,7 @@ from tornado_pubsub.client.rest import RestCalls
 from tornado_pubsub.client.subscription import Gap, Message  # noqa: F401  (re-exported: their home before the split)
 from tornado_pubsub.client.subscription import (
     DEFAULT_MAX_BUFFERED,
+    REVOKED,
     TOPIC_DELETED,
     UNSUBSCRIBED,
     EndHandler,
@@ -60,8 +61,6 @@ log = logging.getLogger("tornado_pubsub.client")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
-#: A token, or a function (plain or coroutine) returning a fresh one each time it is called.
-TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 StateHandler = Callable[..., Union[None, Awaitable[None]]]
 
 
@@ -90,7 +89,7 @@ def endpoints(url: str) -> tuple[str, str]:
     return http, ws
 
 
-class PubSubClient(Recovery, RestCalls):
+class PubSubClient(TokenAuth, Recovery, RestCalls):
     """A tornado-pubsub client: one WebSocket with automatic resume, plus REST calls.
 
     ``url`` is the server's base URL (``http://host:port``, with the prefix if
@@ -103,9 +102,12 @@ class PubSubClient(Recovery, RestCalls):
 
     ``token`` (a string, or a function or coroutine function returning one,
     called for every handshake) is sent as ``Authorization: Bearer``; when the
-    server warns ``token_expiring`` the function is called again and the new
-    token sent in an ``auth`` frame.  Neither the token nor the key is ever
-    logged.
+    server warns ``token_expiring`` the function is called again (after half
+    the time left, at most 15 s: see ``client.auth.refresh_delay``) and the
+    new token sent in an ``auth`` frame on the same connection, so
+    subscriptions carry on with no reconnect.  A subscription the new token
+    no longer allows ends with reason ``revoked``.  Neither the token nor the
+    key is ever logged.
 
     Connection-state callbacks (plain or coroutine functions; a failure is
     logged): ``on_connected(reconnect: bool)`` after every successful
@@ -158,25 +160,7 @@ class PubSubClient(Recovery, RestCalls):
         # State callbacks run one after another on this task chain, so they are
         # seen in the order the events happened even when they await.
         self._notified: asyncio.Future[None] | None = None
-
-    async def _fresh_token(self) -> str | None:
-        """The token to present now (the function is called each time); raises
-        ``ClientError`` ``TOKEN_FAILED`` when the function fails (its message is
-        not shown: it might hold the token)."""
-        if self.token is None or isinstance(self.token, str):
-            return self.token
-        try:
-            token = self.token()
-            return await token if inspect.isawaitable(token) else token
-        except Exception as exc:
-            raise ClientError(TOKEN_FAILED, f"the token function raised {type(exc).__name__}") from None
-
-    async def _headers(self) -> dict[str, str]:
-        headers = {"X-API-Key": self.api_key} if self.api_key is not None else {}
-        token = await self._fresh_token()
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
+        self._refreshing: asyncio.Task[None] | None = None  # the pending token refresh, if any
 
     def _notify(self, callback: StateHandler | None, *args: Any) -> None:
         if callback is None:
@@ -248,6 +232,7 @@ class PubSubClient(Recovery, RestCalls):
                     break
                 self._on_raw(raw)
             self._connected.clear()
+            self._cancel_refresh()  # the next handshake presents a fresh token anyway
             loss = loss_error(conn.close_code, conn.close_reason)
             self._fail_pending(loss)
             if self._closing.is_set():
@@ -304,6 +289,7 @@ class PubSubClient(Recovery, RestCalls):
     async def close(self) -> None:
         """Close the connection, end every subscription; pending requests fail with ``CLOSED``."""
         self._closing.set()
+        self._cancel_refresh()
         if self._conn is not None:
             self._conn.close(CLOSE_NORMAL, "client closed")  # the server logs a clean close, not a lost connection
         if self._runner is not None:
@@ -359,22 +345,10 @@ class PubSubClient(Recovery, RestCalls):
                 self._end(sub, TOPIC_DELETED)
         elif msg == "shutting_down":
             log.info("server at %s is shutting down", self.ws_url)
+        elif msg == "subscription_revoked" and sub is not None:
+            self._end(sub, REVOKED)
         elif msg == "token_expiring":
-            asyncio.ensure_future(self._refresh_token())
-
-    async def _refresh_token(self) -> None:
-        """Answer ``token_expiring``: ask the token function for a new one and send it
-        in an ``auth`` frame.  A failure is logged (without the token): the server
-        closes with 4401 at expiry and the reconnect asks the function again."""
-        if self.token is None or isinstance(self.token, str):
-            log.warning("the server says the token expires soon; give token= a function to refresh it")
-            return
-        try:
-            await self._request({"type": "auth", "token": await self._fresh_token()})
-        except ClientError as exc:
-            log.warning("token refresh failed: %s", exc)
-        else:
-            log.info("token refreshed")
+            self._on_token_expiring(frame)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ DEFAULT_MAX_BUFFERED = 10000
 #: it) makes ``async for`` raise ``SubscriptionEnded``.
 UNSUBSCRIBED = "unsubscribed"
 TOPIC_DELETED = "topic_deleted"  # the server said so (info topic_deleted)
+REVOKED = "revoked"  # a refreshed token no longer allows it (info subscription_revoked)
 # Others come from the client: "closed" (close() or reconnect=False and the
 # connection dropped), "gave_up" (max_attempts), "unauthorized", or a
 # resubscribe refused after a reconnect, named for its code: "topic_not_found",

@@ -71,7 +71,7 @@ def add_token_arguments(token: argparse.ArgumentParser) -> None:
     )
     token.add_argument("--caps", help="capabilities as JSON, added to the --allow grants")
     token.add_argument("--ttl", type=_duration, default=3600.0, help="lifetime: 90, 90s, 30m, 1h, 7d or none (default 1h)")
-    token.add_argument("--secret", help="HMAC secret (prefer env PUBSUB_TOKEN_SECRET: arguments show in ps)")
+    token.add_argument("--secret", help="HMAC secret; of a comma-separated list (a rotation) the first signs (prefer env PUBSUB_TOKEN_SECRET: arguments show in ps)")
     token.add_argument("--key-file", help="file holding the HMAC secret or a PEM private key (RS*/ES*)")
     token.add_argument("--alg", help="algorithm (default HS256, RS256 for RSA keys, ES* by the EC curve)")
     token.add_argument("--issuer", help="iss claim (the server's token_issuer)")

@@ -33,9 +33,9 @@ HTTP_STATUS = {
     SLOW_CONSUMER: 503,
 }
 
-# Statuses Tornado itself raises (unknown route, method, malformed request),
+# Statuses Tornado (or a host application's code) raises (unknown route, method, malformed request),
 # mapped onto protocol codes; any other 5xx is INTERNAL, any other 4xx BAD_REQUEST.
-_CODE_FOR_STATUS = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+_CODE_FOR_STATUS = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
 
 
 def code_for_status(status: int) -> str:
@@ -63,12 +63,17 @@ class Disconnect:
 
 HEARTBEAT_TIMEOUT = Disconnect(CLOSE_NORMAL, "heartbeat timeout")
 HANDSHAKE_TIMEOUT = Disconnect(CLOSE_NORMAL, "handshake timeout")
+#: The peer has not read what it was sent for heartbeat_timeout (PROTOCOL.md 9).
+WRITE_TIMEOUT = Disconnect(CLOSE_NORMAL, "write timeout")
 SHUTDOWN = Disconnect(CLOSE_GOING_AWAY, "server shutting down")
 PROTOCOL_ERROR = Disconnect(CLOSE_PROTOCOL_ERROR, "protocol error")
 MESSAGE_TOO_BIG = Disconnect(CLOSE_TOO_BIG, "message too big")
 SLOW = Disconnect(CLOSE_TRY_AGAIN_LATER, "slow consumer")
 TOKEN_EXPIRED = Disconnect(CLOSE_TOKEN_EXPIRED, "token expired")
 ADMIN_DISCONNECT = Disconnect(CLOSE_ADMIN, "disconnected by an administrator")
+#: The end of a stream that carried one topic (SSE) once that topic is deleted;
+#: SSE has no close codes, so only the reason is used (in the log).
+TOPIC_ENDED = Disconnect(CLOSE_NORMAL, "topic deleted")
 
 #: Every close code the server sends, with what it means (PROTOCOL.md 1.3).
 CLOSE_CODES: dict[int, str] = {

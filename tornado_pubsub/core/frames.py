@@ -81,6 +81,20 @@ def ack(topic: str, request_id: str | None = None, **extra: Any) -> bytes:
     return encode(frame)
 
 
+def auth_ack(user: str | None, expires_at: float | None, request_id: str | None = None) -> bytes:
+    """``ack`` of a successful ``auth`` frame (PROTOCOL.md 5.3): the user and
+    when its token expires (null: never); it names no topic."""
+    frame: dict[str, Any] = {"type": "ack"}
+    _with_request_id(frame, request_id)
+    frame.update(
+        status="ok",
+        user=user,
+        expires_at=None if expires_at is None else timestamp(expires_at),
+        ts=timestamp(),
+    )
+    return encode(frame)
+
+
 def event(topic: str, message_id: str, payload: Any, ts: str, seq: int) -> bytes:
     """``event`` frame shared by every subscriber of one published message."""
     return event_with_seq(event_head(topic, message_id, payload, ts), seq)
@@ -115,8 +129,26 @@ def pong(request_id: str | None = None) -> bytes:
     return encode(_with_request_id({"type": "pong"}, request_id) | {"ts": timestamp()})
 
 
+_INFO_PREFIX = b'{"type":"info","msg":"'
+_TYPE_START = len(b'{"type":"')
+
+
+def kind(frame: bytes) -> str:
+    """What a control frame rendered here is, without parsing it: its
+    ``type``, or ``info:<msg>`` for a notice (``info:ping``, ``info:topic_deleted``).
+
+    Relies on this module writing ``type`` first and, in a notice, ``msg``
+    second; a transport that frames by kind (SSE) calls it per control frame.
+    """
+    if frame.startswith(_INFO_PREFIX):
+        start = len(_INFO_PREFIX)
+        return "info:" + frame[start : frame.index(b'"', start)].decode()
+    return frame[_TYPE_START : frame.index(b'"', _TYPE_START)].decode()
+
+
 def info(msg: str, topic: str | None = None, **extra: Any) -> bytes:
-    """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``."""
+    """Server notice: heartbeat ``ping``, ``topic_deleted``, ``shutting_down``, ``history_gap``,
+    ``token_expiring``, ``subscription_revoked``."""
     frame: dict[str, Any] = {"type": "info", "msg": msg}
     if topic is not None:
         frame["topic"] = topic

@@ -3,8 +3,9 @@ and the byte budget all topics' rings share."""
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 
 
 class Event:
@@ -113,13 +114,14 @@ class History:
     the oldest event is ever evicted, so retained seqs stay consecutive.
     """
 
-    __slots__ = ("size", "max_bytes", "bytes", "retention", "_events", "_by_id")
+    __slots__ = ("size", "max_bytes", "bytes", "retention", "closed", "_events", "_by_id")
 
     def __init__(self, size: int, max_bytes: int | None = None, retention: Retention | None = None) -> None:
         self.size = size
         self.max_bytes = max_bytes
         self.bytes = 0
         self.retention = retention
+        self.closed = False  # the topic was deleted: a replay reading here just ends
         self._events: deque[Event] = deque()
         self._by_id: dict[str, Event] = {}
 
@@ -155,6 +157,7 @@ class History:
 
     def clear(self) -> None:
         """Forget every event (the topic is deleted): the shared budget is freed."""
+        self.closed = True
         while self._events:
             self.evict_oldest()
 
@@ -177,6 +180,59 @@ class History:
             return []
         skip = max(0, seq - first + 1)  # seqs in history are consecutive
         return list(self._events)[skip:] if skip else list(self._events)
+
+    def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event]]:
+        """See ``EventSource.page``: read without copying the history."""
+        return self.first_seq, page_of(self._events, after, upto, max_bytes, at_least_one)
+
+    def pending(self, after: int, upto: int) -> int:
+        """See ``EventSource.pending``."""
+        return sum(len(e.data) for e in page_of(self._events, after, upto, 1 << 62, True))
+
+
+class EventList:
+    """An ``EventSource`` over events held privately (a Redis snapshot, the
+    live events a subscribe kept while it read): they are this list's own,
+    so they stay alive until the replay has read them."""
+
+    __slots__ = ("events", "closed")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.closed = False
+
+    def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event]]:
+        """See ``EventSource.page``; a private list loses nothing (first seq 0)."""
+        return 0, page_of(self.events, after, upto, max_bytes, at_least_one)
+
+    def pending(self, after: int, upto: int) -> int:
+        """See ``EventSource.pending``."""
+        return sum(len(e.data) for e in page_of(self.events, after, upto, 1 << 62, True))
+
+
+def page_of(events: Sequence[Event], after: int, upto: int, max_bytes: int, at_least_one: bool) -> list[Event]:
+    """The events of ``events`` (in seq order) with ``after < seq <= upto``,
+    oldest first, as many as fit in ``max_bytes`` of frames (and at least one,
+    whatever its size, when ``at_least_one``).  A binary search finds the
+    start: the cost is the page's, not the history's."""
+    i = bisect.bisect_right(events, after, key=_seq)  # type: ignore[call-overload]
+    out: list[Event] = []
+    size = 0
+    count = len(events)
+    while i < count:
+        event = events[i]
+        if event.seq > upto:
+            break
+        size += len(event.data)
+        if size > max_bytes and (out or not at_least_one):
+            break
+        out.append(event)
+        i += 1
+    return out
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def id_key(message_id: str) -> str:

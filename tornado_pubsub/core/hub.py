@@ -14,13 +14,13 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, SLOW, SLOW_CONSUMER, Disconnect, PubSubError
-from tornado_pubsub.core.history import Event
+from tornado_pubsub.core.history import Event, EventList
 from tornado_pubsub.logs import log_op
-from tornado_pubsub.core.outbound import OutboundQueue
+from tornado_pubsub.core.outbound import EventSource, OutboundQueue, Replay
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
 
 __all__ = ["Counters", "Hub", "Join", "LocalTopic", "PublishResult", "SubscribeResult", "Subscriber", "plan_resume"]
@@ -39,12 +39,13 @@ class Subscriber:
     frames to write, and at the end a close instruction (``OutboundQueue.close``).
     """
 
-    __slots__ = ("id", "remote", "queue", "topics", "closed", "dropped", "_broker")
+    __slots__ = ("id", "remote", "user", "queue", "topics", "closed", "dropped", "_broker")
 
-    def __init__(self, hub: "Hub", conn_id: str, remote: str | None) -> None:
+    def __init__(self, hub: "Hub", conn_id: str, remote: str | None, user: str | None = None) -> None:
         self._broker = hub
         self.id = conn_id
         self.remote = remote
+        self.user = user  # a token's sub; None for admin, anonymous and open connections
         self.closed = False
         self.dropped = 0
         self.topics: dict[str, str] = {}  # topic name -> client_id
@@ -177,6 +178,7 @@ class Hub:
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
         max_connections: int = 0,
+        max_connections_per_user: int = 0,
         on_change: Callable[[str], None] = _unchanged,
     ) -> None:
         self.queue_size = queue_size
@@ -184,6 +186,9 @@ class Hub:
         self.drop_oldest = overflow_policy == "drop_oldest"
         self.max_subscriptions = max_subscriptions_per_connection
         self.max_connections = max_connections
+        self.max_per_user = max_connections_per_user
+        #: user -> open connections of that user here (users with none are absent).
+        self.users: dict[str, int] = {}
         self.started = time.monotonic()
         self.draining = False
         self.counters = Counters()
@@ -204,20 +209,51 @@ class Hub:
         if self.draining:
             raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
 
-    def check_admission(self) -> None:
-        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused
-        (the transport asks before its handshake, ``connect`` again after it)."""
+    def check_admission(self, user: str | None = None) -> None:
+        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection (of
+        ``user``, if a token's) would be refused (the transport asks before
+        its handshake, ``connect`` again after it)."""
         self.check_open()
         if self.max_connections and len(self.connections) >= self.max_connections:
             raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_connections} reached")
+        self.check_user_room(user)
 
-    def connect(self, remote: str | None) -> Subscriber:
-        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
-        self.check_admission()
-        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote)
+    def check_user_room(self, user: str | None) -> None:
+        """Raise LIMIT_EXCEEDED if ``user`` already holds ``max_connections_per_user``
+        connections on this process (the count is per process: see README)."""
+        if user is not None and self.max_per_user and self.users.get(user, 0) >= self.max_per_user:
+            raise PubSubError(LIMIT_EXCEEDED, f"connection limit of {self.max_per_user} per user reached")
+
+    def connect(self, remote: str | None, user: str | None = None) -> Subscriber:
+        """Admit a connection of ``user`` (None: not a token's); raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+        self.check_admission(user)
+        sub = Subscriber(self, f"{self.id_prefix}c{next(self._ids)}", remote, user)
         self.connections[sub.id] = sub
         self.counters.connections_total += 1
+        if user is not None:
+            self.users[user] = self.users.get(user, 0) + 1
         return sub
+
+    def set_user(self, sub: Subscriber, user: str) -> None:
+        """A connection with no user authenticated as ``user`` (an ``auth`` frame):
+        counted against that user's limit from now on; raises LIMIT_EXCEEDED
+        (and changes nothing) when the user has no room left."""
+        if sub.user == user:
+            return
+        self.check_user_room(user)
+        self._forget_user(sub)
+        sub.user = user
+        self.users[user] = self.users.get(user, 0) + 1
+
+    def _forget_user(self, sub: Subscriber) -> None:
+        user = sub.user
+        if user is None:
+            return
+        left = self.users.get(user, 0) - 1
+        if left > 0:
+            self.users[user] = left
+        else:
+            self.users.pop(user, None)
 
     def disconnect(self, sub: Subscriber) -> int:
         """Forget a connection and every subscription it held; returns how many."""
@@ -226,7 +262,8 @@ class Hub:
         for name in names:
             self.detach(sub, name)
         sub.queue.clear()
-        self.connections.pop(sub.id, None)
+        if self.connections.pop(sub.id, None) is not None:
+            self._forget_user(sub)
         return len(names)
 
     def evict_slow(self, sub: Subscriber) -> None:
@@ -243,6 +280,7 @@ class Hub:
             "slow_consumer",
             logging.WARNING,
             conn_id=sub.id,
+            user=sub.user,
             client_id=client_id,
             remote=sub.remote,
             topics=topics,
@@ -392,12 +430,14 @@ class Hub:
         *,
         last_seq: int,
         first_seq: int | None,
-        replay: Iterable[Event],
+        replay: tuple[EventSource, int] | None,
         recovered: bool | None,
         request_id: str | None,
     ) -> SubscribeResult:
         """Queue, in order, the subscribe ack, a ``history_gap`` notice when
-        ``recovered`` is False, and ``replay``; then register the subscription.
+        ``recovered`` is False, and ``replay`` (``(source, after)``: the events
+        after that seq up to ``last_seq``, as a ``Replay`` position the writer
+        reads as it has room); then register the subscription.
 
         The caller guarantees that no live event of the topic is fanned out
         between reading ``replay`` and this call (or that it is in the join it
@@ -419,14 +459,20 @@ class Hub:
             self.subscriptions += 1
             self._on_change(name)
         replayed = 0
-        for event in replay:  # the whole replay, whatever the queue's bounds
-            sub.queue.offer_replay(event)
-            replayed += 1
+        if replay is not None:
+            # From the oldest retained seq at most: a loss already told by the
+            # notice above is not told again by the replay.
+            source, after = replay
+            after = max(after, (first_seq if first_seq is not None else last_seq + 1) - 1)
+            if after < last_seq:  # the whole replay, whatever the queue's bounds
+                sub.queue.offer_replay(Replay(name, epoch, source, after, last_seq))
+                replayed = last_seq - after
         return SubscribeResult(name, epoch, last_seq, replayed, recovered, already)
 
     def flush(self, sub: Subscriber, lt: LocalTopic, join: Join, last_seq: int) -> None:
         """Queue for a new subscription the live events its join kept (the seam),
         whole like the replay; a deletion among them ends the view."""
+        kept: list[Event] = []
         for epoch, event in join.arrivals:
             if epoch != lt.epoch:
                 continue
@@ -434,7 +480,9 @@ class Hub:
                 self.end(lt)
                 return
             if event.seq > last_seq:
-                sub.queue.offer_replay(event)
+                kept.append(event)
+        if kept:
+            sub.queue.offer_replay(Replay(lt.name, lt.epoch, EventList(kept), last_seq, kept[-1].seq))
 
     def resume(self, lt: LocalTopic, snap: Snapshot) -> tuple[int, bool]:
         """Catch ``lt``'s subscribers up after the backend missed events for a
@@ -467,6 +515,11 @@ class Hub:
     def queued_frames(self) -> int:
         """Frames waiting in every connection's queue (for /metrics)."""
         return sum(s.queue.qsize() for s in self.connections.values())
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting for every connection: its queued frames and what its
+        replays have still to send (for /metrics: a stalled replay shows here)."""
+        return sum(s.queue.nbytes + s.queue.replay_pending() for s in self.connections.values())
 
     def begin_shutdown(self) -> None:
         """Refuse new operations and tell every connection ``shutting_down``."""

@@ -1,29 +1,35 @@
 """Who a connection or request is, what it may do, and the one function that
 turns presented credentials into that answer (PROTOCOL.md 5.1).
 
-Every transport (REST now, ``/ws`` and SSE alike) gathers what the client
-presented and calls ``Credentials.resolve``; authorization is then
-``Identity.allows`` / ``require`` / ``require_admin``.  Nothing here knows
-HTTP: the transport decides which sources it reads (the ``api_key`` and
-``token`` query parameters only on ``/ws`` and SSE, where browsers cannot
-set headers).
+Every transport (REST, ``/ws`` and SSE alike) calls
+``Credentials.resolve_for(handler, query=...)`` once per request or
+handshake; authorization is then ``Identity.allows`` / ``require`` /
+``require_admin``.  ``resolve_for`` first asks the host application's
+``authenticate`` hook (embedding, ``embed.PubSub``), then reads the headers
+and, where browsers cannot set headers (``/ws``, SSE), the ``api_key`` and
+``token`` query parameters, and hands them to ``resolve``, which knows no HTTP.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import inspect
+from typing import Any, Awaitable, Callable, Union
 
 from tornado_pubsub.core.auth import key_matches
-from tornado_pubsub.core.caps import Caps, Grants
-from tornado_pubsub.core.errors import FORBIDDEN, UNAUTHORIZED, PubSubError
+from tornado_pubsub.core.caps import Caps, Grants, parse_caps
+from tornado_pubsub.core.errors import FORBIDDEN, INTERNAL, UNAUTHORIZED, PubSubError, code_for_status
 
 ADMIN = "admin"  # the api_key holder: trusted backends
 USER = "user"  # a verified token's subject
 ANONYMOUS = "anonymous"  # no credential, limited to anonymous_caps
 OPEN = "open"  # no credential configured at all: parts 1-4, everything allowed
+PENDING = "pending"  # /ws with no credential and no anonymous_caps: may only send auth (or ping)
 
 _MISSING = "a credential is required (the API key or a token)"
+_HOOK_FAILED = "authentication failed: the application's authenticate hook raised an error"
+
+MAX_USER_LENGTH = 128  # a token's sub, or a host application's user name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +39,29 @@ class Identity:
     ``allows`` is the per-frame check; its cost does not depend on how the
     capabilities were written (see ``caps.Grants``).  ``expires_at`` is the
     token's ``exp`` in Unix seconds, None when it has none (or for non-tokens).
+
+    The public constructor, for a host application's ``authenticate`` hook
+    (``embed.PubSub``)::
+
+        Identity(user="alice", caps=[{"topics": ["user.{sub}"], "allow": ["subscribe"]}])
+
+    ``caps`` may be given as that JSON-shaped list; it is validated and bounded
+    exactly like a token's (``caps.parse_caps``), so a mistake raises
+    ``CapsError`` (a ``ValueError``) here rather than silently allowing nothing.
+    A user identity needs ``user``: a string of 1 to 128 characters.
     """
 
-    kind: str
+    kind: str = USER
     user: str | None = None
     caps: Caps = ()
     expires_at: float | None = None
     grants: Grants = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if any(isinstance(entry, dict) for entry in self.caps):
+            object.__setattr__(self, "caps", parse_caps(list(self.caps)))
+        if self.kind == USER and not (isinstance(self.user, str) and 1 <= len(self.user) <= MAX_USER_LENGTH):
+            raise ValueError(f"a user identity needs user: a string of 1 to {MAX_USER_LENGTH} characters")
         object.__setattr__(self, "grants", Grants(self.caps, self.user))
 
     @property
@@ -56,6 +76,9 @@ class Identity:
 
 ADMIN_IDENTITY = Identity(ADMIN)
 OPEN_IDENTITY = Identity(OPEN)
+#: A /ws connection upgraded without a credential on a token server: allowed
+#: nothing until an ``auth`` frame succeeds (PROTOCOL.md 5.3).
+PENDING_IDENTITY = Identity(PENDING)
 
 
 def require(identity: Identity | None, action: str, topic: str) -> Identity:
@@ -84,6 +107,13 @@ def require_admin(identity: Identity | None) -> Identity:
     return identity
 
 
+#: A host application's hook (``embed.PubSub(authenticate=...)``): given the
+#: Tornado ``RequestHandler`` of a handshake or REST call, the caller's
+#: ``Identity``, or None to fall back to the key, a token or ``anonymous_caps``.
+#: A plain function or a coroutine function.
+Authenticate = Callable[[Any], Union[Identity, None, Awaitable[Union[Identity, None]]]]
+
+
 class Credentials:
     """The one place presented credentials become an ``Identity``.
 
@@ -91,6 +121,9 @@ class Credentials:
     when no token key is configured.  ``anonymous`` is the identity of a
     client that presents nothing, or None when such a client must
     authenticate (REST and SSE: 401; ``/ws``: an ``auth`` frame).
+    ``authenticate`` is the host application's hook (see ``resolve_for``);
+    configuring it closes the server like a key does: a caller it does not
+    recognise is no longer allowed everything.
     """
 
     def __init__(
@@ -98,15 +131,64 @@ class Credentials:
         api_key: str | None,
         verify: Callable[[str], Identity] | None,
         anonymous_caps: Caps | None,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self.api_key = api_key
         self.verify = verify
-        if api_key is None and verify is None:
+        self.authenticate = authenticate
+        if api_key is None and verify is None and authenticate is None:
             self.anonymous: Identity | None = OPEN_IDENTITY
         elif anonymous_caps is not None:
             self.anonymous = Identity(ANONYMOUS, caps=anonymous_caps)
         else:
             self.anonymous = None
+
+    async def resolve_for(self, handler: Any, query: bool = False) -> Identity | None:
+        """The identity behind a Tornado request ``handler``; None for "no credential".
+
+        Every transport calls this once per request or handshake.  The host's
+        ``authenticate`` hook is asked first (it sees the handler, so it can
+        read its own secure cookie or session); when it returns None, the
+        ``X-API-Key`` and ``Authorization`` headers decide, and with ``query``
+        (``/ws``, SSE: browsers cannot set headers there) also the ``api_key``
+        and ``token`` query parameters (see ``resolve``).
+
+        When the hook fails: a ``PubSubError`` it raises is the answer (a host
+        may refuse on purpose, e.g. ``UNAUTHORIZED`` for a revoked session); a
+        Tornado ``HTTPError`` of 4xx becomes that status; anything else, or a
+        result that is not an ``Identity``, is ``INTERNAL`` (500) whose cause is
+        logged once with the refusal (``send_error_body``), with no traceback:
+        a client that can make the hook fail must not be able to flood the log.
+        """
+        if self.authenticate is not None:
+            identity = await self._ask_host(handler)
+            if identity is not None:
+                return identity
+        headers = handler.request.headers
+        return self.resolve(
+            key=headers.get("X-API-Key"),
+            authorization=headers.get("Authorization"),
+            query_key=handler.get_query_argument("api_key", None) if query else None,
+            query_token=handler.get_query_argument("token", None) if query else None,
+        )
+
+    async def _ask_host(self, handler: Any) -> Identity | None:
+        assert self.authenticate is not None
+        try:
+            result = self.authenticate(handler)
+            if inspect.isawaitable(result):
+                result = await result
+        except PubSubError:
+            raise
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)  # tornado.web.HTTPError, duck-typed
+            if isinstance(status, int) and 400 <= status < 500:
+                raise PubSubError(code_for_status(status), f"refused by the application ({status})", status) from None
+            raise PubSubError(INTERNAL, _HOOK_FAILED, 500) from exc
+        if result is not None and not isinstance(result, Identity):
+            problem = TypeError(f"authenticate returned {type(result).__name__}, not Identity or None")
+            raise PubSubError(INTERNAL, _HOOK_FAILED, 500) from problem
+        return result
 
     @property
     def open(self) -> bool:
@@ -138,12 +220,25 @@ class Credentials:
         token = _bearer(authorization) if authorization is not None else None
         token = token if token is not None else query_token
         if token is not None:
-            if self.verify is None:
-                raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
-            return self.verify(token)
+            return self.token(token)
         if keys:
             raise PubSubError(UNAUTHORIZED, "invalid API key")
         return self.anonymous
+
+    def upgrade_without_credential(self) -> Identity | None:
+        """What a ``/ws`` handshake that presented nothing (and found no
+        ``anonymous_caps``) becomes: ``PENDING_IDENTITY`` when a token key is
+        configured, so the client can send an ``auth`` frame; None (401 before
+        the upgrade) with only ``api_key`` configured, as part 3 says."""
+        return PENDING_IDENTITY if self.verify is not None else None
+
+    def token(self, token: str) -> Identity:
+        """The user ``token`` names (the ``auth`` frame's path, and ``resolve``'s);
+        ``UNAUTHORIZED`` saying why when it is refused or no token key is
+        configured.  The message never quotes the token."""
+        if self.verify is None:
+            raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
+        return self.verify(token)
 
 
 def _bearer(authorization: str) -> str | None:

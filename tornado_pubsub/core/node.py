@@ -8,17 +8,22 @@ subscribe seam, replay planning, input bounds and the shapes of /topics,
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from tornado_pubsub.backends.base import NOTHING, Backend, Snapshot, TopicInfo, Wanted
-from tornado_pubsub.core.errors import PubSubError, topic_not_found
-from tornado_pubsub.core.history import Event
+from tornado_pubsub.core.errors import TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError, topic_not_found
+from tornado_pubsub.core.history import EventList
+from tornado_pubsub.core.outbound import EventSource
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters, Hub, Subscriber, plan_resume
 from tornado_pubsub.core.results import PublishResult, SubscribeResult
+from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
+
+T = TypeVar("T")
 
 #: No seq ever exceeds this (Redis counts seqs in a signed 64-bit integer);
 #: a larger ``since_seq`` means the same as this one: "beyond the last seq".
@@ -39,6 +44,12 @@ class Node:
     no operation suspends, so "register the subscription, then queue the ack
     and the replay" is atomic with respect to publishes; with a backend that
     suspends, the hub's join keeps the seam (see ``subscribe``).
+
+    Topics from settings (PROTOCOL.md 8): ``topics`` are created by ``start``
+    when missing; with ``auto_create_topics`` a subscribe or publish that
+    meets a missing topic creates it, here and only here, for every
+    transport.  The caller has authorized the operation first, so a client
+    can create only topics it may use, and ``max_topics`` bounds them all.
     """
 
     def __init__(
@@ -50,14 +61,20 @@ class Node:
         overflow_policy: str = "drop_oldest",
         max_subscriptions_per_connection: int = 1000,
         max_connections: int = 0,
+        max_connections_per_user: int = 0,
+        topics: Sequence[str] = (),
+        auto_create_topics: bool = False,
     ) -> None:
         self.backend = backend
+        self.topics = tuple(topics)
+        self.auto_create_topics = auto_create_topics
         self.hub = Hub(
             queue_size=queue_size,
             queue_max_bytes=queue_max_bytes,
             overflow_policy=overflow_policy,
             max_subscriptions_per_connection=max_subscriptions_per_connection,
             max_connections=max_connections,
+            max_connections_per_user=max_connections_per_user,
             on_change=backend.local_changed,
         )
         backend.attach(self.hub)
@@ -71,6 +88,9 @@ class Node:
             "overflow_policy": settings.overflow_policy,
             "max_subscriptions_per_connection": settings.max_subscriptions_per_connection,
             "max_connections": settings.max_connections,
+            "max_connections_per_user": settings.max_connections_per_user,
+            "topics": settings.topics,
+            "auto_create_topics": settings.auto_create_topics,
         }
 
     # -- the hub's state, read by handlers, metrics and tests -----------------------
@@ -102,13 +122,17 @@ class Node:
 
     # -- connections and lifecycle (the hub's) ----------------------------------------
 
-    def check_admission(self) -> None:
-        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection would be refused."""
-        self.hub.check_admission()
+    def check_admission(self, user: str | None = None) -> None:
+        """Raise SHUTTING_DOWN or LIMIT_EXCEEDED if a new connection (of ``user``) would be refused."""
+        self.hub.check_admission(user)
 
-    def connect(self, remote: str | None) -> Subscriber:
-        """Admit a connection; raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
-        return self.hub.connect(remote)
+    def connect(self, remote: str | None, user: str | None = None) -> Subscriber:
+        """Admit a connection of ``user`` (a token's sub, or None); raises LIMIT_EXCEEDED or SHUTTING_DOWN."""
+        return self.hub.connect(remote, user)
+
+    def set_user(self, sub: Subscriber, user: str) -> None:
+        """``sub`` authenticated as ``user`` (see ``Hub.set_user``); raises LIMIT_EXCEEDED."""
+        self.hub.set_user(sub, user)
 
     def disconnect(self, sub: Subscriber) -> int:
         """Forget a connection and every subscription it held; returns how many."""
@@ -137,12 +161,36 @@ class Node:
             "subscriptions": self.hub.subscriptions,
             "topics": self.backend.topic_count(),
             "queued_frames": self.hub.queued_frames(),
+            "queued_bytes": self.hub.queued_bytes(),
             "retained_bytes": getattr(getattr(self.backend, "retention", None), "bytes", 0),
         }
 
     async def start(self) -> None:
-        """Connect to whatever the backend needs (nothing for the in-memory one)."""
+        """Connect to whatever the backend needs (nothing for the in-memory
+        one), then create the ``topics`` that are missing."""
         await self.backend.start()
+        await self.ensure_topics(self.topics)
+
+    async def ensure_topics(self, names: Sequence[str]) -> list[str]:
+        """Create each of ``names`` that does not exist; returns those created here.
+
+        With a shared backend every process asks and the backend's atomic
+        create lets one of them make each topic (the others meet
+        TOPIC_EXISTS, which is what they wanted).  A failure (the store is
+        unreachable, ``max_topics``) is logged, not raised: the server still
+        starts, and the topic can be created later.
+        """
+        created = []
+        for name in names:
+            try:
+                info = await self.backend.create(name)
+            except PubSubError as exc:
+                if exc.code != TOPIC_EXISTS:
+                    log_op("topic_created", logging.WARNING, topic=name, via="settings", code=exc.code, detail=exc.message, outcome="failed")
+                continue
+            created.append(name)
+            log_op("topic_created", topic=name, epoch=info.epoch, via="settings", outcome="ok")
+        return created
 
     async def stop(self) -> None:
         """Release what ``start`` acquired."""
@@ -172,7 +220,8 @@ class Node:
         self.hub.check_open()
         if message_id is None:
             message_id = str(uuid.uuid4())
-        done = await self.backend.publish(topic_name, message_id, payload)
+        mid = message_id
+        done = await self._creating(topic_name, lambda: self.backend.publish(topic_name, mid, payload))
         if not done.duplicate:
             self.hub.counters.published += 1
         return PublishResult(topic_name, message_id, done.seq, done.duplicate)
@@ -203,14 +252,15 @@ class Node:
         already = topic_name in sub.topics
         join = hub.open_join(topic_name, counted=not already)
         try:
-            snap = await self.backend.snapshot(topic_name, self._wanted(already, last_n, since_seq, epoch))
+            wanted = self._wanted(already, last_n, since_seq, epoch)
+            snap = await self._creating(topic_name, lambda: self.backend.snapshot(topic_name, wanted))
         finally:
             hub.close_join(join)
         if sub.closed:  # it went away while we read
             return SubscribeResult(topic_name, snap.epoch, snap.last_seq, 0, None, False)
         lt = hub.incarnation(topic_name, snap.epoch, max(snap.last_seq, join.newest(snap.epoch)))
         already = sub in lt.subscribers
-        recovered, replay = self._plan(already, snap, since_seq, epoch)
+        recovered, replay = self._plan(already, snap, last_n, since_seq, epoch)
         result = hub.admit(
             sub,
             lt,
@@ -225,6 +275,23 @@ class Node:
             hub.flush(sub, lt, join, snap.last_seq)
         return result
 
+    async def _creating(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``; under ``auto_create_topics``, once more after
+        creating ``name`` if it met the topic missing (a create that another
+        caller won meanwhile is just as good)."""
+        try:
+            return await operation()
+        except PubSubError as exc:
+            if exc.code != TOPIC_NOT_FOUND or not self.auto_create_topics:
+                raise
+        try:
+            info = await self.backend.create(name)
+            log_op("topic_created", topic=name, epoch=info.epoch, via="auto_create", outcome="ok")
+        except PubSubError as exc:
+            if exc.code != TOPIC_EXISTS:
+                raise
+        return await operation()
+
     def _wanted(self, already: bool, last_n: int | None, since_seq: int | None, epoch: str | None) -> Wanted:
         """What to read from the history, within bounds every store accepts:
         ``last_n`` beyond the history size means the whole history, a
@@ -237,17 +304,20 @@ class Node:
             return Wanted("last", min(last_n, self.backend.history_size), epoch)
         return NOTHING
 
-    @staticmethod
     def _plan(
-        already: bool, snap: Snapshot, since_seq: int | None, epoch: str | None
-    ) -> tuple[bool | None, Sequence[Event]]:
-        """``(recovered, events to replay)`` for a subscribe that read ``snap``."""
+        self, already: bool, snap: Snapshot, last_n: int | None, since_seq: int | None, epoch: str | None
+    ) -> tuple[bool | None, tuple[EventSource, int] | None]:
+        """``(recovered, (source, replay the seqs after this)) or None)`` for a
+        subscribe that read ``snap``: a position to read from, never a copy."""
         if already:
-            return (True if since_seq is not None else None), ()
+            return (True if since_seq is not None else None), None
+        source = snap.source if snap.source is not None else EventList(snap.events)
         if since_seq is not None:
             recovered, after = plan_resume(snap.epoch, snap.last_seq, snap.first_seq, min(since_seq, SEQ_MAX), epoch)
-            return recovered, [e for e in snap.events if e.seq > after]
-        return None, snap.events
+            return recovered, (source, after)
+        if last_n:
+            return None, (source, max(0, snap.last_seq - min(last_n, self.backend.history_size)))
+        return None, None
 
     async def unsubscribe(self, sub: Subscriber, topic_name: str) -> bool:
         """End ``sub``'s subscription; acked even if there was none (returns False then)."""

@@ -10,8 +10,9 @@ class TokenBucket:
     second's worth (at least one).
 
     One bucket per connection; ``take`` is O(1) and never waits.  A frame
-    over budget is only decoded far enough to echo its request_id: it is not
-    validated and never reaches the broker.
+    is charged before it is parsed (``frame_cost``: by size as well as by
+    count); one over budget is answered LIMIT_EXCEEDED without being parsed,
+    validated or routed, so flooding costs the server no parse.
     """
 
     __slots__ = ("rate", "burst", "tokens", "stamp")
@@ -22,12 +23,26 @@ class TokenBucket:
         self.tokens = self.burst
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
-        """Spend one token; False (and nothing spent) when the bucket is empty."""
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens (at most a burst's worth, so any single frame
+        can pass an idle bucket); False (and nothing spent) when too few are left."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens < 1.0:
+        cost = min(cost, self.burst)
+        if self.tokens < cost:
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True
+
+
+#: Inbound bytes one frame token stands for: a frame costs one token per
+#: started 16 KiB, so a client sending large frames spends its budget in
+#: bytes as well as in frames (PROTOCOL.md 9, issue 11 finding 13).
+BYTES_PER_TOKEN = 16384
+
+
+def frame_cost(message: str | bytes) -> int:
+    """Tokens one inbound frame costs: 1 per started ``BYTES_PER_TOKEN``
+    (characters for text; never less than one)."""
+    return 1 + len(message) // BYTES_PER_TOKEN

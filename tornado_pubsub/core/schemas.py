@@ -141,6 +141,14 @@ class PingSchema(_Strict):
     request_id = _request_id()
 
 
+class AuthSchema(_Strict):
+    """``auth``: a user token (PROTOCOL.md 5.3).  Its messages never quote the
+    value: the token is a credential and error messages reach the log."""
+
+    token = _string(required=True, validate=validate.Length(min=1, error="must not be empty"))
+    request_id = _request_id()
+
+
 class CreateTopicSchema(_Strict):
     """Body of ``POST /topics``."""
 
@@ -159,6 +167,7 @@ FRAME_SCHEMAS: dict[str, Schema] = {
     "unsubscribe": UnsubscribeSchema(),
     "publish": PublishSchema(),
     "ping": PingSchema(),
+    "auth": AuthSchema(),
 }
 _TYPES = ", ".join(FRAME_SCHEMAS)
 
@@ -315,6 +324,20 @@ def _load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
         return schema.load(data)
     except ValidationError as exc:
         raise PubSubError(BAD_REQUEST, _first_error(exc.messages)) from None
+
+
+_REQUEST_ID = re.compile(r'"request_id"\s*:\s*"([^"\\]{0,128})"')
+
+
+def peek_request_id(message: str | bytes) -> str | None:
+    """The request_id of a frame that will not be parsed (over its budget),
+    found by one linear scan, without decoding the JSON: a plain string
+    ``"request_id": "..."`` (no escapes, at most 128 characters), or None.
+    Best effort, as the contract allows ("if it could be read")."""
+    if isinstance(message, bytes):
+        return None
+    match = _REQUEST_ID.search(message)
+    return match.group(1) if match else None
 
 
 def request_id_of(frame: Any) -> str | None:

@@ -1,24 +1,38 @@
 """One connection's conversation, with no socket: frames in, frames queued out.
 
-A transport (``/ws`` today, SSE next) admits a connection with
+A transport (``/ws``, or the SSE stream) admits a connection with
 ``Session.open``, feeds it every inbound frame with ``feed``, and writes what
 lands in ``session.sub.queue``, ending the connection when the queue says so
 (``outbound.Close``).  Everything the protocol decides happens here, in this
-order for each frame: parse, frame-rate budget, validate, authorize, route
-to the broker, reply.  The transport decides nothing but the bytes on the
-wire.
+order for each frame: parse, frame-rate budget (none for the admin key),
+validate, the auth gate (a connection still waiting for its ``auth`` frame
+may send only that and ``ping``), authorize, route to the broker, reply.
+The transport decides nothing but the bytes on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
+from tornado.ioloop import IOLoop
+
 from tornado_pubsub.core import frames, schemas
-from tornado_pubsub.core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, LIMIT_EXCEEDED, PubSubError
+from tornado_pubsub.core.errors import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    INTERNAL,
+    LIMIT_EXCEEDED,
+    SHUTTING_DOWN,
+    TOKEN_EXPIRED,
+    UNAUTHORIZED,
+    PubSubError,
+)
 from tornado_pubsub.core.hub import Hub, Subscriber
-from tornado_pubsub.core.ratelimit import TokenBucket
+from tornado_pubsub.core.identity import PENDING_IDENTITY, Credentials
+from tornado_pubsub.core.ratelimit import TokenBucket, frame_cost
 from tornado_pubsub.logs import log_op
 
 #: Frames one connection may handle back to back before yielding a loop pass.
@@ -28,6 +42,12 @@ INLINE_BURST = 32
 # rest are counted and reported on its disconnect record, so a client sending
 # garbage at full speed cannot turn each bad frame into a log line.
 ERROR_LOGS_PER_SECOND = 20.0
+
+#: Seconds before a token's ``exp`` that ``info token_expiring`` is sent (PROTOCOL.md 5.3).
+EXPIRY_WARNING = 30.0
+
+#: What a connection still waiting for its ``auth`` frame may send.
+UNGATED = frozenset({"auth", "ping"})
 
 
 class Identity(Protocol):
@@ -39,6 +59,9 @@ class Identity(Protocol):
 
     user: str | None
     admin: bool
+    #: The token's ``exp`` (Unix seconds), None when nothing expires (an
+    #: identity without the attribute never expires either).
+    expires_at: float | None
 
     def allows(self, action: str, topic: str) -> bool:
         """May this identity do ``action`` ("subscribe", "publish", "presence") on ``topic``?"""
@@ -51,6 +74,7 @@ class Anyone:
     __slots__ = ()
     user: str | None = None
     admin = False
+    expires_at: float | None = None
 
     def allows(self, action: str, topic: str) -> bool:
         return True
@@ -106,39 +130,81 @@ class Session:
     and the rest counted), lies (every frame is validated, every topic
     authorized) or sends garbage (an error reply, never a crash: a fault in
     a route is INTERNAL and the connection stays usable).
+
+    Identity (PROTOCOL.md 5.3): ``auth`` frames set or refresh it; a token's
+    ``exp`` is watched by one timer (``_arm_expiry``) that warns, then closes
+    the connection with 4401 through its queue.
     """
 
-    __slots__ = ("broker", "sub", "identity", "budget", "error_logs", "errors_unlogged", "_inline")
+    __slots__ = (
+        "broker",
+        "sub",
+        "identity",
+        "credentials",
+        "budget",
+        "error_logs",
+        "errors_unlogged",
+        "_inline",
+        "_expiry",
+    )
 
     #: frame type -> route; a new frame type adds its route here and its schema
     #: to ``schemas.FRAME_SCHEMAS``.
     routes: dict[str, Route] = {}
 
-    def __init__(self, broker: Hub, sub: Subscriber, max_frames_per_second: float, identity: Identity = ANYONE) -> None:
+    def __init__(
+        self,
+        broker: Hub,
+        sub: Subscriber,
+        max_frames_per_second: float,
+        identity: Identity = ANYONE,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.broker = broker
         self.sub = sub
         self.identity = identity
-        self.budget = TokenBucket(max_frames_per_second)
+        self.credentials = credentials  # verifies auth frames; None: this server takes no tokens
+        # The admin key's connections (trusted backends) have no frame budget
+        # (PROTOCOL.md 5.1); an auth frame never makes a connection admin.
+        self.budget = None if identity.admin else TokenBucket(max_frames_per_second)
         self.error_logs = TokenBucket(ERROR_LOGS_PER_SECOND)
         self.errors_unlogged = 0
         self._inline = 0  # frames handled back to back (see feed)
+        self._expiry: object | None = None  # the one timer of the token's expiry (see _arm_expiry)
 
     @classmethod
-    def open(cls, broker: Hub, remote: str | None, max_frames_per_second: float, identity: Identity = ANYONE) -> "Session":
+    def open(
+        cls,
+        broker: Hub,
+        remote: str | None,
+        max_frames_per_second: float,
+        identity: Identity = ANYONE,
+        credentials: Credentials | None = None,
+    ) -> "Session":
         """Admit a connection from ``remote`` and log it; raises the broker's
-        PubSubError (LIMIT_EXCEEDED, SHUTTING_DOWN), counted and logged, when
-        it is refused."""
+        PubSubError (LIMIT_EXCEEDED, also per user; SHUTTING_DOWN), counted
+        and logged, when it is refused.  A token's expiry is watched from
+        here on (``info token_expiring``, then close 4401)."""
         try:
-            sub = broker.connect(remote)
+            sub = broker.connect(remote, identity.user)
         except PubSubError as exc:
             broker.counters.error(exc.code)
             log_op("connect", logging.WARNING, user=identity.user, remote=remote, code=exc.code, outcome="refused")
             raise
         log_op("connect", conn_id=sub.id, user=identity.user, remote=remote, outcome="ok")
-        return cls(broker, sub, max_frames_per_second, identity)
+        session = cls(broker, sub, max_frames_per_second, identity, credentials)
+        session._arm_expiry()
+        return session
+
+    @property
+    def awaiting_auth(self) -> bool:
+        """True while the connection upgraded with no credential must still send
+        a successful ``auth`` frame (the transport closes it at handshake_timeout)."""
+        return self.identity is PENDING_IDENTITY
 
     def end(self, close_code: int | None, reason: str) -> None:
         """The transport is gone: forget its subscriptions and log the disconnect."""
+        self._cancel_expiry()
         sub = self.sub
         client_id = sub.client_id()
         removed = self.broker.disconnect(sub) if not sub.closed else 0
@@ -179,6 +245,15 @@ class Session:
         self._inline = 0
         return pending
 
+    async def request(self, data: dict[str, Any]) -> None:
+        """Handle one frame a transport built itself (SSE: its query as a
+        ``subscribe``): validated, authorized and routed like a fed frame,
+        but a refusal is raised as its ``PubSubError`` rather than queued,
+        so the transport can answer it before its stream starts.  Replies
+        and events are queued as usual."""
+        kind, frame = schemas.validate_frame(data)
+        await self.routes[kind](self, self.sub, frame)
+
     def feed_invalid_text(self) -> None:
         """A text frame that is not valid UTF-8: answered like any unreadable frame."""
         if not self.sub.closed:
@@ -186,7 +261,15 @@ class Session:
 
     async def _handle(self, message: str | bytes) -> None:
         sub = self.sub
-        if sub.closed:
+        if sub.closed or sub.queue.closing is not None:  # e.g. its token expired: nothing more is done
+            return
+        # Charged before anything is parsed, in frames and bytes: a flood of
+        # large junk costs a length check and one scan for its request_id.
+        # The admin key's connections have none (PROTOCOL.md 5.1).
+        budget = self.budget
+        if budget is not None and not budget.take(frame_cost(message)):
+            refused = PubSubError(LIMIT_EXCEEDED, f"more than {budget.rate:g} frames per second; frame not processed")
+            self.reply_error(refused, schemas.peek_request_id(message))
             return
         if isinstance(message, bytes):
             self.reply_error(PubSubError(BAD_REQUEST, "binary frames are not supported; send JSON text"), None)
@@ -194,29 +277,33 @@ class Session:
         data: Any = None
         try:
             data = schemas.parse_json(message)
-            if not self.budget.take():
-                raise PubSubError(LIMIT_EXCEEDED, f"more than {self.budget.rate:g} frames per second; frame not processed")
             kind, frame = schemas.validate_frame(data)
+            if self.identity is PENDING_IDENTITY and kind not in UNGATED:
+                raise PubSubError(UNAUTHORIZED, "not authenticated: send an auth frame with a token first")
             await self.routes[kind](self, sub, frame)
         except PubSubError as exc:
             self.reply_error(exc, schemas.request_id_of(data))
         except Exception:
-            log_op(
-                "internal",
-                logging.ERROR,
-                exc_info=True,
-                conn_id=sub.id,
-                user=self.identity.user,
-                remote=sub.remote,
-                request_id=schemas.request_id_of(data),
-            )
+            if self.error_logs.take():  # a fault a client can trigger at will must not flood the log
+                log_op(
+                    "internal",
+                    logging.ERROR,
+                    exc_info=True,
+                    conn_id=sub.id,
+                    user=self.identity.user,
+                    remote=sub.remote,
+                    request_id=schemas.request_id_of(data),
+                )
+            else:
+                self.errors_unlogged += 1
             self.reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
 
     def reply_error(self, exc: PubSubError, request_id: str | None) -> None:
-        """Count, log (within the error-log budget) and queue the error frame for ``exc``."""
+        """Count, log (within the error-log budget, INTERNAL included) and
+        queue the error frame for ``exc``."""
         sub = self.sub
         self.broker.counters.error(exc.code)
-        if exc.code == INTERNAL or self.error_logs.take():
+        if self.error_logs.take():
             log_op(
                 "error",
                 logging.WARNING if exc.code != INTERNAL else logging.ERROR,
@@ -288,10 +375,146 @@ class Session:
     async def _ping(self, sub: Subscriber, frame: dict[str, Any]) -> None:
         sub.send(frames.pong(frame.get("request_id")))
 
+    # -- identity: the auth frame, revocation, expiry (PROTOCOL.md 5.3) ------------------
+
+    async def _auth(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+        """Set (no credential yet) or replace (same ``sub``) the connection's token.
+
+        Atomic as seen by the client: a refused token (bad, another user's, the
+        user's connection limit reached) changes nothing.  On success the ack
+        is queued, then ``subscription_revoked`` for each subscription the new
+        capabilities no longer allow (really unsubscribed), and the expiry timer
+        is re-armed for the new token.  Threat: the frame carries a credential,
+        so no message or log record here quotes it (``Credentials.token``).
+        """
+        current = self.identity
+        if current.admin:
+            raise PubSubError(UNAUTHORIZED, "this connection holds the API key; auth frames carry user tokens")
+        if self.credentials is None:
+            raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
+        if self.broker.draining:
+            raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
+        identity = self._verify(frame["token"])
+        if current.user is not None and identity.user != current.user:
+            raise PubSubError(UNAUTHORIZED, "the token is for another user; a connection keeps its user")
+        if current.user is None:
+            self.broker.set_user(sub, identity.user)  # LIMIT_EXCEEDED: nothing changed
+        self.identity = identity
+        # The old token's timer must not fire while revocations await a backend.
+        self._cancel_expiry()
+        request_id = frame.get("request_id")
+        sub.send(frames.auth_ack(identity.user, identity.expires_at, request_id))
+        revoked = await self._revoke(sub, request_id)
+        log_op(
+            "auth",
+            conn_id=sub.id,
+            user=identity.user,
+            client_id=sub.client_id(),
+            remote=sub.remote,
+            request_id=request_id,
+            expires_at=None if identity.expires_at is None else frames.timestamp(identity.expires_at),
+            revoked=revoked or None,
+            outcome="refreshed" if current.user is not None else "ok",
+        )
+        self._arm_expiry()
+
+    def _verify(self, token: str) -> Identity:
+        assert self.credentials is not None
+        try:
+            return self.credentials.token(token)
+        except PubSubError:
+            raise
+        except Exception as exc:
+            # Not the generic INTERNAL path: a traceback's messages could quote the token.
+            if self.error_logs.take():
+                log_op(
+                    "internal",
+                    logging.ERROR,
+                    conn_id=self.sub.id,
+                    user=self.identity.user,
+                    remote=self.sub.remote,
+                    error=type(exc).__name__,
+                    detail="token verification failed",
+                )
+            else:
+                self.errors_unlogged += 1
+            raise PubSubError(UNAUTHORIZED, "invalid token: malformed") from None
+
+    async def _revoke(self, sub: Subscriber, request_id: str | None) -> int:
+        """End each subscription the identity no longer allows, telling the client; returns how many.
+
+        Each is detached from the hub before anything awaits, so no event of
+        it is queued after its notice; with a backend that suspends (Redis),
+        one still waiting its turn may get events until its own notice."""
+        revoked = 0
+        for topic in [t for t in sub.topics if not self.identity.allows("subscribe", t)]:
+            if sub.closed or topic not in sub.topics:  # gone while an earlier one was unsubscribed
+                continue
+            client_id = sub.topics[topic]
+            await self.broker.unsubscribe(sub, topic)
+            sub.send(frames.info("subscription_revoked", topic=topic))
+            log_op(
+                "revoke",
+                conn_id=sub.id,
+                user=self.identity.user,
+                client_id=client_id,
+                topic=topic,
+                request_id=request_id,
+                remote=sub.remote,
+                outcome="revoked",
+            )
+            revoked += 1
+        return revoked
+
+    def _arm_expiry(self) -> None:
+        """Watch the current token's ``exp`` with one timer: it fires
+        ``EXPIRY_WARNING`` seconds before (``info token_expiring``, at once if
+        less is left), then re-arms itself for ``exp`` (close 4401).  One
+        timer handle per connection, none without ``exp``, so 10,000 idle
+        connections cost 10,000 heap entries and no task or polling."""
+        self._cancel_expiry()
+        expires_at = getattr(self.identity, "expires_at", None)
+        if expires_at is None:
+            return
+        left = expires_at - time.time()
+        if left > EXPIRY_WARNING:
+            self._expiry = self._call_in(left - EXPIRY_WARNING, self._warn_expiry)
+        else:
+            self._warn_expiry()
+
+    def _warn_expiry(self) -> None:
+        self._expiry = None
+        expires_at = getattr(self.identity, "expires_at", None)
+        if expires_at is None or self.sub.closed or self.sub.queue.closing is not None:
+            return
+        self.sub.send(frames.info("token_expiring", expires_at=frames.timestamp(expires_at)))
+        log_op("token_expiring", conn_id=self.sub.id, user=self.identity.user, remote=self.sub.remote, outcome="warned")
+        self._expiry = self._call_in(expires_at - time.time(), self._expire)
+
+    def _expire(self) -> None:
+        """``exp`` passed with no successful ``auth``: UNAUTHORIZED, then close 4401."""
+        self._expiry = None
+        sub = self.sub
+        if sub.closed or sub.queue.closing is not None:
+            return
+        self.reply_error(PubSubError(UNAUTHORIZED, "token expired"), None)
+        sub.queue.close(TOKEN_EXPIRED)
+
+    @staticmethod
+    def _call_in(delay: float, callback: Callable[[], None]) -> object:
+        loop = IOLoop.current()
+        return loop.call_at(loop.time() + max(0.0, delay), callback)
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            IOLoop.current().remove_timeout(self._expiry)
+            self._expiry = None
+
 
 Session.routes.update(
     subscribe=Session._subscribe,
     unsubscribe=Session._unsubscribe,
     publish=Session._publish,
     ping=Session._ping,
+    auth=Session._auth,
 )

@@ -111,7 +111,8 @@ DESCRIPTOR_HEADROOM = 32
 class HalfOpen:
     """TCP connections that are not (yet) WebSockets, oldest first, bounded.
 
-    A connection counts from ``accept()`` until it is upgraded or closed.
+    A connection counts from ``accept()`` until it is upgraded (a WebSocket,
+    or an SSE stream: both then count as connections of the broker) or closed.
     Together with the upgraded ones they may not exceed ``capacity``:
     ``max_connections + HANDSHAKE_MARGIN``, and never more than the
     descriptor limit less ``DESCRIPTOR_HEADROOM``.  Admitting one more past
@@ -151,7 +152,7 @@ class HalfOpen:
         self._streams[stream] = None
 
     def done(self, stream: IOStream) -> None:
-        """``stream`` was upgraded to a WebSocket or closed."""
+        """``stream`` was upgraded to a WebSocket, started an SSE stream, or closed."""
         self._streams.pop(stream, None)
 
     def _log(self) -> None:

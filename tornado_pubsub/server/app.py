@@ -9,12 +9,13 @@ from typing import Any
 
 import tornado.web
 
-from tornado_pubsub.handlers import dashboard, ops, topics, ws
+from tornado_pubsub.handlers import dashboard, ops, sse, topics, ws
 from tornado_pubsub.handlers.heartbeat import Heartbeat
 from tornado_pubsub.handlers.base import NotFoundHandler
 
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.auth import default_allowed_hosts
+from tornado_pubsub.core.identity import Authenticate
 from tornado_pubsub.core.node import Node
 from tornado_pubsub.server.context import Context
 from tornado_pubsub.logs import log_op, redact_uri
@@ -33,14 +34,18 @@ def make_broker(settings: Settings) -> Node:
     return Broker.from_settings(settings)
 
 
-def make_context(broker: Node, settings: Settings) -> Context:
-    """The object every handler of one application shares."""
+def make_context(
+    broker: Node, settings: Settings, *, half_open: Any = None, authenticate: Authenticate | None = None
+) -> Context:
+    """The object every handler of one application shares (``half_open``: see
+    ``server.accept``; ``authenticate``: see ``embed.PubSub``)."""
     return Context(
+        half_open=half_open,
         broker=broker,
         settings=settings,
         registry=registry_for(broker),
         heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
-        credentials=credentials_for(settings),
+        credentials=credentials_for(settings, authenticate),
     )
 
 
@@ -64,7 +69,7 @@ def url_prefix(prefix: str) -> str:
 
 def _bind(context: Context, prefix: str = "") -> list[tornado.web.URLSpec]:
     prefix = url_prefix(prefix)
-    specs = ws.routes(prefix) + topics.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
+    specs = ws.routes(prefix) + topics.routes(prefix) + sse.routes(prefix) + ops.routes(prefix) + dashboard.routes(prefix)
     return [tornado.web.url(pattern, handler, {"context": context}) for pattern, handler in specs]
 
 
@@ -115,7 +120,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Application:
+def make_app(settings: Settings, broker: Node | None = None, half_open: Any = None) -> tornado.web.Application:
     """The standalone tornado-pubsub application (the tests use this too).
 
     Unset ``allowed_hosts`` becomes the loopback names when listening on
@@ -125,7 +130,7 @@ def make_app(settings: Settings, broker: Node | None = None) -> tornado.web.Appl
     if settings.allowed_hosts is None:
         settings = settings.replace(allowed_hosts=default_allowed_hosts(settings.address, settings.behind_proxy))
     broker = broker or make_broker(settings)
-    context = make_context(broker, settings)
+    context = make_context(broker, settings, half_open=half_open)
     app = tornado.web.Application(_bind(context), **tornado_settings(context))
     app.pubsub = context  # type: ignore[attr-defined]
     return app

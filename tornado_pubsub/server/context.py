@@ -21,3 +21,6 @@ class Context:
     registry: CollectorRegistry
     heartbeat: Any  # handlers.heartbeat.Heartbeat; typed loosely so the server imports no handler here
     credentials: Credentials  # turns what a request presents into an Identity (every transport)
+    # server.accept.HalfOpen of the standalone server (None when embedded): a
+    # long-lived HTTP response (SSE) leaves it, as an upgraded WebSocket does.
+    half_open: Any = None

@@ -25,6 +25,7 @@ import tornado.web
 from tornado_pubsub.server.app import _bind, make_context
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.hub import PublishResult
+from tornado_pubsub.core.identity import Authenticate
 from tornado_pubsub.core.node import Node
 from tornado_pubsub.core.errors import SHUTDOWN, TOPIC_EXISTS, PubSubError
 from tornado_pubsub.logs import log_op
@@ -44,12 +45,42 @@ class PubSub:
     ``settings`` supplies the pub/sub limits (queues, history, heartbeat,
     message size, API key); the host's ``Application`` settings do not affect
     them.  Server-only settings (port, address, log format) are ignored.
+
+    ``authenticate`` lets the host's own login decide who a caller is, with
+    no tokens: it receives the Tornado ``RequestHandler`` of every ``/ws``
+    handshake and REST call (it runs inside the host's ``Application``, so
+    ``handler.get_secure_cookie`` reads the host's cookies) and returns an
+    ``Identity`` (``Identity(user="alice", caps=[...])``, or
+    ``Identity("admin")`` for staff) or None, and may be a coroutine
+    function.  None falls back to the key, a token or ``anonymous_caps``; a
+    caller nothing recognises is refused (401), since with a hook the routes
+    are no longer open to everyone.  The caps are exactly those returned
+    (``default_caps`` apply to tokens only).  It runs once per handshake or
+    request, before the upgrade, on the IOLoop: keep it quick, or make it a
+    coroutine.  An exception in it refuses the caller with 500 ``INTERNAL``
+    and one log record (``connect`` or ``error``) whose ``cause`` names the
+    exception, no traceback; raise
+    ``PubSubError(UNAUTHORIZED, ...)`` (or ``HTTPError(401/403)``) to refuse
+    on purpose.
+
+    Threat: a cookie is sent by the browser on any page's request, so a
+    hostile page could open the WebSocket with the visitor's cookie
+    (cross-site WebSocket hijacking).  The handshake's ``Origin`` check
+    refuses other origins unless ``Settings.allowed_origins`` lists them, and
+    cross-site REST writes are refused likewise; keep ``allowed_origins``
+    to origins you trust.
     """
 
-    def __init__(self, settings: Settings | None = None, prefix: str = "/pubsub", broker: Node | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        prefix: str = "/pubsub",
+        broker: Node | None = None,
+        authenticate: Authenticate | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self.broker = broker or Broker.from_settings(self.settings)
-        self.context = make_context(self.broker, self.settings)
+        self.context = make_context(self.broker, self.settings, authenticate=authenticate)
         #: URL specs to append to the host's handler list.
         self.routes: list[tornado.web.URLSpec] = _bind(self.context, prefix)
 

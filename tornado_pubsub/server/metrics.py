@@ -45,6 +45,11 @@ class BrokerCollector:
         yield GaugeMetricFamily("pubsub_topics", "Existing topics", value=gauges["topics"])
         yield GaugeMetricFamily("pubsub_queued_frames", "Frames waiting in outbound queues", value=gauges["queued_frames"])
         yield GaugeMetricFamily(
+            "pubsub_queued_bytes",
+            "Bytes waiting for subscribers: queued frames plus what replays have still to send (a stalled replay shows here)",
+            value=gauges["queued_bytes"],
+        )
+        yield GaugeMetricFamily(
             "pubsub_retained_bytes",
             "Bytes of history this process holds across all topics (bounded by max_retained_bytes; 0 with Redis)",
             value=gauges.get("retained_bytes", 0),

@@ -14,6 +14,7 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
+from tornado_pubsub.server.tornado_patches import AnsweringStream
 from tornado_pubsub.server.accept import HalfOpen, add_guarded_accept_handler, descriptor_limit, raise_descriptor_limit
 from tornado_pubsub.server.app import make_app, make_broker, server_options
 from tornado_pubsub.core.node import Node
@@ -48,7 +49,8 @@ class _HTTPServer(HTTPServer):
             self._guarded.append((sock, add_guarded_accept_handler(sock, self._accept)))
 
     def _accept(self, connection: socket.socket, address: Any) -> None:
-        stream = IOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+        # AnsweringStream: a request with oversized headers gets a 431, not a silent close.
+        stream = AnsweringStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
         self.handle_stream(stream, address)
 
     def stop(self) -> None:
@@ -77,10 +79,11 @@ class Server:
         self.broker = broker or make_broker(settings)
         if worker is not None:
             self.broker.hub.id_prefix = f"w{worker}-"
-        self.app = make_app(settings, self.broker)
+        half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
+        self.app = make_app(settings, self.broker, half_open)
         self.context: Context = self.app.pubsub  # type: ignore[attr-defined]
         self.http = _HTTPServer(self.app, **server_options(settings))
-        self.http.half_open = HalfOpen(settings.max_connections, descriptor_limit(), lambda: len(self.broker.connections))
+        self.http.half_open = half_open
         self.port = settings.port
         self._stopped = asyncio.Event()
         self._shutting_down = False

@@ -17,18 +17,21 @@ import asyncio
 import collections
 import inspect
 import logging
+import sys
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import tornado.web
 import tornado.websocket
 from tornado import gen
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import BaseIOStream, IOStream, StreamClosedError
+from tornado.iostream import BaseIOStream, IOStream, StreamClosedError, UnsatisfiableReadError
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
+from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError, error_body
 from tornado_pubsub.logs import log_op
 
 _WS13 = tornado.websocket.WebSocketProtocol13
@@ -96,10 +99,27 @@ def _check_buffered_read() -> bool:
     )
 
 
+def _check_strict_frames() -> bool:
+    source = inspect.getsource(_WS13._receive_frame)
+    return (
+        inspect.iscoroutinefunction(_WS13._receive_frame)
+        and _params(_WS13._receive_frame) == ["self"]
+        and _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
+        # the frame header is the first thing it reads
+        and source.index("self._read_bytes(2)") < source.index("mask_payloadlen & 0x80")
+        and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
+        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated")
+    )
+
+
 def _check_handshake_state() -> bool:
     return _has_init_attrs(tornado.web.RequestHandler, "clear()") and "self._headers = " in inspect.getsource(
         tornado.web.RequestHandler.clear
     )
+
+
+def _check_connection_headers() -> bool:
+    return _has_init_attrs(HTTP1Connection, "_request_headers")
 
 #: Patch name -> whether the installed Tornado passed its check.
 ENABLED: dict[str, bool] = {
@@ -108,6 +128,8 @@ ENABLED: dict[str, bool] = {
     "invalid_utf8_reply": _check_utf8(),
     "linger_after_1009": _check_linger(),
     "release_headers": _check_handshake_state(),
+    "release_connection_headers": _check_connection_headers(),
+    "strict_frames": _check_strict_frames(),
     "buffered_frame_read": _check_buffered_read(),
 }
 
@@ -269,7 +291,72 @@ async def _drain_then_close(stream: IOStream) -> None:
         stream.close()
 
 
+_CLOSE_PROTOCOL_ERROR = 1002  # (errors.CLOSE_PROTOCOL_ERROR, as above)
+
+
+def close_code_allowed(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4): not
+    1004-1006, 1015, below 1000, 1016-2999 nor 5000 and above."""
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+
+
+class _StrictFrames(_WS13):
+    """Gain: RFC 6455 on the wire (tests/test_close_frames.py).  A client
+    frame that is not masked (5.1), and a close frame whose code a peer may
+    not send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
+    close 1002 instead of being accepted, echoed back, or crashing the frame
+    loop with a traceback (``to_unicode`` on the reason).
+    Relies on: ``_receive_frame`` reading the 2-byte header first through
+    ``_read_bytes``, ``_handle_message``, ``client_terminated``.
+    Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed).
+    """
+
+    _header_next = False
+
+    def _receive_frame(self) -> Any:
+        self._header_next = True
+        return super()._receive_frame()
+
+    def _read_bytes(self, n: int) -> Any:
+        if self._header_next:
+            self._header_next = False
+            return self._read_header(super()._read_bytes(n))
+        return super()._read_bytes(n)
+
+    async def _read_header(self, reading: Any) -> bytes:
+        header: bytes = await reading
+        if not header[1] & 0x80:
+            self._refuse("unmasked frame")
+            raise StreamClosedError()  # ends the frame loop, which aborts
+        return header
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x8 and not self.client_terminated:
+            problem = None
+            if len(data) == 1:
+                problem = "close frame with a 1-byte body"
+            elif len(data) >= 2 and not close_code_allowed(int.from_bytes(data[:2], "big")):
+                problem = f"close code {int.from_bytes(data[:2], 'big')} is not allowed on the wire"
+            else:
+                try:
+                    data[2:].decode("utf-8")
+                except UnicodeDecodeError:
+                    problem = "close reason is not UTF-8"
+            if problem is not None:
+                self.client_terminated = True  # the peer is closing: no reply awaited
+                self._refuse(problem)
+                return None
+        return super()._handle_message(opcode, data)
+
+    def _refuse(self, problem: str) -> None:
+        log_op("ws_protocol", logging.INFO, detail=problem, outcome="closed_1002")
+        self.close(_CLOSE_PROTOCOL_ERROR, "protocol error")
+
+
+# Listed outermost first (the class's MRO): strict_frames wraps the header
+# read, and buffered_frame_read, the lowest reader, serves both.
 _MIXINS = {
+    "strict_frames": _StrictFrames,
     "invalid_utf8_reply": _InvalidUtf8Reply,
     "linger_after_1009": _LingerAfter1009,
     "frame_loop_task": _FrameLoopTask,
@@ -293,6 +380,38 @@ def patched_protocol(handler: tornado.websocket.WebSocketHandler, protocol: Any)
     return cls(handler, False, protocol.params)
 
 
+# -- requests too large to read ------------------------------------------------------
+
+_TOO_LARGE_BODY = error_body(PubSubError(BAD_REQUEST, "request header fields too large", 431)).encode()
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json; charset=UTF-8\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+
+
+class AnsweringStream(IOStream):
+    """The server's ``IOStream``: a request whose headers exceed
+    ``max_header_size`` gets a JSON 431 before the connection closes, where
+    Tornado closes it without a word (its header read fails with
+    ``UnsatisfiableReadError`` and the stream closes itself).  Public API
+    only (``close(exc_info)``, ``socket``, ``writing``): the answer is one
+    best-effort ``send`` of a few hundred bytes on the socket, never waited for.
+    """
+
+    def close(self, exc_info: Any = False) -> None:
+        if exc_info and not self.closed() and not self.writing():
+            error = exc_info if isinstance(exc_info, BaseException) else (
+                exc_info[1] if isinstance(exc_info, tuple) else sys.exc_info()[1]
+            )
+            if isinstance(error, UnsatisfiableReadError):
+                try:
+                    self.socket.send(_TOO_LARGE)
+                except OSError:
+                    pass
+                log_op("http", logging.INFO, status=431, outcome="refused", detail="request header fields too large")
+        super().close(exc_info)
+
+
 # -- the handshake's leftovers ------------------------------------------------------
 
 _NO_HEADERS = HTTPHeaders()
@@ -300,14 +419,21 @@ _NO_ARGUMENTS: Mapping[str, Any] = MappingProxyType({})
 
 
 def release_handshake_state(handler: tornado.websocket.WebSocketHandler) -> None:
-    """Gain: ~2 KB per idle connection.  Drop what only the HTTP upgrade
-    needed and Tornado keeps until close: request and response headers,
-    template namespace, URL arguments (nothing reads them once the socket is
-    open).  Relies on: the response headers living in ``_headers`` (the rest
-    is public attributes, released always)."""
+    """Gain: ~2 KB per idle connection, and up to ``max_header_size`` (64 KB)
+    for a client that pads its handshake.  Drop what only the HTTP upgrade
+    needed and Tornado keeps until close: request and response headers (the
+    handler's and the HTTP/1 connection's copy, which only a later response
+    on that connection would read, and an upgraded one has none), template
+    namespace, URL arguments (nothing reads them once the socket is open).
+    Relies on: the response headers living in ``_headers``, the connection's
+    copy of the request headers in ``HTTP1Connection._request_headers`` (the
+    rest is public attributes, released always)."""
     handler.ui = None  # type: ignore[assignment]
     if ENABLED["release_headers"]:
         handler._headers = _NO_HEADERS
+    connection = handler.request.connection
+    if ENABLED["release_connection_headers"] and connection.__class__ is HTTP1Connection:
+        connection._request_headers = _NO_HEADERS  # type: ignore[attr-defined]
     handler.path_args = handler.open_args = ()  # type: ignore[assignment]
     handler.path_kwargs = handler.open_kwargs = _NO_ARGUMENTS  # type: ignore[assignment]
     request = handler.request

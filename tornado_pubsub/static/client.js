@@ -58,6 +58,8 @@ const CLOSE_TOO_BIG = 1009;
 // A connection that lived shorter than this did not reset the backoff, so a
 // server that accepts and then closes at once is not hammered.
 const STABLE_MS = 5000;
+// The latest a token refresh waits after token_expiring: half the server's 30 s warning.
+const MAX_REFRESH_DELAY = 15000;
 // Errors that mean "not now": the request is sent again on the next connection.
 const RETRY_LATER = new Set(["SHUTTING_DOWN"]);
 
@@ -90,6 +92,7 @@ export class PubSubClient extends Emitter {
     this._openedAt = 0;
     this._timer = null; // reconnect backoff or connect timeout
     this._watch = null; // liveness check
+    this._refresh = null; // the pending token refresh (see _scheduleRefresh)
     this._lastFrameAt = 0;
     this._pingSentAt = 0;
     this._waiters = [];
@@ -205,7 +208,8 @@ export class PubSubClient extends Emitter {
     if (socket) socket.onopen = socket.onmessage = socket.onclose = null;
     clearTimeout(this._timer);
     clearTimeout(this._watch);
-    this._timer = this._watch = null;
+    clearTimeout(this._refresh); // the next connection presents a fresh token anyway
+    this._timer = this._watch = this._refresh = null;
     this._dropReplies();
     const tooBig = code === CLOSE_TOO_BIG;
     for (const entry of this._requests) {
@@ -272,6 +276,7 @@ export class PubSubClient extends Emitter {
     this._socket = null;
     clearTimeout(this._timer);
     clearTimeout(this._watch);
+    clearTimeout(this._refresh);
     this._dropReplies();
     for (const entry of [...this._requests]) this._settle(entry, null, error);
     for (const sub of this.subscriptions.values()) sub.end(reason, error.code === CLOSED ? null : error);
@@ -353,7 +358,7 @@ export class PubSubClient extends Emitter {
         if (sub?.live) sub.presence(frame);
         break;
       case "token_expiring":
-        this._refreshToken(frame);
+        this._scheduleRefresh(frame);
         break;
       default:
         break;
@@ -361,11 +366,28 @@ export class PubSubClient extends Emitter {
     this._emit("info", frame);
   }
 
-  async _refreshToken(info) {
+  /**
+   * Refresh after half the time left before ``expires_at``, at most 15 s (at
+   * once when it cannot be read or has passed).  The server warns at once when
+   * less than 30 s are left, so refreshing a short-lived token at once would
+   * be warned again at once, in a loop; the cap keeps a client whose clock
+   * runs behind from waiting past the real exp.  A later warning replaces it.
+   */
+  _scheduleRefresh(info) {
     if (!this.options.getToken) {
       this._emit("token_expiring", { expiresAt: info.expires_at ?? null });
       return;
     }
+    clearTimeout(this._refresh);
+    const exp = Date.parse(info.expires_at);
+    const delay = Number.isFinite(exp) ? Math.min(MAX_REFRESH_DELAY, Math.max(0, (exp - Date.now()) / 2)) : 0;
+    this._refresh = setTimeout(() => {
+      this._refresh = null;
+      this._refreshToken();
+    }, delay);
+  }
+
+  async _refreshToken() {
     const socket = this._socket;
     let token;
     try {

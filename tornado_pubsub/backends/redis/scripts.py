@@ -108,6 +108,29 @@ end
 return {epoch, last, first, entries}
 """
 
+# KEYS: topics, log.  ARGV: name, epoch, after, upto, max_bytes, count.
+# One page of a replay (core.outbound.Replay): retained entries with
+# after < seq <= upto, at most ``count`` and ``max_bytes`` of heads or bodies (at least
+# one), oldest first.  Returns nil when the incarnation is gone, else
+# {oldest retained seq (0: none), entries}.
+PAGE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return false end
+local entries = redis.call('XRANGE', KEYS[2], '0-' .. (tonumber(ARGV[3]) + 1), '0-' .. ARGV[4], 'COUNT', tonumber(ARGV[6]))
+local out = {}
+local size = 0
+local limit = tonumber(ARGV[5])
+for i, entry in ipairs(entries) do
+  local n = string.len(entry[2][2])
+  if i > 1 and size + n > limit then break end
+  size = size + n
+  out[i] = entry
+end
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local first = 0
+if oldest[1] then first = tonumber(string.match(oldest[1][1], '%-(%d+)$')) end
+return {first, out}
+"""
+
 # KEYS: topics, seq.  ARGV: name, epoch, last_seq.
 # After Redis lost its data (a restart without persistence), the processes
 # put back the topics they knew, with their epoch and a seq counter that

@@ -29,10 +29,15 @@ from tornado_pubsub.backends.redis import scripts
 from tornado_pubsub.backends.redis.bus import Position, stored_event
 from tornado_pubsub.backends.redis.figures import NodeFigures
 from tornado_pubsub.core.errors import INTERNAL, PubSubError, topic_not_found
+from tornado_pubsub.core.history import Event, page_of
+from tornado_pubsub.core.outbound import WRITE_MAX
 from tornado_pubsub.core.ratelimit import TokenBucket
 from tornado_pubsub.logs import log_op
 
 T = TypeVar("T")
+
+#: Entries one replay page reads at most (with at most WRITE_MAX bytes).
+PAGE_COUNT = 64
 
 UNAVAILABLE = "the message store (redis) is unavailable; retry later"
 UNAVAILABLE_STATUS = 503
@@ -74,6 +79,7 @@ class Store:
         self._publish = r.register_script(scripts.PUBLISH)
         self._snapshot = r.register_script(scripts.SNAPSHOT)
         self._restore = r.register_script(scripts.RESTORE)
+        self._page = r.register_script(scripts.PAGE)
 
     def _client(self, retries: int) -> aioredis.Redis:
         return aioredis.Redis.from_url(
@@ -229,7 +235,22 @@ class Store:
         entries = snap[3][::-1] if wanted.mode == "last" else snap[3]  # 'last' reads newest first
         # Rendered here, inside ``call``: a corrupt entry is an error too, never an escape.
         events = [stored_event(name, int(entry_id.split(b"-")[1]), fields) for entry_id, fields in entries]
-        return Snapshot(snap[0].decode(), int(snap[1]), int(snap[2]) or None, events)
+        epoch, last_seq, first_seq = snap[0].decode(), int(snap[1]), int(snap[2]) or None
+        # A replay keeps the first page it read; the rest it reads page by page.
+        return Snapshot(epoch, last_seq, first_seq, events, RedisPages(self, name, epoch, events))
+
+    async def page(self, name: str, epoch: str, after: int, upto: int, max_bytes: int) -> tuple[int | None, list[Event]] | None:
+        """One page of a replay: ``(oldest retained seq, events after..upto
+        within max_bytes, at least one)``; None when ``epoch`` of ``name`` is gone."""
+        return await self.call(self._read_page(name, epoch, after, upto, max_bytes))
+
+    async def _read_page(self, name: str, epoch: str, after: int, upto: int, max_bytes: int) -> tuple[int | None, list[Event]] | None:
+        keys = self._topic_keys(name)
+        reply = await self._page(keys=[keys[0], keys[2]], args=[name, epoch, after, upto, max_bytes, PAGE_COUNT], client=self._ready())
+        if reply is None:
+            return None
+        events = [stored_event(name, int(entry_id.split(b"-")[1]), fields) for entry_id, fields in reply[1]]
+        return int(reply[0]) or None, events
 
     async def restore(self, name: str, position: Position) -> bool:
         """Put back a topic Redis lost (same epoch, seq never backwards); True if it was missing."""
@@ -277,3 +298,57 @@ class Store:
         replies = await pipe.execute()
         topics = {name: Position(table[name.encode()].decode(), int(seq or 0)) for name, seq in zip(names, replies)}
         return topics, NodeFigures.sum(replies[len(names):]), len(nodes)
+
+
+class RedisPages:
+    """A replay's ``EventSource`` on Redis: the page it holds now, and the
+    next one read from the topic's stream when the writer has sent it
+    (``fill``), so a replay pins one write's worth of events, not the
+    snapshot.  A page read that fails ends the replay as if the history were
+    gone (the client gets ``history_gap``), never the connection."""
+
+    __slots__ = ("store", "name", "epoch", "held", "first", "closed", "waiting")
+
+    def __init__(self, store: Store, name: str, epoch: str, events: list[Event]) -> None:
+        self.store = store
+        self.name = name
+        self.epoch = epoch
+        self.held = page_of(events, -1, 1 << 62, WRITE_MAX, True)  # the first page only
+        self.first: int | None = 0  # as of the last read: 0 until one finds events lost
+        self.closed = False
+        self.waiting = False  # the held page is spent: ``fill`` before reading on
+
+    def page(self, after: int, upto: int, max_bytes: int, at_least_one: bool) -> tuple[int | None, list[Event] | None]:
+        """See ``EventSource.page``; ``None`` events: await ``fill`` first."""
+        events = page_of(self.held, after, upto, max_bytes, at_least_one)
+        if events or not at_least_one:
+            return self.first, events
+        if self.first is None or after >= upto:
+            return self.first, []
+        self.waiting = True
+        return self.first, None
+
+    async def fill(self, after: int, upto: int) -> None:
+        """Read the page after ``after`` (in place of the spent one)."""
+        self.waiting = False
+        self.held = []
+        try:
+            read = await self.store.page(self.name, self.epoch, after, upto, WRITE_MAX)
+        except PubSubError:
+            self.first = None  # unreadable now: the rest is reported lost
+            return
+        if read is None:
+            self.closed = True  # deleted (or recreated): its topic_deleted notice follows
+            return
+        first, self.held = read
+        self.first = first if first is not None and first > after + 1 else 0
+        if not self.held:
+            self.first = None
+
+    def pending(self, after: int, upto: int) -> int:
+        """See ``EventSource.pending``: the held page, plus an estimate of the
+        rest at the held page's mean size."""
+        held = page_of(self.held, after, upto, 1 << 62, True)
+        size = sum(len(e.data) for e in held)
+        rest = upto - (held[-1].seq if held else after)
+        return size + (rest * size // len(held) if held else 0)
