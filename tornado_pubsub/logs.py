@@ -9,6 +9,7 @@ the log, whoever logged it and however it was encoded.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 from urllib.parse import unquote_plus
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from tornado_pubsub.core.frames import timestamp
 
@@ -178,14 +179,41 @@ class _FrameTime(logging.Formatter):
         return timestamp(record.created)
 
 
+# One encoder for every record: ``json.dumps`` with keyword arguments builds
+# a new encoder per call.  python-json-logger's own encoder class, so odd
+# values (datetimes, exceptions) render as they always did; ASCII, so a
+# record is one physical line whatever a client_id holds.
+_encode_record = JsonEncoder(ensure_ascii=True).encode
+
+
+def _serialize(log_data: dict[str, Any], **_ignored: Any) -> str:
+    return _encode_record(log_data)
+
+
 class _RedactingJson(_FrameTime, JsonFormatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-            json_ensure_ascii=True,  # one physical line whatever a client_id holds
+            json_serializer=_serialize,
         )
         self.redactor = redactor
+        self._renamed = [(field, self._get_rename(field)) for field in self._required_fields]
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        """python-json-logger's ``add_fields`` for this configuration (the four
+        fields renamed; no defaults, static fields or timestamp) in one pass
+        over the record: the same keys in the same order (test_logs.py
+        compares the two), a quarter of a record's cost less."""
+        fields = record.__dict__
+        for field, name in self._renamed:
+            log_data[name] = fields.get(field)
+        if message_dict:
+            log_data.update(message_dict)
+        skip = self._skip_fields
+        for key, value in fields.items():
+            if key not in skip and not (key.__class__ is str and key.startswith("_")):
+                log_data[key] = value
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redactor(super().format(record))
@@ -229,10 +257,85 @@ def set_worker(worker: int | None) -> None:
     _worker = worker
 
 
+#: Records held at most before they are written even within one loop pass
+#: (a flood of operations in one pass must not grow the buffer unbounded).
+MAX_PENDING = 256
+
+
+class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes once per event-loop pass, not once per record.
+
+    Contract: records reach the stream in the order they were logged; a
+    record is held at most until the end of the current loop pass (a
+    callback scheduled with the first one), or until ``MAX_PENDING`` are
+    held.  Without a running loop (start-up, exit, plain scripts and tests),
+    and for every ERROR or CRITICAL record, the write is immediate.
+    ``flush()`` writes what is held: ``logging.shutdown`` calls it at
+    interpreter exit, and a worker calls ``flush_logs`` before ``os._exit``.
+
+    Threat: a process killed outright (SIGKILL, OOM) loses at most the
+    records of the pass it died in; a graceful SIGTERM and a crash that
+    unwinds lose none.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record))
+        except Exception:  # logging's contract: a bad record never raises
+            self.handleError(record)
+            return
+        if record.levelno >= logging.ERROR or len(self._pending) >= MAX_PENDING:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._scheduled_on is not loop:  # (a new loop: the old one's callback may never run)
+            self._scheduled_on = loop
+            loop.call_soon(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        self._scheduled_on = None
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            pending = self._pending
+            if pending:
+                self._pending = []
+                try:
+                    self.stream.write(self.terminator.join(pending) + self.terminator)
+                except Exception:  # a closed or broken stdout: drop, as logging would
+                    pass
+            super().flush()
+
+
+def flush_logs() -> None:
+    """Write every held record now (before ``os._exit``, which skips ``logging.shutdown``)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | None) -> None:
-    """Route every logger (ours and Tornado's) to stdout in ``fmt``, redacting ``secrets``."""
+    """Route every logger (ours and Tornado's) to stdout in ``fmt``, redacting ``secrets``.
+
+    Takes over the process's logging, so it also switches off what no
+    formatter here prints and every record would otherwise pay for: the
+    caller lookup (a stack walk) and thread, process and multiprocessing
+    names (the "Optimization" table of the logging documentation)."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     redactor = Redactor(*secrets)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BufferedHandler(sys.stdout)
     handler.addFilter(_WorkerField())
     handler.setFormatter(_RedactingJson(redactor) if fmt == "json" else _RedactingText(redactor))
     root = logging.getLogger()

@@ -3,6 +3,7 @@ and redaction of the API key whoever logs it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -97,3 +98,54 @@ def test_tornado_loggers_use_the_same_json_format(restore_logging, capsys):
     logging.getLogger("tornado.access").info("GET /")
     record = json.loads(lines(capsys)[0])
     assert record["logger"] == "tornado.access" and TS_RE.match(record["ts"])
+
+
+def test_json_fields_match_python_json_logger_own_add_fields(restore_logging):
+    # The one-pass add_fields must give exactly what the library's would
+    # (same keys, same order), for plain, extra-laden and exception records.
+    from pythonjsonlogger.json import JsonFormatter
+
+    from tornado_pubsub.logs import Redactor, _RedactingJson
+
+    ours = _RedactingJson(Redactor())
+    try:
+        raise ValueError("x")
+    except ValueError:
+        import sys
+
+        exc = sys.exc_info()
+    logger = logging.getLogger("tornado_pubsub")
+    for extra, exc_info in (({}, None), ({"event": "publish", "topic": "t", "seq": 3, "_hidden": 1}, None), ({"a": 1}, exc)):
+        record = logger.makeRecord("tornado_pubsub", logging.INFO, "f", 1, "msg %s", ("x",), exc_info, extra=extra)
+        record.worker = 2  # what the worker filter adds after the record is made
+        record.message = record.getMessage()
+        record.asctime = "t"
+        message_dict = {"exc_info": "tb"} if exc_info else {}
+        mine: dict = {}
+        theirs: dict = {}
+        ours.add_fields(mine, record, message_dict)
+        JsonFormatter.add_fields(ours, theirs, record, message_dict)
+        assert list(mine.items()) == list(theirs.items())
+
+
+async def test_records_in_one_loop_pass_are_written_together_at_its_end(restore_logging, capsys):
+    configure_logging("info", "json")
+    log_op("publish", topic="a")
+    log_op("publish", topic="b")
+    assert lines(capsys) == []  # held until the end of this pass...
+    await asyncio.sleep(0)
+    assert [json.loads(line)["topic"] for line in lines(capsys)] == ["a", "b"]  # ...then written, in order
+    log_op("publish", topic="c")
+    log_op("internal", logging.ERROR, topic="d")  # an error goes out at once, with what was held before it
+    assert [json.loads(line)["topic"] for line in lines(capsys)] == ["c", "d"]
+
+
+async def test_held_records_are_bounded_and_flushed_on_demand(restore_logging, capsys):
+    from tornado_pubsub.logs import MAX_PENDING, flush_logs
+
+    configure_logging("info", "json")
+    for i in range(MAX_PENDING + 3):
+        log_op("publish", seq=i)
+    assert len(lines(capsys)) == MAX_PENDING  # a flood within one pass is written early
+    flush_logs()  # what a worker does before os._exit
+    assert [json.loads(line)["seq"] for line in lines(capsys)] == [MAX_PENDING, MAX_PENDING + 1, MAX_PENDING + 2]

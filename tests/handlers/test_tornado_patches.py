@@ -4,13 +4,18 @@ protocol (slower, or heavier per connection, never wrong)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 
 import pytest
+import tornado.iostream
 import tornado.websocket
 
 from tornado_pubsub.handlers.ws import PubSubSocket
 from tornado_pubsub.server import tornado_patches
+
+from tests.kit.rawws import OP_PING, OP_TEXT, RawWs, client_frame
 
 
 @pytest.fixture
@@ -72,3 +77,43 @@ def test_a_check_fails_when_what_it_relies_on_changes(monkeypatch):
     assert not tornado_patches._check_utf8()
     monkeypatch.setattr(tornado.websocket.WebSocketProtocol13, "_receive_frame_loop", lambda self: None)
     assert not tornado_patches._check_frame_loop()
+    monkeypatch.setattr(tornado.iostream.BaseIOStream, "_consume", lambda self, loc, extra: b"")
+    assert not tornado_patches._check_buffered_read()
+
+
+@pytest.mark.parametrize("patched", [True, False])
+async def test_frames_split_anywhere_or_buffered_together_are_read_in_order(monkeypatch, patched, rest, port):
+    # buffered_frame_read takes bytes already buffered without read_bytes: a
+    # frame whose header, mask or payload is cut across TCP reads, and many
+    # frames in one read, must come out the same as on Tornado's own reader.
+    if not patched:
+        monkeypatch.setitem(tornado_patches.ENABLED, "buffered_frame_read", False)
+    await rest.create("t")
+    client = await RawWs.connect(port)
+    try:
+        wire = b""
+        for n in range(12):
+            pad = "x" * (n * 23)  # short frames and 126+ byte ones (16-bit length)
+            frame = {"type": "ping", "request_id": f"r{n}", "pad": pad}
+            text = json.dumps(frame).encode()
+            if n % 4 == 3:  # fragmented, with a ping interleaved
+                wire += client_frame(OP_TEXT, text[:10], fin=False) + client_frame(OP_PING, b"p")
+                wire += client_frame(0x0, text[10:], fin=True)
+            else:
+                wire += client_frame(OP_TEXT, text)
+        cuts = [1, 2, 3, 5, 7, 11, 13, 40, 200]
+        position, step = 0, 0
+        while position < len(wire) // 2:  # the first half in awkward pieces, one loop pass or more apart
+            size = cuts[step % len(cuts)]
+            await client.send_raw(wire[position : position + size])
+            await asyncio.sleep(0.002)
+            position, step = position + size, step + 1
+        await client.send_raw(wire[position:])  # the rest at once
+        ids = []
+        for _ in range(12):
+            reply = await client.reply()
+            assert reply is not None and reply["type"] == "pong", reply
+            ids.append(reply["request_id"])
+        assert ids == [f"r{n}" for n in range(12)]
+    finally:
+        client.close()

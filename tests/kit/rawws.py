@@ -22,6 +22,20 @@ from typing import Any
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked client frame's bytes, header included."""
+    mask = os.urandom(4)
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class RawWs:
     """One raw WebSocket connection on a non-blocking socket driven by the running loop.
 
@@ -134,17 +148,7 @@ class RawWs:
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> "asyncio.Future[None]":
         """Send one masked frame (clients must mask, RFC 6455 section 5.3)."""
-        mask = os.urandom(4)
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        if n < 126:
-            header = struct.pack("!BB", first, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return self.send_raw(header + mask + masked)
+        return self.send_raw(client_frame(opcode, payload, fin))
 
     def send_text(self, text: str | bytes) -> "asyncio.Future[None]":
         return self.send_frame(OP_TEXT, text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))

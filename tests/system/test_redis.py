@@ -582,3 +582,73 @@ async def test_sse_streams_on_two_processes_and_resumes_on_the_other_with_last_e
     resumed = await sse_at(b.port, "/topics/orders/events", headers={"Last-Event-ID": seen[0]["id"]})
     assert [blk.frame()["seq"] for blk in await resumed.events(4)] == [2, 3, 4, 5]
     assert b"history_gap" not in resumed.raw
+
+
+async def test_history_and_bus_messages_of_the_older_format_are_still_read(cluster, ws_at, redis_server):
+    # Before events were carried pre-rendered, the stream kept {"id","ts","payload"}
+    # bodies ('b' field) and the bus announced 'e' messages: a history written by
+    # an older version must replay, and its announcements must still be delivered.
+    import json
+
+    import redis
+
+    (a,) = cluster(1)
+    await Rest(a.port).create("orders")
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        epoch = r.hget("pubsub:topics", "orders").decode()
+
+        def old_body(n: int) -> tuple[str, bytes]:
+            mid = new_id()
+            return mid, json.dumps({"id": mid, "ts": "2026-01-01T00:00:00.000Z", "payload": {"old": n}}).encode()
+
+        stored_id, stored = old_body(1)
+        seq = r.incr("pubsub:seq:orders")
+        r.xadd("pubsub:log:orders", {"b": stored, "i": stored_id.lower()}, id=f"0-{seq}")
+        r.hset("pubsub:ids:orders", stored_id.lower(), seq)
+
+        pub = await ws_at(a.port)
+        assert (await pub.publish("orders", {"new": 2}))["seq"] == 2
+        sub = await subscribed(ws_at, a.port, "orders", last_n=5)
+        replayed = await sub.events(2)
+        assert [(e["seq"], e["message"]["payload"]) for e in replayed] == [(1, {"old": 1}), (2, {"new": 2})]
+        assert replayed[0]["message"]["id"] == stored_id and replayed[0]["ts"] == "2026-01-01T00:00:00.000Z"
+
+        announced_id, announced = old_body(3)
+        seq = r.incr("pubsub:seq:orders")
+        r.publish("pubsub:bus", b"e\norders\n" + epoch.encode() + b"\n%d\n" % seq + announced)
+        (live,) = await sub.events(1)
+        assert (live["seq"], live["message"]["id"], live["message"]["payload"]) == (3, announced_id, {"old": 3})
+    finally:
+        r.close()
+
+
+async def test_concurrent_publishes_on_one_process_each_get_their_own_reply(cluster, ws_at):
+    # Publishes of one loop pass go to Redis as one pipeline (store.Store.publish):
+    # each must still get its own seq or its own error, and every event arrive once, in order.
+    (a,) = cluster(1)
+    await Rest(a.port).create("orders")
+    sub = await subscribed(ws_at, a.port, "orders")
+    publishers = [await ws_at(a.port) for _ in range(8)]
+    per_publisher = 25
+    ids = [[new_id() for _ in range(per_publisher)] for _ in publishers]
+
+    async def publish_all(client: WsClient, mine: list[str]) -> list[int]:
+        seqs = []
+        for mid in mine:
+            seqs.append((await client.publish("orders", {"id": mid}, mid))["seq"])
+            error = await client.publish("no-such-topic", 1)  # an error inside the same batches
+            assert error["type"] == "error" and error["error"]["code"] == "TOPIC_NOT_FOUND", error
+        return seqs
+
+    acked = await asyncio.gather(*(publish_all(c, mine) for c, mine in zip(publishers, ids)))
+    total = per_publisher * len(publishers)
+    assert sorted(s for seqs in acked for s in seqs) == list(range(1, total + 1))
+    assert all(seqs == sorted(seqs) for seqs in acked)
+    assert_exactly_once_in_order(await sub.events(total), [mid for mine in ids for mid in mine])
+    # A retried id (still in the history) is a duplicate with the seq it first
+    # got, even when batched with a new one.
+    last = ids[-1][-1]
+    replies = await asyncio.gather(publishers[0].publish("orders", 0, last), publishers[1].publish("orders", 0, new_id()))
+    assert (replies[0]["duplicate"], replies[0]["seq"]) == (True, acked[-1][-1])
+    assert (replies[1]["duplicate"], replies[1]["seq"]) == (False, total + 1)

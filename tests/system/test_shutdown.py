@@ -205,3 +205,19 @@ async def test_sigterm_tells_an_sse_stream_shutting_down_and_ends_it(start_serve
     assert await server.exit_code() == 0
     (disconnect,) = [r for r in server.records() if r.get("event") == "disconnect"]
     assert disconnect["reason"] == "server shutting down"
+
+
+async def test_sigterm_leaves_every_held_log_record_written(io_loop, start_server, ws_at):
+    # Records are written once per loop pass (logs.BufferedHandler): the
+    # ones logged during the drain, up to the very last, must still reach
+    # the output when the process exits on SIGTERM.
+    server = await start_server()
+    client = await ws_at(server.port, "/ws")
+    assert (await client.request({"type": "ping", "request_id": "p1"}))["type"] == "pong"
+    server.signal(signal.SIGTERM)
+    assert await client.closed(timeout=10) == 1001
+    assert await server.exit_code() == 0
+    records = server.records()
+    assert [r for r in records if r.get("event") == "disconnect"], "the drain's disconnect record is missing"
+    last = records[-1]
+    assert (last.get("event"), last.get("outcome")) == ("shutdown", "stopped")

@@ -27,7 +27,7 @@ from tornado import gen
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+from tornado.iostream import BaseIOStream, IOStream, StreamClosedError, UnsatisfiableReadError
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
@@ -90,6 +90,15 @@ def _check_linger() -> bool:
     )
 
 
+def _check_buffered_read() -> bool:
+    return (
+        _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
+        and _has_init_attrs(_WS13, "_wire_bytes_in")
+        and _params(getattr(IOStream, "_consume", None)) == ["self", "loc"]
+        and _has_init_attrs(BaseIOStream, "_read_buffer_size", "_read_future", "_user_read_buffer")
+    )
+
+
 def _check_strict_frames() -> bool:
     source = inspect.getsource(_WS13._receive_frame)
     return (
@@ -121,6 +130,7 @@ ENABLED: dict[str, bool] = {
     "release_headers": _check_handshake_state(),
     "release_connection_headers": _check_connection_headers(),
     "strict_frames": _check_strict_frames(),
+    "buffered_frame_read": _check_buffered_read(),
 }
 
 
@@ -200,6 +210,26 @@ class _FrameLoopTask(_WS13):
         # Tornado >= 6.3 tells the handler from the loop's finally clause;
         # 6.2 only on a clean end.  The handler ignores a second call.
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+
+class _BufferedFrameRead(_WS13):
+    """Gain: a frame whose bytes are already buffered is read in one pass
+    (fanout S=1, bench ``run.py``: see the commit).  Tornado reads each
+    frame in three to four ``stream.read_bytes`` calls, each a Future and a
+    trip through IOStream's read machinery even when the bytes are there;
+    here bytes already in the read buffer are taken at once, and only a
+    short buffer goes through ``read_bytes`` (which waits for the socket).
+    Relies on: ``_read_bytes(n)`` being the frame reader's one way to read,
+    ``_wire_bytes_in``, and IOStream's ``_read_buffer_size``, ``_consume(loc)``
+    and ``_read_future``/``_user_read_buffer`` (no other read in progress).
+    """
+
+    async def _read_bytes(self, n: int) -> bytes:
+        stream = self.stream
+        if stream._read_buffer_size >= n and stream._read_future is None and not stream._user_read_buffer:
+            self._wire_bytes_in += n
+            return stream._consume(n)
+        return await super()._read_bytes(n)
 
 
 class _InvalidUtf8Reply(_WS13):
@@ -323,8 +353,15 @@ class _StrictFrames(_WS13):
         self.close(_CLOSE_PROTOCOL_ERROR, "protocol error")
 
 
+# Listed outermost first (the class's MRO): strict_frames wraps the header
+# read, and buffered_frame_read, the lowest reader, serves both.
 _MIXINS = {
-    "strict_frames": _StrictFrames,"invalid_utf8_reply": _InvalidUtf8Reply, "linger_after_1009": _LingerAfter1009, "frame_loop_task": _FrameLoopTask}
+    "strict_frames": _StrictFrames,
+    "invalid_utf8_reply": _InvalidUtf8Reply,
+    "linger_after_1009": _LingerAfter1009,
+    "frame_loop_task": _FrameLoopTask,
+    "buffered_frame_read": _BufferedFrameRead,
+}
 _classes: dict[tuple[type, ...], type] = {}
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from tornado.netutil import bind_sockets
 
-from tornado_pubsub.logs import log_op
+from tornado_pubsub.logs import flush_logs, log_op
 from tornado_pubsub.server.run import announce
 from tornado_pubsub.settings import Settings
 
@@ -50,6 +50,7 @@ def run_workers(settings: Settings, serve: Callable[..., object]) -> int:
                 log_op("workers", logging.ERROR, exc_info=True, worker=worker, outcome="crashed")  # else it dies unexplained
                 code = 1
             finally:
+                flush_logs()  # os._exit skips logging.shutdown, which would write held records
                 sys.stdout.flush()
                 os._exit(code)
         children[pid] = worker

@@ -42,8 +42,7 @@ from tornado_pubsub.backends.redis.bus import (
     Message,
     Noticed,
     Progress,
-    encode_body,
-    render,
+    encode_head,
 )
 from tornado_pubsub.backends.redis.figures import NodeFigures
 from tornado_pubsub.backends.redis.presence import ClusterPresence
@@ -200,8 +199,8 @@ class RedisBackend:
 
     async def publish(self, name: str, message_id: str, payload: Any) -> Published:
         self._check()
-        body = encode_body(message_id, payload)
-        done = await self.store.publish(name, id_key(message_id), body, self.history_size)
+        head = encode_head(name, message_id, payload)
+        done = await self.store.publish(name, id_key(message_id), head, self.history_size)
         if not done.duplicate:
             await self._bus_reached(name, done.epoch, done.seq)
         return done
@@ -268,7 +267,7 @@ class RedisBackend:
         if isinstance(message, Announced):
             name, epoch, seq = message.name, message.epoch, message.seq
             if hub.wants(name, epoch, seq):
-                hub.deliver(name, epoch, render(name, seq, message.body))
+                hub.deliver(name, epoch, message.event())
             self.progress.carried(name, epoch, seq)
         elif isinstance(message, Created):
             self.progress.created(message.name, message.epoch)

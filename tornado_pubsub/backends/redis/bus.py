@@ -5,14 +5,22 @@ reader that holds the subscription, and where each topic has got to here.
 Messages (written by the Lua scripts through ``LUA``, read by ``decode``;
 this module is the only place that knows the format)::
 
-    e\\n<topic>\\n<epoch>\\n<seq>\\n<body>    an event; body = {"id","ts","payload"} JSON
-    c\\n<topic>\\n<epoch>                    a topic was created
-    d\\n<topic>\\n<epoch>                    a topic was deleted
-    p\\n<node>\\n<topic>\\n<json>            a join or leave on process <node> (``presence``)
-    q\\n<node>\\n<reply key>\\n<kind>\\n<arg>  process <node> asks every other (``presence``)
+    f\\n<topic>\\n<epoch>\\n<seq>\\n<head>\\n<id>   an event: head = the event frame up to its seq
+    c\\n<topic>\\n<epoch>                       a topic was created
+    d\\n<topic>\\n<epoch>                       a topic was deleted
+    p\\n<node>\\n<topic>\\n<json>               a join or leave on process <node> (``presence``)
+    q\\n<node>\\n<reply key>\\n<kind>\\n<arg>     process <node> asks every other (``presence``)
 
-The same ``body`` is what the history stream keeps, so a live event and a
-replayed one render to the same frame on every process.
+The publishing process renders the event frame once (``frames.event_head``);
+the history stream keeps the same head, so every process, live or on
+replay, only appends the seq: no JSON is parsed or rendered per process.
+
+Older versions announced ``e\\n<topic>\\n<epoch>\\n<seq>\\n<body>`` (body =
+``{"id","ts","payload"}``) and kept that body in the stream: both are still
+read (and rendered as before), so a history written by an older version
+replays unchanged.  An older process ignores ``f`` messages, so processes
+of both versions must not serve one Redis at the same time (README, Scaling
+out: upgrade by stopping them all).
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ BACKOFF_MAX = 1.0
 
 #: Lua helpers the scripts announce through (prepended to each script).
 LUA = """
-local function bus_event(channel, name, epoch, seq, body)
-  redis.call('PUBLISH', channel, 'e\\n' .. name .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. body)
+local function bus_event(channel, name, epoch, seq, head, id)
+  redis.call('PUBLISH', channel, 'f\\n' .. name .. '\\n' .. epoch .. '\\n' .. seq .. '\\n' .. head .. '\\n' .. id)
 end
 local function bus_created(channel, name, epoch)
   redis.call('PUBLISH', channel, 'c\\n' .. name .. '\\n' .. epoch)
@@ -51,12 +59,22 @@ end
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Announced:
-    """An event on the bus: seq ``seq`` of ``name`` at ``epoch``, its body undecoded."""
+    """An event on the bus: seq ``seq`` of ``name`` at ``epoch``; ``event()``
+    makes its frame (``head``: appends the seq; an older version's ``body``:
+    parses and renders it)."""
 
     name: str
     epoch: str
     seq: int
-    body: bytes
+    head: bytes | None
+    body: bytes | None
+    message_id: str
+
+    def event(self) -> Event:
+        if self.head is not None:
+            return Event(self.seq, self.message_id, frames.event_with_seq(self.head, self.seq), None)
+        assert self.body is not None
+        return render(self.name, self.seq, self.body)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,9 +119,13 @@ Message = Announced | Created | Deleted | Noticed | Asked
 def decode(data: bytes) -> Message | None:
     """One bus message, or None for a kind this version does not know."""
     kind = data[:1]
-    if kind == b"e":
+    if kind == b"f":
+        _, name, epoch, seq, rest = data.split(b"\n", 4)
+        head, _, message_id = rest.partition(b"\n")  # the head holds no newline; an id might
+        return Announced(name.decode(), epoch.decode(), int(seq), head, None, message_id.decode())
+    if kind == b"e":  # an older version's event
         _, name, epoch, seq, body = data.split(b"\n", 4)
-        return Announced(name.decode(), epoch.decode(), int(seq), body)
+        return Announced(name.decode(), epoch.decode(), int(seq), None, body, "")
     if kind == b"c":
         _, name, epoch = data.decode().split("\n")
         return Created(name, epoch)
@@ -129,14 +151,23 @@ def question(node: str, reply_key: str, kind: str, arg: str) -> str:
     return f"q\n{node}\n{reply_key}\n{kind}\n{arg}"
 
 
-def encode_body(message_id: str, payload: Any) -> bytes:
-    """The body a publish retains and announces (raises BAD_REQUEST for a payload JSON cannot hold)."""
-    return frames.encode_published({"id": message_id, "ts": frames.timestamp(), "payload": payload})
+def encode_head(name: str, message_id: str, payload: Any) -> bytes:
+    """What a publish retains and announces: the event frame up to its seq
+    (raises BAD_REQUEST for a payload JSON cannot hold)."""
+    return frames.event_head(name, message_id, payload, frames.timestamp())
+
+
+def stored_event(name: str, seq: int, fields: list[bytes]) -> Event:
+    """The event of one history stream entry (``h`` head or an older
+    version's ``b`` body, then ``i`` id key)."""
+    if fields[0] == b"h":
+        return Event(seq, fields[3].decode(), frames.event_with_seq(fields[1], seq), None)
+    return render(name, seq, fields[1])
 
 
 def render(name: str, seq: int, body: bytes) -> Event:
-    """The event frame for ``body`` (rendered once per process); its owner is
-    set by the hub when it is delivered live."""
+    """The event frame for an older version's ``body`` (parsed and rendered
+    once per process); its owner is set by the hub when it is delivered live."""
     message = json.loads(body)
     data = frames.event(name, message["id"], message["payload"], message["ts"], seq)
     return Event(seq, message["id"], data, None)

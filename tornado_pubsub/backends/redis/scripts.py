@@ -57,8 +57,9 @@ bus_deleted(ARGV[2], ARGV[1], epoch)
 return epoch
 """
 
-# KEYS: topics, seq, log, ids.  ARGV: name, id key (lower-case id), body,
-# history_size, bus.  Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
+# KEYS: topics, seq, log, ids.  ARGV: name, id key (lower-case id), head
+# (the event frame up to its seq, bus.encode_head), history_size, bus.
+# Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
 # A message id still in the history is not published again (idempotency
 # lasts as long as the message is retained, as in memory).
 PUBLISH = _BUS + """
@@ -71,7 +72,7 @@ if size > 0 then
 end
 local seq = redis.call('INCR', KEYS[2])
 if size > 0 then
-  redis.call('XADD', KEYS[3], '0-' .. seq, 'b', ARGV[3], 'i', ARGV[2])
+  redis.call('XADD', KEYS[3], '0-' .. seq, 'h', ARGV[3], 'i', ARGV[2])
   redis.call('HSET', KEYS[4], ARGV[2], seq)
   local excess = redis.call('XLEN', KEYS[3]) - size
   if excess > 0 then
@@ -81,7 +82,7 @@ if size > 0 then
     end
   end
 end
-bus_event(ARGV[5], ARGV[1], epoch, seq, ARGV[3])
+bus_event(ARGV[5], ARGV[1], epoch, seq, ARGV[3], ARGV[2])
 return {epoch, seq, 0}
 """
 
@@ -109,7 +110,7 @@ return {epoch, last, first, entries}
 
 # KEYS: topics, log.  ARGV: name, epoch, after, upto, max_bytes, count.
 # One page of a replay (core.outbound.Replay): retained entries with
-# after < seq <= upto, at most ``count`` and ``max_bytes`` of bodies (at least
+# after < seq <= upto, at most ``count`` and ``max_bytes`` of heads or bodies (at least
 # one), oldest first.  Returns nil when the incarnation is gone, else
 # {oldest retained seq (0: none), entries}.
 PAGE = """

@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
 from tornado_pubsub.backends.redis import scripts
-from tornado_pubsub.backends.redis.bus import Position, render
+from tornado_pubsub.backends.redis.bus import Position, stored_event
 from tornado_pubsub.backends.redis.figures import NodeFigures
 from tornado_pubsub.core.errors import INTERNAL, PubSubError, topic_not_found
 from tornado_pubsub.core.history import Event, page_of
@@ -66,6 +66,9 @@ class Store:
         self.bus_redis: aioredis.Redis | None = None
         self._logs = TokenBucket(FAILURE_LOGS_PER_SECOND)
         self._unlogged = 0
+        # Publishes waiting for the end of this loop pass, and batches in flight.
+        self._publishes: list[tuple[list[object], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     def open(self) -> None:
         """Make the clients and register the scripts (connects lazily)."""
@@ -153,14 +156,71 @@ class Store:
         epoch = await self.call(self._delete(keys=self._topic_keys(name), args=[name, self.keys.bus]))
         return None if epoch is None else epoch.decode()
 
-    async def publish(self, name: str, id_key: str, body: bytes, history_size: int) -> Published:
-        """Number, retain and announce ``body``; TOPIC_NOT_FOUND."""
+    async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
+        """Number, retain and announce ``head`` (``bus.encode_head``); TOPIC_NOT_FOUND.
+
+        Publishes made in the same loop pass (by different connections: one
+        connection has one in flight) go to Redis as one pipeline, one round
+        trip and one write; each is still its own atomic script."""
         self._ready()
-        args = [name, id_key, body, history_size, self.keys.bus]
-        reply = await self.call(self._publish(keys=self._topic_keys(name), args=args))
+        keys_and_args = [*self._topic_keys(name), name, id_key, head, history_size, self.keys.bus]
+        reply = await self.call(self._queued_publish(keys_and_args))
         if reply is None:
             raise topic_not_found(name)
         return Published(reply[0].decode(), int(reply[1]), bool(reply[2]))
+
+    async def _queued_publish(self, keys_and_args: list[object]) -> Any:
+        # Runs inside ``call``'s task: a caller cancelled while its publish is
+        # queued or sent only stops waiting (the script may still run, as
+        # with any command already sent).
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._publishes.append((keys_and_args, reply))
+        if len(self._publishes) == 1:
+            loop.call_soon(self._send_publishes)
+        return await reply
+
+    def _send_publishes(self) -> None:
+        batch, self._publishes = self._publishes, []
+        task = asyncio.ensure_future(self._pipeline(batch))
+        self._sending.add(task)  # a reference until done (asyncio keeps weak ones only)
+        task.add_done_callback(self._sending.discard)
+
+    async def _pipeline(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> None:
+        """Send ``batch`` and hand each caller its own reply or error."""
+        try:
+            if len(batch) == 1:  # no pipeline bookkeeping for a lone publish
+                keys_and_args = batch[0][0]
+                replies = [await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=self._ready())]
+            else:
+                replies = await self._pipelined(batch)
+        except asyncio.CancelledError:
+            for _, reply in batch:
+                reply.cancel()
+            raise
+        except Exception as exc:  # the whole batch failed (connection, timeout): ``call`` maps it
+            replies = [exc] * len(batch)
+        for (_, reply), outcome in zip(batch, replies):
+            if reply.done():  # its caller was cancelled and stopped waiting
+                continue
+            if isinstance(outcome, Exception):
+                reply.set_exception(outcome)
+            else:
+                reply.set_result(outcome)
+
+    async def _pipelined(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> list[Any]:
+        # EVALSHA by hand: a Script added to a pipeline makes redis-py ask
+        # SCRIPT EXISTS first, a second round trip on every batch.
+        redis = self._ready()
+        pipe = redis.pipeline(transaction=False)
+        for keys_and_args, _ in batch:
+            pipe.evalsha(self._publish.sha, 4, *keys_and_args)
+        replies = await pipe.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # Redis lost its scripts (restart, SCRIPT FLUSH)
+                keys_and_args = batch[index][0]
+                replies[index] = await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=redis)
+        return replies
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
         """Epoch, last seq, oldest retained seq and the wanted events, oldest
@@ -174,7 +234,7 @@ class Store:
             raise topic_not_found(name)
         entries = snap[3][::-1] if wanted.mode == "last" else snap[3]  # 'last' reads newest first
         # Rendered here, inside ``call``: a corrupt entry is an error too, never an escape.
-        events = [render(name, int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
+        events = [stored_event(name, int(entry_id.split(b"-")[1]), fields) for entry_id, fields in entries]
         epoch, last_seq, first_seq = snap[0].decode(), int(snap[1]), int(snap[2]) or None
         # A replay keeps the first page it read; the rest it reads page by page.
         return Snapshot(epoch, last_seq, first_seq, events, RedisPages(self, name, epoch, events))
@@ -189,7 +249,7 @@ class Store:
         reply = await self._page(keys=[keys[0], keys[2]], args=[name, epoch, after, upto, max_bytes, PAGE_COUNT], client=self._ready())
         if reply is None:
             return None
-        events = [render(name, int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in reply[1]]
+        events = [stored_event(name, int(entry_id.split(b"-")[1]), fields) for entry_id, fields in reply[1]]
         return int(reply[0]) or None, events
 
     async def restore(self, name: str, position: Position) -> bool:
