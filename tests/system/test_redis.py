@@ -652,3 +652,19 @@ async def test_concurrent_publishes_on_one_process_each_get_their_own_reply(clus
     replies = await asyncio.gather(publishers[0].publish("orders", 0, last), publishers[1].publish("orders", 0, new_id()))
     assert (replies[0]["duplicate"], replies[0]["seq"]) == (True, acked[-1][-1])
     assert (replies[1]["duplicate"], replies[1]["seq"]) == (False, total + 1)
+
+
+async def test_a_burst_of_subscribes_and_publishes_beyond_the_redis_pool_waits_instead_of_failing(cluster, ws_at):
+    """More concurrent commands than the process's Redis connections (redis-py's
+    plain pool refused the 101st with "Too many connections": INTERNAL)."""
+    (proc,) = cluster(1)
+    await Rest(proc.port).create("burst")
+    watcher = await subscribed(ws_at, proc.port, "burst")  # publishes nothing, so reads every event
+    clients = [await ws_at(proc.port) for _ in range(160)]
+    acks = await asyncio.gather(*(c.subscribe("burst", client_id=f"b{i}") for i, c in enumerate(clients)))
+    refused = [a for a in acks if a["type"] != "ack"]
+    assert not refused, refused[:3]
+    replies = await asyncio.gather(*(c.publish("burst", i) for i, c in enumerate(clients)))
+    assert sorted(r["seq"] for r in replies) == list(range(1, len(clients) + 1)), [r for r in replies if "seq" not in r][:3]
+    events = await watcher.events(len(clients))
+    assert [e["seq"] for e in events] == list(range(1, len(clients) + 1))

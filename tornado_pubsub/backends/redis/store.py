@@ -36,6 +36,12 @@ from tornado_pubsub.logs import log_op
 
 T = TypeVar("T")
 
+#: Connections one process opens to Redis for commands, at most; more
+#: concurrent commands wait for one (at most POOL_WAIT seconds, then the
+#: command fails as INTERNAL like any other Redis fault).
+POOL_SIZE = 64
+POOL_WAIT = 5.0
+
 #: Entries one replay page reads at most (with at most WRITE_MAX bytes).
 PAGE_COUNT = 64
 
@@ -82,8 +88,14 @@ class Store:
         self._page = r.register_script(scripts.PAGE)
 
     def _client(self, retries: int) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
+        # A blocking pool: when every connection is busy (a burst of
+        # subscribes, each a script round trip), a command waits up to
+        # POOL_WAIT for one instead of failing at once with "Too many
+        # connections" (the plain pool's answer once it holds its maximum).
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.redis_url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT,
             # A retry replaces a connection that died with a Redis restart.
             # Never on a timeout: the command may have run (a stalled Redis
             # runs it when it wakes), and a second run would answer
@@ -95,6 +107,7 @@ class Store:
             # Shows which process a connection belongs to in CLIENT LIST.
             client_name=f"tornado-pubsub:{self.node_id}",
         )
+        return aioredis.Redis.from_pool(pool)  # the client closes its pool
 
     async def close(self) -> None:
         """Close both clients."""
