@@ -217,3 +217,19 @@ async def test_presence_flag_must_be_a_json_boolean(rest, ws_connect, value):
     reply = await client.subscribe("room.a", presence=value)
     assert reply["type"] == "error" and reply["error"]["code"] == "BAD_REQUEST"
     assert "presence" in reply["error"]["message"] and "true or false" in reply["error"]["message"], reply
+
+
+async def test_an_event_stream_is_a_subscriber_in_presence_and_in_join_and_leave(rest, ws_connect, sse_connect):
+    """PROTOCOL.md 7: an SSE stream counts in presence and join/leave, with client_id sse-<conn_id>."""
+    await rest.create("room.sse")
+    watching = await watcher(ws_connect, "room.sse")
+    stream = await sse_connect("/topics/room.sse/events")
+    assert stream.status == 200
+    joined = await next_info(watching, "join")
+    assert joined["topic"] == "room.sse" and joined["client_id"] == f"sse-{joined['conn_id']}", joined
+    watching.send({"type": "presence", "topic": "room.sse"})
+    reply = await watching.recv_type("presence")
+    assert sorted(s["client_id"] for s in reply["subscribers"]) == sorted(["watcher", joined["client_id"]])
+    stream.close()  # the stream's client goes away: the stream's subscription ends
+    left = await next_info(watching, "leave")
+    assert (left["conn_id"], left["client_id"]) == (joined["conn_id"], joined["client_id"]), left

@@ -196,6 +196,18 @@ async def test_host_outside_allowed_hosts_is_403(sse_connect, app):
     assert (stream.status, stream.body["error"]["code"]) == (403, "FORBIDDEN")
 
 
+@pytest.mark.pubsub(api_key=KEY, token_secret=SECRET, max_connections_per_user=2)
+async def test_a_users_streams_count_toward_max_connections_per_user(rest, sse_connect, ws_connect):
+    await rest.call("POST", "/topics", {"name": "orders"}, headers={"X-API-Key": KEY})
+    token = issue(SECRET, "42", ORDERS_ONLY)
+    await ws_connect(f"/ws?token={token}")
+    assert (await sse_connect(f"/topics/orders/events?token={token}")).status == 200
+    refused = await sse_connect(f"/topics/orders/events?token={token}")
+    assert (refused.status, refused.body["error"]["code"]) == (503, "LIMIT_EXCEEDED"), refused.body
+    other = issue(SECRET, "43", ORDERS_ONLY)  # the limit is per user
+    assert (await sse_connect(f"/topics/orders/events?token={other}")).status == 200
+
+
 @pytest.mark.pubsub(max_connections=1)
 async def test_connection_limit_is_503_like_a_websocket_handshake(rest, sse_connect):
     await rest.create("orders")
