@@ -29,8 +29,6 @@ import logging
 import os
 import signal
 import sys
-import time
-import uuid
 from typing import Any, AsyncIterator
 
 from tornado_pubsub.client import (
@@ -48,6 +46,7 @@ from tornado_pubsub.client import (
 )
 from tornado_pubsub import __version__
 from tornado_pubsub.client.token_cli import add_token_arguments, mint_token
+from tornado_pubsub.client.fanout import measure_fanout
 from tornado_pubsub.client.publishing import Progress, count_lines, publish_windowed, read_lines
 from tornado_pubsub.core.errors import FORBIDDEN, INTERNAL, SHUTTING_DOWN, TOPIC_NOT_FOUND, UNAUTHORIZED
 
@@ -301,73 +300,14 @@ async def cmd_pub(client: PubSubClient, args: argparse.Namespace, out: Output) -
 # -- bench ----------------------------------------------------------------------------------
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 async def cmd_bench(client: PubSubClient, args: argparse.Namespace, out: Output) -> int:
     """Fan-out: one publisher, N subscribers on their own connections, all in this process."""
-    topic = args.topic or f"bench-{uuid.uuid4().hex[:8]}"
-    await client.create_topic(topic)
-    subscribers: list[PubSubClient] = []
-    latencies: list[float] = []
-    remaining = args.subscribers * args.messages
-    all_in = asyncio.Event()
-    pad = "x" * args.size
-
-    def on_message(message: Message) -> None:
-        nonlocal remaining
-        latencies.append(time.perf_counter() - message.payload["t"])
-        remaining -= 1
-        if remaining <= 0:
-            all_in.set()
-
-    async def payloads() -> AsyncIterator[dict[str, Any]]:
-        for _ in range(args.messages):
-            yield {"t": time.perf_counter(), "pad": pad}  # stamped when it is sent, not before
-
-    try:
-        for n in range(args.subscribers):
-            sub = PubSubClient(client.http_url, api_key=client.api_key, client_id=f"bench-{n}", reconnect=False)
-            subscribers.append(sub)
-            await sub.connect()
-            await sub.subscribe(topic, on_message)
-        await client.connect()
-        started = time.perf_counter()
-        await publish_windowed(client, topic, payloads(), lambda ack: None)
-        published = time.perf_counter() - started
-        try:
-            await asyncio.wait_for(all_in.wait(), args.wait)
-        except asyncio.TimeoutError:
-            pass
-        elapsed = time.perf_counter() - started
-    finally:
-        for sub in subscribers:
-            await sub.close()
-        try:
-            await client.delete_topic(topic)
-        except ClientError:
-            pass
-    latencies.sort()
-    deliveries = len(latencies)
-    result = {
-        "subscribers": args.subscribers,
-        "messages": args.messages,
-        "payload_bytes": args.size,
-        "deliveries": deliveries,
-        "complete": deliveries == args.subscribers * args.messages,
-        "seconds": round(elapsed, 3),
-        "publish_rate": round(args.messages / published, 1),
-        "delivery_rate": round(deliveries / elapsed, 1),
-        "latency_ms": {q: round(_percentile(latencies, p) * 1000, 2) for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
-    }
+    result = await measure_fanout(client, args.topic, args.subscribers, args.messages, args.size, args.wait)
     out.result(result)
     out.note(
         f"{args.messages} messages x {args.subscribers} subscribers: {result['delivery_rate']:,.0f} deliveries/s, "
         f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms"
-        + ("" if result["complete"] else f" (INCOMPLETE: {deliveries} deliveries)")
+        + ("" if result["complete"] else f" (INCOMPLETE: {result['deliveries']} deliveries)")
     )
     return EXIT_OK if result["complete"] else EXIT_REFUSED
 
