@@ -113,3 +113,24 @@ async def test_a_killed_process_entries_vanish(cluster, ws_at):
         return [row["user"] for row in body["connections"]] == ["7"]
 
     await wait_until(gone, 3, "the killed process's entries gone within heartbeat_timeout")
+
+
+@pytest.mark.timeout(90)
+async def test_watchers_hear_the_leaves_a_killed_process_could_not_send(cluster, ws_at):
+    a, b = cluster(2, *FLAGS)
+    await both_registered(a, b)
+    await Rest(a.port).call("POST", "/topics", {"name": "room.k"}, headers=ADMIN)
+    watcher = await ws_at(a.port, as_user("7"))
+    assert (await watcher.subscribe("room.k", "watcher", presence=True))["type"] == "ack"
+    doomed = await ws_at(b.port, as_user("42"))
+    assert (await doomed.subscribe("room.k", "doomed"))["type"] == "ack"
+    joined = await next_info(watcher, "join")
+    assert (joined["client_id"], joined["user"]) == ("doomed", "42"), joined
+
+    b.kill()  # SIGKILL: no leave is ever sent by b
+    # b drops out of the node set within NODE_TTL (15 s); a reaps every 5 s.
+    left = await watcher.recv_type("info", timeout=40)
+    while left["msg"] == "ping":  # a heartbeat may come first
+        left = await watcher.recv_type("info", timeout=40)
+    assert left["msg"] == "leave", left
+    assert (left["conn_id"], left["client_id"], left["user"]) == (joined["conn_id"], "doomed", "42"), left

@@ -136,7 +136,11 @@ class RedisBackend:
         assert self.store.bus_redis is not None
         self.figures.redis = self.store.redis
         self._bus = Bus(self.store.bus_redis, self.keys.bus, self.node_id, self._up, self._on_message, self._lost)
-        self._tasks = [asyncio.ensure_future(self._bus.run()), asyncio.ensure_future(self.figures.refresh_forever())]
+        self._tasks = [
+            asyncio.ensure_future(self._bus.run()),
+            asyncio.ensure_future(self.figures.refresh_forever()),
+            asyncio.ensure_future(self.presence.reap_forever()),
+        ]
         ready = asyncio.ensure_future(self._ready.wait())
         done, _ = await asyncio.wait((ready,), timeout=STARTUP_WAIT)
         if not done:
@@ -296,6 +300,7 @@ class RedisBackend:
             log_op("redis", logging.ERROR, node=self.node_id, detail=detail, outcome="lost")
         self.connected = False
         self.progress.release_all()
+        self.presence.forget_remote()  # leaves sent meanwhile are missed: owe none of them
         for waiting in self._deletes.values():  # deletes acked with "0 told here", as on BUS_WAIT's expiry
             for done in waiting:
                 if not done.done():

@@ -13,6 +13,11 @@ still holds it (at most ``figures.NODE_TTL``) waits ``GATHER_WAIT`` for it.
 Notices of local joins and leaves are published in order by one writer
 task, from a bounded backlog: when Redis stalls, past ``MAX_BACKLOG`` the
 oldest are dropped (counted and logged) rather than held without bound.
+
+A process that dies cannot send the leaves of its subscriptions, so each
+process remembers the remote joins it passed on to its watchers (at most
+``MAX_REMEMBERED``) and, once the dead process drops out of the node set
+(``figures.NODE_TTL``), tells its watchers those subscriptions left.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ MAX_BACKLOG = 10000
 #: connection in BLPOP for up to GATHER_WAIT, so clients sending presence
 #: frames from many connections at once must not open connections without bound.
 MAX_GATHERS = 32
+#: Remote joins remembered for a process that might die, at most (a join
+#: beyond it is still passed on; its leave then comes only from its process).
+MAX_REMEMBERED = 100_000
+#: How often the node set is read for processes that died.
+REAP_EVERY = 5.0
 
 
 class ClusterPresence:
@@ -65,6 +75,10 @@ class ClusterPresence:
         self._answers: set[asyncio.Task[None]] = set()
         self._gathering = 0
         self.lost = 0  # notices dropped for want of Redis
+        # node -> {(topic, conn_id, client_id): entry}: remote joins passed on
+        # to watchers here, whose leaves are owed if that node dies.
+        self._joined: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
+        self._remembered = 0
 
     async def stop(self) -> None:
         """Stop sending: pending notices and answers are abandoned (the process is leaving)."""
@@ -105,10 +119,57 @@ class ClusterPresence:
     def on_notice(self, message: Noticed) -> None:
         """A join or leave from the bus: tell local watchers (our own were told already)."""
         presence = self._hub().presence
-        if message.node == self.node_id or message.name not in presence.watchers:
+        if message.node == self.node_id:
+            return
+        watched = message.name in presence.watchers
+        if not watched and message.node not in self._joined:
             return  # most notices concern topics nobody here watches: not even decoded
         body = json.loads(message.body)
-        presence.remote(body.pop("msg"), message.name, body)
+        msg = body.pop("msg")
+        if watched or msg == "leave":  # a leave settles a join remembered while it was watched
+            self._remember(message.node, msg, message.name, body)
+        if watched:
+            presence.remote(msg, message.name, body)
+
+    def _remember(self, node: str, msg: str, name: str, entry: dict[str, Any]) -> None:
+        key = (name, str(entry.get("conn_id")), str(entry.get("client_id")))
+        joined = self._joined.get(node)
+        if msg == "leave":
+            if joined is not None and joined.pop(key, None) is not None:
+                self._remembered -= 1
+                if not joined:
+                    del self._joined[node]
+        elif msg == "join" and self._remembered < MAX_REMEMBERED:
+            if key not in self._joined.setdefault(node, {}):
+                self._remembered += 1
+            self._joined[node][key] = entry
+
+    def forget_remote(self) -> None:
+        """The bus was lost: notices may have been missed, so what was remembered is dropped."""
+        self._joined.clear()
+        self._remembered = 0
+
+    async def reap_forever(self) -> None:
+        """Tell watchers here of the leaves a dead process could not send."""
+        while True:
+            await asyncio.sleep(REAP_EVERY)
+            if not self._joined or not self._live() or self.store.redis is None:
+                continue
+            try:
+                live = await self.store.redis.zrangebyscore(self.keys.nodes, time.time(), "+inf")
+            except (RedisError, OSError, asyncio.TimeoutError):
+                continue  # read again next time
+            self.reap({node.decode() for node in live})
+
+    def reap(self, live: set[str]) -> None:
+        """Send the leaves owed for every remembered process not in ``live``."""
+        presence = self._hub().presence
+        for node in [node for node in self._joined if node not in live]:
+            owed = self._joined.pop(node)
+            self._remembered -= len(owed)
+            for (name, _, _), entry in owed.items():
+                presence.remote("leave", name, entry)
+            log_op("presence", logging.WARNING, node=self.node_id, dead_node=node, leaves=len(owed), outcome="dead_process_reaped")
 
     # -- questions --------------------------------------------------------------
 
