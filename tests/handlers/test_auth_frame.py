@@ -308,3 +308,16 @@ async def test_with_redis_a_revoked_subscription_is_gone_cluster_wide_and_a_toke
     assert "expired" in refused(await client.recv_type("error", 10))
     assert await client.closed(5) == 4401
     await wait_subscribers(admin_b, "user.42", 0)
+
+
+@BOTH
+async def test_a_flood_of_forged_tokens_is_checked_at_auths_own_pace_and_a_good_one_still_passes(ws_connect):
+    """Each auth frame costs a signature check: beyond a burst of five they are
+    refused unverified, far below the general frame budget."""
+    client = await ws_connect()
+    forged = issue("another-secret-of-at-least-32-bytes!!", "42", OWN)
+    codes = [(await auth(client, forged, str(i)))["error"]["code"] for i in range(20)]
+    assert codes[:5] == ["UNAUTHORIZED"] * 5, codes
+    assert codes.count("LIMIT_EXCEEDED") >= 14, codes  # at most one more refill within the loop
+    await asyncio.sleep(1.1)  # the budget refills: a real token is checked again
+    assert (await auth(client, issue(SECRET, "42", OWN)))["user"] == "42"

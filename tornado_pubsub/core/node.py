@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 from tornado_pubsub.backends.base import NOTHING, Backend, Snapshot, TopicInfo, Wanted
 from tornado_pubsub.core.errors import TOPIC_EXISTS, TOPIC_NOT_FOUND, PubSubError, topic_not_found
@@ -24,7 +24,6 @@ from tornado_pubsub.core.results import PublishResult, SubscribeResult
 from tornado_pubsub.logs import log_op
 from tornado_pubsub.settings import Settings
 
-T = TypeVar("T")
 
 #: No seq ever exceeds this (Redis counts seqs in a signed 64-bit integer);
 #: a larger ``since_seq`` means the same as this one: "beyond the last seq".
@@ -222,8 +221,11 @@ class Node:
         self.hub.check_open()
         if message_id is None:
             message_id = str(uuid.uuid4())
-        mid = message_id
-        done = await self._creating(topic_name, lambda: self.backend.publish(topic_name, mid, payload))
+        try:
+            done = await self.backend.publish(topic_name, message_id, payload)
+        except PubSubError as exc:
+            await self._auto_create(topic_name, exc)
+            done = await self.backend.publish(topic_name, message_id, payload)
         if not done.duplicate:
             self.hub.counters.published += 1
         return PublishResult(topic_name, message_id, done.seq, done.duplicate)
@@ -255,7 +257,11 @@ class Node:
         join = hub.open_join(topic_name, counted=not already)
         try:
             wanted = self._wanted(already, last_n, since_seq, epoch)
-            snap = await self._creating(topic_name, lambda: self.backend.snapshot(topic_name, wanted))
+            try:
+                snap = await self.backend.snapshot(topic_name, wanted)
+            except PubSubError as exc:
+                await self._auto_create(topic_name, exc)
+                snap = await self.backend.snapshot(topic_name, wanted)
         finally:
             hub.close_join(join)
         if sub.closed:  # it went away while we read
@@ -277,22 +283,19 @@ class Node:
             hub.flush(sub, lt, join, snap.last_seq)
         return result
 
-    async def _creating(self, name: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """``operation()``; under ``auto_create_topics``, once more after
-        creating ``name`` if it met the topic missing (a create that another
-        caller won meanwhile is just as good)."""
-        try:
-            return await operation()
-        except PubSubError as exc:
-            if exc.code != TOPIC_NOT_FOUND or not self.auto_create_topics:
-                raise
+    async def _auto_create(self, name: str, exc: PubSubError) -> None:
+        """Re-raise ``exc`` unless it is a missing topic and ``auto_create_topics``
+        is on; then create ``name`` (a create that another caller won meanwhile
+        is just as good) so the caller tries once more.  Only on the error
+        path: a publish to an existing topic pays nothing for it."""
+        if exc.code != TOPIC_NOT_FOUND or not self.auto_create_topics:
+            raise exc
         try:
             info = await self.backend.create(name)
             log_op("topic_created", topic=name, epoch=info.epoch, via="auto_create", outcome="ok")
-        except PubSubError as exc:
-            if exc.code != TOPIC_EXISTS:
+        except PubSubError as created:
+            if created.code != TOPIC_EXISTS:
                 raise
-        return await operation()
 
     def _wanted(self, already: bool, last_n: int | None, since_seq: int | None, epoch: str | None) -> Wanted:
         """What to read from the history, within bounds every store accepts:

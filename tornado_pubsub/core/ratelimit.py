@@ -7,7 +7,7 @@ import time
 
 class TokenBucket:
     """Allows ``rate`` events per second on average, in bursts of up to one
-    second's worth (at least one).
+    second's worth (at least one) unless ``burst`` says otherwise.
 
     One bucket per connection; ``take`` is O(1) and never waits.  A frame
     is charged before it is parsed (``frame_cost``: by size as well as by
@@ -17,9 +17,9 @@ class TokenBucket:
 
     __slots__ = ("rate", "burst", "tokens", "stamp")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(rate, 1.0)
+        self.burst = max(rate, 1.0) if burst is None else burst
         self.tokens = self.burst
         self.stamp = time.monotonic()
 

@@ -139,6 +139,7 @@ class Session(TokenLife):
         "errors_unlogged",
         "_inline",
         "_expiry",
+        "_auth_budget",
     )
 
     #: frame type -> route; a new frame type adds its route here and its schema
@@ -164,6 +165,7 @@ class Session(TokenLife):
         self.errors_unlogged = 0
         self._inline = 0  # frames handled back to back (see feed)
         self._expiry: object | None = None  # the one timer of the token's expiry (see _arm_expiry)
+        self._auth_budget: TokenBucket | None = None  # made at the first auth frame (see TokenLife._auth)
 
     @classmethod
     def open(

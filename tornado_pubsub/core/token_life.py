@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from tornado.ioloop import IOLoop
 
 from tornado_pubsub.core import frames
-from tornado_pubsub.core.errors import SHUTTING_DOWN, TOKEN_EXPIRED, UNAUTHORIZED, PubSubError
+from tornado_pubsub.core.errors import LIMIT_EXCEEDED, SHUTTING_DOWN, TOKEN_EXPIRED, UNAUTHORIZED, PubSubError
 from tornado_pubsub.core.hub import Subscriber
+from tornado_pubsub.core.ratelimit import TokenBucket
 from tornado_pubsub.logs import log_op
 
 if TYPE_CHECKING:
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 
 #: Seconds before a token's ``exp`` that ``info token_expiring`` is sent (PROTOCOL.md 5.3).
 EXPIRY_WARNING = 30.0
+
+#: ``auth`` frames one connection may have verified: one a second, in
+#: bursts of five.  Checking a signature costs far more than any other frame
+#: (an ES256 verify ~100 us), and a client needs one per token lifetime, so
+#: a flood of forged tokens must not ride on the general frame budget
+#: (10,000 a second by default).
+AUTH_FRAMES_PER_SECOND = 1.0
+AUTH_BURST = 5.0
 
 
 class TokenLife:
@@ -49,6 +58,10 @@ class TokenLife:
             raise PubSubError(UNAUTHORIZED, "this server accepts no tokens (no token key is configured)")
         if self.broker.draining:
             raise PubSubError(SHUTTING_DOWN, "the server is shutting down")
+        if self._auth_budget is None:
+            self._auth_budget = TokenBucket(AUTH_FRAMES_PER_SECOND, AUTH_BURST)
+        if not self._auth_budget.take():
+            raise PubSubError(LIMIT_EXCEEDED, f"more than {AUTH_BURST:g} auth frames in a row (then {AUTH_FRAMES_PER_SECOND:g} a second); token not checked")
         identity = self._verify(frame["token"])
         if current.user is not None and identity.user != current.user:
             raise PubSubError(UNAUTHORIZED, "the token is for another user; a connection keeps its user")
