@@ -92,9 +92,10 @@ def free_port() -> int:
 def server_command(name: str, port: int, args: argparse.Namespace) -> tuple[list[str], Path]:
     """The command line and working directory that start server ``name``."""
     py = sys.executable
-    if name in ("ours", "base"):
-        tree = ROOT if name == "ours" else Path(args.base)
-        return [py, "-m", "tornado_pubsub", f"--port={port}", "--log-level=info", *args.ours_arg], tree
+    if name in ("ours", "base", "ours_redis"):
+        tree = Path(args.base) if name == "base" else ROOT
+        broker = ["--broker=redis", f"--redis_url={args.redis_url}"] if name == "ours_redis" else []
+        return [py, "-m", "tornado_pubsub", f"--port={port}", "--log-level=info", *broker, *args.ours_arg], tree
     if name == "ref_tornado":
         return [py, str(BENCH / "ref_tornado.py"), f"--port={port}"], ROOT
     if name in ("ref_node", "ref_node_batch"):
@@ -172,7 +173,20 @@ def loadgen(scenario: str, port: int, pid: int, params: dict[str, Any], timeout:
     return json.loads(lines[-1])
 
 
+def flush_redis(url: str) -> None:
+    """Empty the bench's own Redis database, so every run starts with no topics and no history."""
+    import redis  # the project's environment runs this script
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 def measure(name: str, scenario: str, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    if name == "ours_redis":
+        flush_redis(args.redis_url)
     with server(name, args) as (port, pid):
         return loadgen(scenario, port, pid, params, timeout=args.timeout)
 
@@ -194,8 +208,8 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             entry["servers"][name] = {k: median([r.get(k) for r in reps]) for k in fields}
             entry["servers"][name]["errors"] = [r["error"] for r in reps if "error" in r]
             entry["servers"][name]["reps"] = len(reps)
-        for mine in ("ours", "base"):
-            for ref in (*REFERENCES, "base"):
+        for mine in ("ours", "base", "ours_redis"):
+            for ref in (*REFERENCES, "base", "ours"):
                 if mine == ref or mine not in by_server or ref not in by_server:
                     continue
                 pairs = [
@@ -274,8 +288,8 @@ DETAIL = {
     "latency": ["p50_ms", "p90_ms", "p99_ms", "max_ms", "lost"],
     "connections": ["rss_before_kb", "rss_after_kb", "setup_seconds"],
     "slowconsumer": ["rss_growth_kb", "queue_bound_kb", "lost", "health_p99_ms", "health_max_ms", "msgs_per_sec"],
-    "fanout": ["server_us_per_event", "msgs_per_sec", "loadgen_cpu"],
-    "topics": ["server_us_per_event", "msgs_per_sec", "foreign_events"],
+    "fanout": ["server_us_per_event", "msgs_per_sec", "loadgen_cpu", "lost", "duplicates", "out_of_order"],
+    "topics": ["server_us_per_event", "msgs_per_sec", "foreign_events", "lost", "duplicates", "out_of_order"],
 }
 
 
@@ -304,6 +318,11 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(HEADLINE), help="comma-separated subset of " + ",".join(HEADLINE))
     parser.add_argument("--servers", default="ours," + ",".join(REFERENCES), help="comma-separated subset")
     parser.add_argument("--base", help="another source tree to measure as server 'base' (before/after)")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/15",
+        help="the Redis of server ours_redis (our server on the Redis broker); its database is emptied before each run",
+    )
     parser.add_argument("--ours-arg", action="append", default=[], help="extra flag for our server (repeatable)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per load generator run")
     parser.add_argument("--only", default="", help="run only configs whose label contains this (e.g. S=100)")

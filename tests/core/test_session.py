@@ -18,7 +18,7 @@ import pytest
 
 from tornado_pubsub.backends.memory import Broker
 from tornado_pubsub.core.errors import SHUTDOWN, PubSubError
-from tornado_pubsub.core.session import INLINE_BURST, Session
+from tornado_pubsub.core.session import INLINE_BURST, PIPELINE_MAX, Session
 
 from tests.kit.support import queued
 
@@ -196,23 +196,54 @@ async def test_identity_is_asked_before_the_topic_exists_so_refusals_reveal_noth
 # -- order, suspension and bursts ---------------------------------------------------------
 
 
-async def test_frames_are_handled_in_order_when_the_broker_suspends(broker, monkeypatch):
-    await broker.create_topic("t")
+def numbered_then_slow(broker: Broker, monkeypatch: pytest.MonkeyPatch, delays: list[float]) -> None:
+    """Make ``broker.publish`` behave like Redis's: each publish takes its
+    number at once, in the order it was called, then comes back after its
+    own delay (so later ones can come back first)."""
     real_publish = broker.publish
+    waits = iter(delays)
 
     async def slow_publish(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.001)  # what a networked backend does
-        return await real_publish(*args, **kwargs)
+        result = await real_publish(*args, **kwargs)
+        await asyncio.sleep(next(waits))
+        return result
 
     monkeypatch.setattr(broker, "publish", slow_publish)
-    session = open_session(broker)
-    pending = session.feed(json.dumps(publish("t", 0, request_id="p0")))
-    assert pending is not None  # the transport must await this before the next frame
+
+
+async def test_publishes_run_beside_each_other_and_every_reply_keeps_the_frames_order(broker, monkeypatch):
+    await broker.create_topic("t")
+    numbered_then_slow(broker, monkeypatch, [0.03, 0.02, 0.0, 0.01])
+    session = open_session(broker, identity=Only(("publish", "t")))
+    fed = [session.feed(json.dumps(publish("t", n, request_id=f"p{n}"))) for n in range(2)]
+    fed.append(session.feed(json.dumps(publish("secret", request_id="refused"))))
+    fed += [session.feed(json.dumps(publish("t", n, request_id=f"p{n}"))) for n in range(2, 4)]
+    assert fed[:2] == [None, None] and fed[3:] == [None, None]  # the transport reads on
+    pending = session.feed(json.dumps({"type": "ping", "request_id": "last"}))
+    assert pending is not None  # anything but a publish waits for the publishes before it
     await pending
-    await feed(session, publish("t", 1, request_id="p1"))
-    await feed(session, {"type": "ping", "request_id": "last"})
-    replies = queued(session.sub)
-    assert [(r["type"], r.get("seq"), r["request_id"]) for r in replies] == [("ack", 1, "p0"), ("ack", 2, "p1"), ("pong", None, "last")]
+    replies = [(r["type"], r.get("seq") or r.get("error", {}).get("code"), r["request_id"]) for r in queued(session.sub)]
+    assert replies == [
+        ("ack", 1, "p0"),
+        ("ack", 2, "p1"),
+        ("error", "FORBIDDEN", "refused"),
+        ("ack", 3, "p2"),
+        ("ack", 4, "p3"),
+        ("pong", None, "last"),
+    ]
+
+
+async def test_a_connection_stops_being_read_at_its_pipeline_bound(monkeypatch):
+    broker = Broker(queue_size=1000)
+    await broker.create_topic("t")
+    numbered_then_slow(broker, monkeypatch, [0.05] + [0.0] * (PIPELINE_MAX * 2))
+    session = open_session(broker, rate=1e9)
+    fed = [session.feed(json.dumps(publish("t", n))) for n in range(PIPELINE_MAX)]
+    held = [n for n, result in enumerate(fed) if result is not None]
+    assert held and held[-1] == PIPELINE_MAX - 1  # full: the transport must wait
+    await fed[-1]  # the oldest publish, which came back last
+    await feed(session, {"type": "ping"})  # waits for every publish before it
+    assert [r.get("seq") for r in queued(session.sub)] == [*range(1, PIPELINE_MAX + 1), None]
 
 
 async def test_the_in_memory_broker_is_served_inline_with_a_yield_after_each_burst(broker):

@@ -8,6 +8,8 @@ subscribe seam, replay planning, input bounds and the shapes of /topics,
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 import uuid
@@ -68,6 +70,8 @@ class Node:
         self.backend = backend
         self.topics = tuple(topics)
         self.auto_create_topics = auto_create_topics
+        # Auto-creates in progress, one per topic name (see _auto_create).
+        self._creating: dict[str, asyncio.Future[None]] = {}
         self.hub = Hub(
             queue_size=queue_size,
             queue_max_bytes=queue_max_bytes,
@@ -287,15 +291,30 @@ class Node:
         """Re-raise ``exc`` unless it is a missing topic and ``auto_create_topics``
         is on; then create ``name`` (a create that another caller won meanwhile
         is just as good) so the caller tries once more.  Only on the error
-        path: a publish to an existing topic pays nothing for it."""
+        path: a publish to an existing topic pays nothing for it.
+
+        Order: callers that found ``name`` missing share one create and
+        resume in the order they found it so, so pipelined publishes of one
+        connection are retried in the order they were sent."""
         if exc.code != TOPIC_NOT_FOUND or not self.auto_create_topics:
             raise exc
+        creating = self._creating.get(name)
+        if creating is not None:
+            await asyncio.wait((creating,))
+            return creating.result()  # the create's own error, if it failed
+        creating = self._creating[name] = asyncio.get_running_loop().create_future()
         try:
             info = await self.backend.create(name)
             log_op("topic_created", topic=name, epoch=info.epoch, via="auto_create", outcome="ok")
         except PubSubError as created:
             if created.code != TOPIC_EXISTS:
+                creating.set_exception(created)
+                creating.exception()  # retrieved: the waiters re-raise it, no "never retrieved" warning
                 raise
+        finally:
+            del self._creating[name]
+            if not creating.done():
+                creating.set_result(None)
 
     def _wanted(self, already: bool, last_n: int | None, since_seq: int | None, epoch: str | None) -> Wanted:
         """What to read from the history, within bounds every store accepts:

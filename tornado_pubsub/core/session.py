@@ -13,6 +13,7 @@ The transport decides nothing but the bytes on the wire.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
@@ -38,6 +39,12 @@ INLINE_BURST = 32
 # rest are counted and reported on its disconnect record, so a client sending
 # garbage at full speed cannot turn each bad frame into a log line.
 ERROR_LOGS_PER_SECOND = 20.0
+
+#: Publishes one connection may have in flight at once (a broker that
+#: suspends, i.e. Redis), and their frames' bytes at most; past either, the
+#: transport stops reading the connection until the oldest is acked.
+PIPELINE_MAX = 64
+PIPELINE_MAX_BYTES = 1 << 20
 
 #: What a connection still waiting for its ``auth`` frame may send.
 UNGATED = frozenset({"auth", "ping"})
@@ -92,6 +99,12 @@ def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None"
     return asyncio.ensure_future(_resume(coro, yielded))
 
 
+async def settled(future: "asyncio.Future[None]") -> None:
+    """Return once ``future`` is done, however it ended (its own errors are its own)."""
+    if not future.done():
+        await asyncio.wait((future,))
+
+
 async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
     while True:
         try:
@@ -140,6 +153,9 @@ class Session(TokenLife):
         "_inline",
         "_expiry",
         "_auth_budget",
+        "_in_flight",
+        "_in_flight_bytes",
+        "_pipelined",
     )
 
     #: frame type -> route; a new frame type adds its route here and its schema
@@ -166,6 +182,11 @@ class Session(TokenLife):
         self._inline = 0  # frames handled back to back (see feed)
         self._expiry: object | None = None  # the one timer of the token's expiry (see _arm_expiry)
         self._auth_budget: TokenBucket | None = None  # made at the first auth frame (see TokenLife._auth)
+        # Publishes handed to a broker that suspended, oldest first, with
+        # their frames' sizes (see feed); None until the first one.
+        self._in_flight: collections.deque[tuple[asyncio.Future[None], int]] | None = None
+        self._in_flight_bytes = 0
+        self._pipelined = False  # set by _publish when its frame may run beside the next ones
 
     @classmethod
     def open(
@@ -225,11 +246,17 @@ class Session(TokenLife):
         A backend that never suspends (in-memory) handles it right here: no
         Task per frame, and the transport goes on to its next buffered frame,
         so the writer later sends everything those frames queued in one
-        batch.  One that does suspend (Redis) gets a Task, which the
-        transport awaits before it feeds the next frame, so frames are still
-        handled one at a time, in order.
+        batch.  One that does suspend (Redis) gets a Task.  A publish's Task
+        runs beside the frames after it (up to PIPELINE_MAX publishes and
+        PIPELINE_MAX_BYTES): the broker numbers them in the order they were
+        fed, and each one's reply waits for the reply of the frame before
+        it, so replies keep the frames' order.  Any other frame's Task waits
+        for the publishes before it and is awaited by the transport before
+        it feeds the next frame.
         """
-        pending = run_inline(self._handle(message))
+        before = self._last_in_flight()
+        self._pipelined = False
+        pending = run_inline(self._handle(message, before))
         if pending is None:
             self._inline += 1
             if self._inline < INLINE_BURST:
@@ -237,8 +264,32 @@ class Session(TokenLife):
             # Buffered frames are read without a loop pass in between: after a
             # burst, give timers, writers and other connections their turn.
             pending = asyncio.ensure_future(asyncio.sleep(0))
+        elif self._pipelined:
+            return self._pipeline(pending, len(message))
         self._inline = 0
         return pending
+
+    def _last_in_flight(self) -> "asyncio.Future[None] | None":
+        """The newest publish still in flight (every older one is too), after
+        forgetting those that finished."""
+        in_flight = self._in_flight
+        if not in_flight:
+            return None
+        while in_flight and in_flight[0][0].done():
+            self._in_flight_bytes -= in_flight.popleft()[1]
+        return in_flight[-1][0] if in_flight else None
+
+    def _pipeline(self, pending: "asyncio.Future[None]", size: int) -> "asyncio.Future[None] | None":
+        if self._in_flight is None:
+            self._in_flight = collections.deque()
+        self._in_flight.append((pending, size))
+        self._in_flight_bytes += size
+        self._inline += 1
+        if len(self._in_flight) < PIPELINE_MAX and self._in_flight_bytes < PIPELINE_MAX_BYTES and self._inline < INLINE_BURST:
+            return None
+        # Full (or a burst is over): read nothing more until the oldest is acked.
+        self._inline = 0
+        return self._in_flight[0][0]
 
     async def request(self, data: dict[str, Any]) -> None:
         """Handle one frame a transport built itself (SSE: its query as a
@@ -254,7 +305,9 @@ class Session(TokenLife):
         if not self.sub.closed:
             self.reply_error(PubSubError(BAD_REQUEST, "invalid JSON: text frame is not valid UTF-8"), None)
 
-    async def _handle(self, message: str | bytes) -> None:
+    async def _handle(self, message: str | bytes, before: "asyncio.Future[None] | None" = None) -> None:
+        # ``before``: the publish fed just before this frame, still in flight.
+        # Nothing this frame replies may overtake that publish's reply.
         sub = self.sub
         if sub.closed or sub.queue.closing is not None:  # e.g. its token expired: nothing more is done
             return
@@ -264,9 +317,13 @@ class Session(TokenLife):
         budget = self.budget
         if budget is not None and not budget.take(frame_cost(message)):
             refused = PubSubError(LIMIT_EXCEEDED, f"more than {budget.rate:g} frames per second; frame not processed")
+            if before is not None:
+                await settled(before)
             self.reply_error(refused, schemas.peek_request_id(message))
             return
         if isinstance(message, bytes):
+            if before is not None:
+                await settled(before)
             self.reply_error(PubSubError(BAD_REQUEST, "binary frames are not supported; send JSON text"), None)
             return
         data: Any = None
@@ -275,10 +332,19 @@ class Session(TokenLife):
             kind, frame = schemas.validate_frame(data)
             if self.identity is PENDING_IDENTITY and kind not in UNGATED:
                 raise PubSubError(UNAUTHORIZED, "not authenticated: send an auth frame with a token first")
-            await self.routes[kind](self, sub, frame)
+            if kind == "publish":
+                await self._publish(sub, frame, before)
+            else:
+                if before is not None:
+                    await settled(before)
+                await self.routes[kind](self, sub, frame)
         except PubSubError as exc:
+            if before is not None:
+                await settled(before)
             self.reply_error(exc, schemas.request_id_of(data))
         except Exception:
+            if before is not None:
+                await settled(before)
             if self.error_logs.take():  # a fault a client can trigger at will must not flood the log
                 log_op(
                     "internal",
@@ -365,10 +431,16 @@ class Session(TokenLife):
             outcome="ok" if was else "not_subscribed",
         )
 
-    async def _publish(self, sub: Subscriber, frame: dict[str, Any]) -> None:
+    async def _publish(self, sub: Subscriber, frame: dict[str, Any], before: "asyncio.Future[None] | None" = None) -> None:
         self.authorize("publish", frame["topic"])
         message = frame["message"]
+        # The broker takes the publish in the order frames are fed (Redis:
+        # into its ordered publish lane) before it first suspends; from there
+        # on, the frames after this one may be fed (see feed).
+        self._pipelined = True
         result = await self.broker.publish(frame["topic"], message["payload"], message["id"])
+        if before is not None:
+            await settled(before)
         sub.send(frames.ack(result.topic, frame.get("request_id"), seq=result.seq, duplicate=result.duplicate))
         result.log(conn_id=sub.id, user=self.identity.user, request_id=frame.get("request_id"), remote=sub.remote)
 

@@ -72,9 +72,9 @@ class Store:
         self.bus_redis: aioredis.Redis | None = None
         self._logs = TokenBucket(FAILURE_LOGS_PER_SECOND)
         self._unlogged = 0
-        # Publishes waiting for the end of this loop pass, and batches in flight.
+        # Publishes waiting for the lane, and the lane's task while it runs.
         self._publishes: list[tuple[list[object], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._lane: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         """Make the clients and register the scripts (connects lazily)."""
@@ -131,13 +131,17 @@ class Store:
         exc = task.exception()
         if exc is None:
             return task.result()
+        raise self._fault(exc)
+
+    def _fault(self, exc: BaseException) -> PubSubError:
+        """The ``PubSubError`` a caller gets for ``exc`` from Redis work (logged, throttled)."""
         if isinstance(exc, PubSubError):
-            raise exc
+            return exc
         if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
             self._failed(str(exc) or type(exc).__name__)
-            raise unavailable()
+            return unavailable()
         log_op("internal", logging.ERROR, exc_info=exc, node=self.node_id)
-        raise PubSubError(INTERNAL, "internal server error")
+        return PubSubError(INTERNAL, "internal server error")
 
     def _failed(self, detail: str) -> None:
         # One stalled Redis fails every frame of every client: log the fault,
@@ -172,35 +176,44 @@ class Store:
     async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
         """Number, retain and announce ``head`` (``bus.encode_head``); TOPIC_NOT_FOUND.
 
-        Publishes made in the same loop pass (by different connections: one
-        connection has one in flight) go to Redis as one pipeline, one round
-        trip and one write; each is still its own atomic script."""
+        Order: publishes run in Redis in the order this method was called.
+        They go through one lane: the publishes made while a batch is in
+        flight wait, then go together as the next pipeline (one round trip,
+        one write), each still its own atomic script.  So one connection may
+        have many publishes in flight and keep its order, and many
+        connections' publishes share round trips.
+        """
         self._ready()
         keys_and_args = [*self._topic_keys(name), name, id_key, head, history_size, self.keys.bus]
-        reply = await self.call(self._queued_publish(keys_and_args))
-        if reply is None:
-            raise topic_not_found(name)
-        return Published(reply[0].decode(), int(reply[1]), bool(reply[2]))
-
-    async def _queued_publish(self, keys_and_args: list[object]) -> Any:
-        # Runs inside ``call``'s task: a caller cancelled while its publish is
-        # queued or sent only stops waiting (the script may still run, as
-        # with any command already sent).
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
+        # A caller cancelled while its publish waits or is sent only stops
+        # waiting (the script may still run, as with any command already sent).
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._publishes.append((keys_and_args, reply))
-        if len(self._publishes) == 1:
-            loop.call_soon(self._send_publishes)
-        return await reply
+        if self._lane is None:
+            self._lane = asyncio.ensure_future(self._run_lane())
+        outcome = await reply
+        if outcome is None:
+            raise topic_not_found(name)
+        return Published(outcome[0].decode(), int(outcome[1]), bool(outcome[2]))
 
-    def _send_publishes(self) -> None:
-        batch, self._publishes = self._publishes, []
-        task = asyncio.ensure_future(self._pipeline(batch))
-        self._sending.add(task)  # a reference until done (asyncio keeps weak ones only)
-        task.add_done_callback(self._sending.discard)
+    async def _run_lane(self) -> None:
+        # Its first step runs at the end of the loop pass that queued the
+        # first publish, so it takes every publish of that pass at once.
+        try:
+            while self._publishes:
+                batch, self._publishes = self._publishes, []
+                await self._pipeline(batch)
+        except asyncio.CancelledError:
+            for _, reply in self._publishes:  # nobody would send them
+                reply.cancel()
+            self._publishes = []
+            raise
+        finally:
+            self._lane = None
 
     async def _pipeline(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> None:
-        """Send ``batch`` and hand each caller its own reply or error."""
+        """Send ``batch`` and hand each caller its own reply or error (a
+        ``PubSubError``, as ``call`` would raise)."""
         try:
             if len(batch) == 1:  # no pipeline bookkeeping for a lone publish
                 keys_and_args = batch[0][0]
@@ -211,13 +224,13 @@ class Store:
             for _, reply in batch:
                 reply.cancel()
             raise
-        except Exception as exc:  # the whole batch failed (connection, timeout): ``call`` maps it
+        except Exception as exc:  # the whole batch failed (connection, timeout)
             replies = [exc] * len(batch)
         for (_, reply), outcome in zip(batch, replies):
             if reply.done():  # its caller was cancelled and stopped waiting
                 continue
             if isinstance(outcome, Exception):
-                reply.set_exception(outcome)
+                reply.set_exception(self._fault(outcome))
             else:
                 reply.set_result(outcome)
 
