@@ -100,9 +100,12 @@ def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None"
 
 
 async def settled(future: "asyncio.Future[None]") -> None:
-    """Return once ``future`` is done, however it ended (its own errors are its own)."""
+    """Return once ``future`` is done, however it ended (its own errors are
+    its own, and cancelling the caller does not cancel it)."""
     if not future.done():
-        await asyncio.wait((future,))
+        waiter = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+        await waiter
 
 
 async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
@@ -111,7 +114,7 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             if yielded is None:  # a bare yield (asyncio.sleep(0)): one loop pass
                 await asyncio.sleep(0)
             else:  # the future it awaits; send() below hands it the outcome
-                await asyncio.wait([yielded])
+                await settled(yielded)
         except BaseException:
             coro.close()
             raise
@@ -284,12 +287,17 @@ class Session(TokenLife):
             self._in_flight = collections.deque()
         self._in_flight.append((pending, size))
         self._in_flight_bytes += size
+        if len(self._in_flight) >= PIPELINE_MAX or self._in_flight_bytes >= PIPELINE_MAX_BYTES:
+            # Full: read nothing more until the oldest is acked.
+            self._inline = 0
+            return self._in_flight[0][0]
         self._inline += 1
-        if len(self._in_flight) < PIPELINE_MAX and self._in_flight_bytes < PIPELINE_MAX_BYTES and self._inline < INLINE_BURST:
+        if self._inline < INLINE_BURST:
             return None
-        # Full (or a burst is over): read nothing more until the oldest is acked.
+        # A burst is over: one loop pass for the others, and the broker
+        # sends this burst's publishes while the next one is read.
         self._inline = 0
-        return self._in_flight[0][0]
+        return asyncio.ensure_future(asyncio.sleep(0))
 
     async def request(self, data: dict[str, Any]) -> None:
         """Handle one frame a transport built itself (SSE: its query as a

@@ -26,6 +26,7 @@ out: upgrade by stopping them all).
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -192,7 +193,13 @@ class Progress:
 
     def __init__(self) -> None:
         self.known: dict[str, Position] = {}
-        self._waiters: dict[tuple[str, str], list[tuple[float, asyncio.Future[None]]]] = {}
+        # Each waiter's future is resolved True when the bus reached its seq,
+        # False when its time ran out.
+        self._waiters: dict[tuple[str, str], list[tuple[float, asyncio.Future[bool]]]] = {}
+        # Deadlines in the order they were set (every wait has the same
+        # timeout, so they are also in time order): one timer serves them all.
+        self._deadlines: collections.deque[tuple[float, str, str, asyncio.Future[bool]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def reset(self, known: dict[str, Position]) -> None:
         """Replace the topic table (after a resync)."""
@@ -229,14 +236,31 @@ class Progress:
         known = self.known.get(name)
         if known is not None and known.epoch == epoch and known.seq >= seq:
             return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._waiters.setdefault((name, epoch), []).append((seq, future))
-        done, _ = await asyncio.wait((future,), timeout=timeout)
-        if not done:
-            self._forget(name, epoch, future)
-        return bool(done)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][3].done():  # most are released within a millisecond
+            deadlines.popleft()
+        deadlines.append((loop.time() + timeout, name, epoch, future))
+        if self._timer is None:
+            self._timer = loop.call_at(deadlines[0][0], self._expire)
+        return await future
 
-    def _forget(self, name: str, epoch: str, future: asyncio.Future[None]) -> None:
+    def _expire(self) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while deadlines and (deadlines[0][3].done() or deadlines[0][0] <= now):
+            _, name, epoch, future = deadlines.popleft()
+            if not future.done():
+                self._forget(name, epoch, future)
+                future.set_result(False)
+        if deadlines:
+            self._timer = loop.call_at(deadlines[0][0], self._expire)
+
+    def _forget(self, name: str, epoch: str, future: asyncio.Future[bool]) -> None:
         waiting = self._waiters.get((name, epoch), [])
         waiting[:] = [(s, f) for s, f in waiting if f is not future]
         if not waiting:
@@ -250,7 +274,7 @@ class Progress:
         for target, future in waiting:
             if target <= seq:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(True)
             else:
                 still.append((target, future))
         if still:
