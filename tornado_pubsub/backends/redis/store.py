@@ -106,6 +106,9 @@ class Store:
             socket_keepalive=True,
             # Shows which process a connection belongs to in CLIENT LIST.
             client_name=f"tornado-pubsub:{self.node_id}",
+            # RESP2: the scripts reply in its shapes, and its pub/sub messages are
+            # plain replies (no push-message path per bus message).
+            protocol=2,
         )
         return aioredis.Redis.from_pool(pool)  # the client closes its pool
 
