@@ -66,6 +66,17 @@ async def quiet(raw: RawWs, seconds: float, limit: int = 1000) -> list[dict[str,
     raise AssertionError(f"still receiving after {limit} frames")
 
 
+async def quiet_events(client: WsClient, seconds: float, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Every event that arrives until none has for ``seconds`` (at most ``limit``)."""
+    events = []
+    for _ in range(limit):
+        try:
+            events.append(await client.recv_type("event", seconds))
+        except asyncio.TimeoutError:
+            return events
+    raise AssertionError(f"still receiving after {limit} events")
+
+
 def indexes(events: list[dict[str, Any]]) -> list[int]:
     return [e["message"]["payload"]["i"] for e in events]
 
@@ -120,6 +131,8 @@ ADMIN = "pipeline-admin-key"
 #: No credential may publish and subscribe on ``orders`` and on the missing
 #: ``ghost`` (so it reaches TOPIC_NOT_FOUND), nothing on ``secret``.
 GUEST_CAPS = json.dumps([{"topics": ["orders", "ghost"], "allow": ["publish", "subscribe"]}])
+#: Publishes to ``orders`` that each round of ``mixed_round`` makes.
+PER_ROUND = 5
 
 
 def mixed_round(r: int, first_index: int) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -136,32 +149,34 @@ def mixed_round(r: int, first_index: int) -> tuple[list[str], list[tuple[Any, ..
 
     frames = [
         pub("orders", f"{r}a", i),
+        pub("orders", f"{r}a2", i + 1),
         pub("secret", f"{r}b"),
         pub("ghost", f"{r}c"),
         json.dumps({"type": "publish", "topic": "orders", "message": {"id": "not-a-uuid", "payload": 1}, "request_id": f"{r}d"}),
         "{not json",
-        pub("orders", f"{r}e", i + 1),
+        pub("orders", f"{r}e", i + 2),
         json.dumps({"type": "ping", "request_id": f"{r}f"}),
         json.dumps({"type": "subscribe", "topic": "orders", "client_id": "mixed", "request_id": f"{r}g"}),
-        pub("orders", f"{r}h", i + 2),
+        pub("orders", f"{r}h", i + 3),
         pub("ghost", f"{r}i"),
         json.dumps({"type": "unsubscribe", "topic": "orders", "client_id": "mixed", "request_id": f"{r}j"}),
-        pub("orders", f"{r}k", i + 3),
+        pub("orders", f"{r}k", i + 4),
         json.dumps({"type": "ping", "request_id": f"{r}l"}),
     ]
     expected = [
         ("ack", f"{r}a", i + 1),
+        ("ack", f"{r}a2", i + 2),
         ("error", f"{r}b", "FORBIDDEN"),
         ("error", f"{r}c", "TOPIC_NOT_FOUND"),
         ("error", f"{r}d", "BAD_REQUEST"),
         ("error", None, "BAD_REQUEST"),
-        ("ack", f"{r}e", i + 2),
+        ("ack", f"{r}e", i + 3),
         ("pong", f"{r}f", None),
-        ("ack", f"{r}g", i + 2),  # subscribe: last_seq, every publish before it is done
-        ("ack", f"{r}h", i + 3),
+        ("ack", f"{r}g", i + 3),  # subscribe: last_seq, every publish before it is done
+        ("ack", f"{r}h", i + 4),
         ("error", f"{r}i", "TOPIC_NOT_FOUND"),
         ("ack", f"{r}j", None),
-        ("ack", f"{r}k", i + 4),
+        ("ack", f"{r}k", i + 5),
         ("pong", f"{r}l", None),
     ]
     return frames, expected
@@ -189,7 +204,7 @@ async def test_a_burst_of_mixed_frames_is_answered_in_frame_order_and_a_late_sub
     try:
         expected: list[tuple[Any, ...]] = []
         for r in range(rounds):  # all sent before any reply is read
-            frames, answers = mixed_round(r, 4 * r)
+            frames, answers = mixed_round(r, PER_ROUND * r)
             for text in frames:
                 client.send_text(text)
             expected += answers
@@ -206,15 +221,15 @@ async def test_a_burst_of_mixed_frames_is_answered_in_frame_order_and_a_late_sub
         client.close()
 
     assert [summary(f) for f in got] == expected
-    # Subscribed between each round's 2nd and 3rd publish to orders, unsubscribed
-    # before its 4th: exactly the 3rd of each round arrives here, live, and
-    # none from before the subscribe.
-    assert [e["seq"] for e in events] == [4 * r + 3 for r in range(rounds)]
-    assert indexes(events) == [4 * r + 2 for r in range(rounds)]
+    # Subscribed between each round's 3rd and 4th publish to orders,
+    # unsubscribed before its 5th: exactly the 4th of each round arrives
+    # here, live, and none from before the subscribe.
+    assert [e["seq"] for e in events] == [PER_ROUND * r + 4 for r in range(rounds)]
+    assert indexes(events) == [PER_ROUND * r + 3 for r in range(rounds)]
     # A subscriber on another connection gets every accepted publish, in order.
-    everything = await watcher.events(4 * rounds, timeout=WAIT)
-    assert [e["seq"] for e in everything] == list(range(1, 4 * rounds + 1))
-    assert indexes(everything) == list(range(4 * rounds))
+    everything = await watcher.events(PER_ROUND * rounds, timeout=WAIT)
+    assert [e["seq"] for e in everything] == list(range(1, PER_ROUND * rounds + 1))
+    assert indexes(everything) == list(range(PER_ROUND * rounds))
     assert await watcher.nothing_within(0.3)
 
 
@@ -255,3 +270,163 @@ async def test_bursts_to_missing_topics_with_auto_create_are_numbered_in_the_ord
         assert [e["seq"] for e in events] == list(range(1, count + 1))
         assert indexes(events) == list(range(count))
     assert await reader.nothing_within(0.3)
+
+
+# -- 4. a flood that never reads ------------------------------------------------------------------
+
+#: ~1 KB per frame: 20 000 of them are ~21 MB the server must not hold at once.
+PAD = "f" * 1000
+#: The server's RSS may grow by at most this while it takes the flood.  What a
+#: connection may pin by design is a pipeline of 1 MiB of frames
+#: (PIPELINE_MAX_BYTES), its queue (queue_max_bytes, 1 MiB) and one write of
+#: 256 KiB; the rest is allocator slack on a busy machine.  Reading the flood
+#: faster than Redis takes it would hold ~21 MB of frames plus a Task each,
+#: well above this bound.
+FLOOD_GROWTH_MIB = 12
+
+
+@pytest.mark.timeout(180)
+async def test_a_flood_that_never_reads_costs_bounded_memory_and_leaves_others_served(cluster, ws_at):
+    # The frame budget is lifted so the flood meets the pipeline bound, not
+    # the budget (test_flood_fairness covers that).
+    (proc,) = cluster(1, "--max_frames_per_second=100000")
+    await Rest(proc.port).create("orders")
+    other = await ws_at(proc.port)
+    for n in range(200):  # warm the allocator and the Redis connections
+        assert (await other.publish("orders", PAD))["type"] == "ack"
+    baseline = peak = proc.rss_kib()
+
+    total = 20_000
+    flooder = await RawWs.connect(proc.port)
+    flooded = None
+    for n in range(total):  # as fast as the kernel takes it; the rest waits in this client
+        flooded = flooder.send_text(publish_frame("orders", {"i": n, "pad": PAD}, f"f{n}"))
+    assert flooded is not None
+    served_during_flood = 0
+    try:
+        for k in range(3000):  # bounded: 3000 x 50 ms
+            if flooded.done():
+                break
+            await asyncio.sleep(0.05)
+            peak = max(peak, proc.rss_kib())
+            if k % 10 == 0:  # another connection's round trips, while the flood is being read
+                pong = await other.request({"type": "ping", "request_id": f"k{k}"}, timeout=WAIT)
+                ack = await other.publish("orders", "between", request_id=f"o{k}")
+                assert (pong["type"], pong["request_id"]) == ("pong", f"k{k}")
+                assert (ack["type"], ack["request_id"]) == ("ack", f"o{k}"), ack
+                served_during_flood += not flooded.done()
+        assert flooded.done(), "the server stopped reading the flood"
+        peak = max(peak, proc.rss_kib())
+        growth_mib = (peak - baseline) / 1024
+        assert growth_mib < FLOOD_GROWTH_MIB, f"RSS grew {growth_mib:.1f} MiB taking the flood"
+        assert served_during_flood >= 2, "the flood was taken before another client could be served"
+
+        # What actually happens: the connection is kept and read at Redis's
+        # pace; every frame is answered, in order, once the client reads.
+        got = await replies(flooder, total, timeout=WAIT)
+    finally:
+        flooder.close()
+    assert [(r["type"], r["request_id"]) for r in got] == [("ack", f"f{n}") for n in range(total)]
+    seqs = [r["seq"] for r in got]
+    assert seqs == sorted(set(seqs))  # increasing; the other client's publishes fall between
+    assert flooder.close_code is None
+    assert faults(proc) == []
+
+
+# -- 5. a publisher that vanishes mid-pipeline ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_publishers_that_vanish_mid_pipeline_leave_a_prefix_in_order_and_a_healthy_server(cluster, ws_at):
+    (proc,) = cluster(1)
+    await Rest(proc.port).create("orders")
+    sub = await subscribed(ws_at, proc.port, "orders")
+    quitters = [await RawWs.connect(proc.port) for _ in range(3)]
+    for q, raw in enumerate(quitters):
+        burst(raw, "orders", range(300), f"q{q}-", q=q)
+    for raw in quitters:  # each has publishes in flight: vanish with a TCP reset, reading nothing more
+        assert (await raw.reply(WAIT))["type"] == "ack"
+        raw.reset()
+
+    # Another publisher goes on; whatever of the vanished ones landed is
+    # numbered before or after it, never twice.
+    after = await ws_at(proc.port)
+    marker = await after.publish("orders", {"q": "after", "i": 0})
+    assert marker["type"] == "ack", marker
+
+    events = await quiet_events(sub, 0.5)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(events) + 1))  # in order, no gap, no duplicate
+    assert await last_seq(proc.port, "orders") == len(events)  # nothing landed unseen
+    assert events[marker["seq"] - 1]["message"]["payload"] == {"q": "after", "i": 0}
+    for q in range(3):  # what landed of each is a prefix of what it sent, in order
+        mine = [e["message"]["payload"]["i"] for e in events if e["message"]["payload"]["q"] == q]
+        assert mine[:1] == [0] and mine == list(range(len(mine))), (q, mine[:20])
+
+    assert http_status(proc.base + "/health") == 200
+    await wait_until(lambda: sum(r.get("event") == "disconnect" for r in proc.records()) >= 3, 5, "3 disconnect records")
+    assert faults(proc) == []
+
+
+# -- 6. Redis stalls mid-pipeline --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_a_redis_stall_mid_pipeline_answers_every_frame_in_order_and_recovers(cluster, ws_at, redis_server: Redis):
+    (proc,) = cluster(1)
+    await Rest(proc.port).create("orders")
+    sub = await subscribed(ws_at, proc.port, "orders")
+    publisher = await RawWs.connect(proc.port)
+    try:
+        burst(publisher, "orders", range(20), "p")
+        first = await replies(publisher, 20)
+        assert [r["seq"] for r in first] == list(range(1, 21))
+
+        # Stopped past the Redis client's 5 s socket timeout, then woken: the
+        # batches in flight fail, those after them may be acked.
+        redis_server.send_signal(signal.SIGSTOP)
+        wake = asyncio.get_running_loop().call_later(7.0, redis_server.send_signal, signal.SIGCONT)
+        try:
+            burst(publisher, "orders", range(20, 120), "p")
+            stalled = await asyncio.wait_for(replies(publisher, 100, timeout=30), 60)
+        finally:
+            wake.cancel()
+            redis_server.send_signal(signal.SIGCONT)
+
+        assert [r["request_id"] for r in stalled] == [f"p{n}" for n in range(20, 120)]  # every frame, in order
+        failed = [r for r in stalled if r["type"] == "error"]
+        assert failed, "no publish met the stall"
+        assert all(r["error"]["code"] == "INTERNAL" and "redis" in r["error"]["message"] for r in failed), failed[:3]
+        acked = [r["seq"] for r in stalled if r["type"] == "ack"]
+        assert acked == sorted(set(acked)) and (not acked or acked[0] > 20)
+
+        # The same connection is usable; once Redis is back, publishes are acked.
+        publisher.send_json({"type": "ping", "request_id": "alive"})
+        assert (await publisher.reply(WAIT))["type"] == "pong"
+        await wait_until(lambda: http_status(proc.base + "/health") == 200, 15, "reconnect to redis", proc)
+        for attempt in range(50):  # bounded: the first may still meet the reconnect
+            burst(publisher, "orders", range(1000 + attempt, 1001 + attempt), "again")
+            reply = await publisher.reply(WAIT)
+            if reply["type"] == "ack":
+                break
+            assert reply["error"]["code"] == "INTERNAL", reply
+            await asyncio.sleep(0.1)
+        assert reply["type"] == "ack", reply
+        burst(publisher, "orders", range(2000, 2050), "after")
+        recovered = await replies(publisher, 50)
+    finally:
+        publisher.close()
+    assert [(r["type"], r["seq"]) for r in recovered] == [("ack", reply["seq"] + 1 + n) for n in range(50)]
+
+    # The subscriber: in order, no duplicate, every acked publish among them.
+    # (A publish answered INTERNAL may still have run once Redis woke.)
+    last = recovered[-1]["seq"]
+    seqs: list[int] = []
+    for _ in range(last):
+        if seqs and seqs[-1] == last:
+            break
+        seqs.append((await sub.recv_type("event", WAIT))["seq"])
+    assert seqs == list(range(1, last + 1))
+    assert await sub.nothing_within(0.3)
+    output = proc.output()
+    assert "CancelledError" not in output and "Traceback" not in output and "never retrieved" not in output
