@@ -233,6 +233,21 @@ async def test_publishes_run_beside_each_other_and_every_reply_keeps_the_frames_
     ]
 
 
+async def test_a_publish_that_may_have_to_auto_create_its_topic_runs_alone_then_the_rest_pipeline(monkeypatch):
+    # Publishes sent beside one that finds the topic missing could reach the
+    # store after the create and before its retry, and overtake it.
+    broker = Broker(queue_size=1000, auto_create_topics=True)
+    numbered_then_slow(broker, monkeypatch, [0.01] * 3)
+    session = open_session(broker)
+    first = session.feed(json.dumps(publish("fresh", 0, request_id="p0")))
+    assert first is not None  # the transport must wait: nothing runs beside it
+    await first
+    assert session.feed(json.dumps(publish("fresh", 1, request_id="p1"))) is None  # the topic exists now
+    await feed(session, {"type": "ping", "request_id": "last"})
+    replies = [(r["type"], r.get("seq"), r["request_id"]) for r in queued(session.sub)]
+    assert replies == [("ack", 1, "p0"), ("ack", 2, "p1"), ("pong", None, "last")]
+
+
 async def test_a_connection_stops_being_read_at_its_pipeline_bound(monkeypatch):
     broker = Broker(queue_size=1000)
     await broker.create_topic("t")

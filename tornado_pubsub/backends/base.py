@@ -165,6 +165,10 @@ class Backend(Protocol):
     def topic_count(self) -> int:
         """Topics this process knows of, without suspending (for /metrics)."""
 
+    def knows(self, name: str) -> bool:
+        """Whether this process knows ``name`` exists, without suspending
+        (stale while news of a create or delete elsewhere is on its way)."""
+
     async def topics(self) -> list[TopicFigures]:
         """Every topic with its cluster-wide figures, sorted by name."""
 

@@ -140,6 +140,9 @@ class MemoryBackend:
     def topic_count(self) -> int:
         return len(self.topics_by_name)
 
+    def knows(self, name: str) -> bool:
+        return name in self.topics_by_name
+
     async def topics(self) -> list[TopicFigures]:
         assert self._hub is not None
         figures = self._hub.local_figures

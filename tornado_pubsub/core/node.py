@@ -287,6 +287,18 @@ class Node:
             hub.flush(sub, lt, join, snap.last_seq)
         return result
 
+    def may_pipeline(self, topic_name: str) -> bool:
+        """Whether a publish to ``topic_name`` may run beside the frames fed
+        after it (``Session.feed``), without suspending.
+
+        Not when ``auto_create_topics`` may have to create the topic first:
+        the publishes sent behind one that finds it missing can reach Redis
+        after the create and before that one's retry, and take lower seqs
+        than the frame sent before them.  So a publish to a topic this
+        process does not know runs alone; once it exists, the rest pipeline.
+        """
+        return not self.auto_create_topics or self.backend.knows(topic_name)
+
     async def _auto_create(self, name: str, exc: PubSubError) -> None:
         """Re-raise ``exc`` unless it is a missing topic and ``auto_create_topics``
         is on; then create ``name`` (a create that another caller won meanwhile

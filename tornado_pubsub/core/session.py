@@ -444,8 +444,9 @@ class Session(TokenLife):
         message = frame["message"]
         # The broker takes the publish in the order frames are fed (Redis:
         # into its ordered publish lane) before it first suspends; from there
-        # on, the frames after this one may be fed (see feed).
-        self._pipelined = True
+        # on, the frames after this one may be fed (see feed), unless the
+        # topic may have to be auto-created first (see Node.may_pipeline).
+        self._pipelined = self.broker.may_pipeline(frame["topic"])
         result = await self.broker.publish(frame["topic"], message["payload"], message["id"])
         if before is not None:
             await settled(before)

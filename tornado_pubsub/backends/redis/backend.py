@@ -239,6 +239,9 @@ class RedisBackend:
     def topic_count(self) -> int:
         return len(self.progress.known)
 
+    def knows(self, name: str) -> bool:
+        return name in self.progress.known
+
     async def topics(self) -> list[TopicFigures]:
         self._check()
         self.figures.rewrite()  # this process's drop counts as of now, not of the last refresh
