@@ -82,8 +82,10 @@ class Anyone:
 
 ANYONE = Anyone()
 
-#: A route: handles one validated frame of its type.
-Route = Callable[["Session", Subscriber, dict[str, Any]], Awaitable[None]]
+#: A route: handles one validated frame of its type, called with
+#: ``(session, subscriber, frame)``; ``publish``'s also with the publish fed
+#: before it, still in flight or None (see ``Session.feed``).
+Route = Callable[..., Awaitable[None]]
 
 
 def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
@@ -340,12 +342,13 @@ class Session(TokenLife):
             kind, frame = schemas.validate_frame(data)
             if self.identity is PENDING_IDENTITY and kind not in UNGATED:
                 raise PubSubError(UNAUTHORIZED, "not authenticated: send an auth frame with a token first")
-            if kind == "publish":
-                await self._publish(sub, frame, before)
+            route = self.routes[kind]
+            if kind == "publish":  # the one route that may run beside the frames after it (see feed)
+                await route(self, sub, frame, before)
             else:
                 if before is not None:
                     await settled(before)
-                await self.routes[kind](self, sub, frame)
+                await route(self, sub, frame)
         except PubSubError as exc:
             if before is not None:
                 await settled(before)
