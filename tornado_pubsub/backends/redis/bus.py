@@ -43,6 +43,9 @@ from tornado_pubsub.logs import log_op
 # Reconnect backoff of the bus: doubles from MIN up to MAX seconds.
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 1.0
+#: How long connecting and subscribing may take (the bus client has no read
+#: timeout, see ``Store.open``, so a Redis that stalls mid-handshake is given up here).
+SUBSCRIBE_WAIT = 5.0
 
 #: Lua helpers the scripts announce through (prepended to each script).
 LUA = """
@@ -316,7 +319,7 @@ class Bus:
         while not self.closing:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await asyncio.wait_for(pubsub.subscribe(self.channel), SUBSCRIBE_WAIT)
                 await self._confirmed(pubsub)
                 await self._on_up()
                 delay = BACKOFF_MIN

@@ -41,6 +41,8 @@ T = TypeVar("T")
 #: command fails as INTERNAL like any other Redis fault).
 POOL_SIZE = 64
 POOL_WAIT = 5.0
+#: A command's reply (or a pipeline's) may take this long, then it fails as INTERNAL.
+COMMAND_TIMEOUT = 5.0
 
 #: Entries one replay page reads at most (with at most WRITE_MAX bytes).
 PAGE_COUNT = 64
@@ -60,8 +62,8 @@ class Store:
     """Redis commands and Lua scripts, with typed replies.
 
     ``open()`` makes two clients: one for commands (one immediate retry on a
-    dead connection) and one for the bus (no retry: the bus must never
-    reconnect behind our back).
+    dead connection, a 5 s read timeout) and one for the bus (no retry: the
+    bus must never reconnect behind our back; no read timeout: see ``open``).
     """
 
     def __init__(self, redis_url: str, keys: scripts.Keys, node_id: str) -> None:
@@ -78,8 +80,14 @@ class Store:
 
     def open(self) -> None:
         """Make the clients and register the scripts (connects lazily)."""
-        self.redis = r = self._client(retries=1)
-        self.bus_redis = self._client(retries=0)
+        self.redis = r = self._client(retries=1, read_timeout=COMMAND_TIMEOUT)
+        # The bus waits for its next message for as long as the channel is
+        # quiet.  redis-py before the fix of its issue 4098 (2026) applies the
+        # client's read timeout to pubsub.listen() too: with one here, a bus
+        # quiet for 5 s was "lost" and resynced every 5 s, and the remote
+        # joins a dead process owed leaves for were forgotten each time.
+        # Bus.run bounds the (re)subscription's handshake instead.
+        self.bus_redis = self._client(retries=0, read_timeout=None)
         self._create = r.register_script(scripts.CREATE)
         self._delete = r.register_script(scripts.DELETE)
         self._publish = r.register_script(scripts.PUBLISH)
@@ -87,7 +95,7 @@ class Store:
         self._restore = r.register_script(scripts.RESTORE)
         self._page = r.register_script(scripts.PAGE)
 
-    def _client(self, retries: int) -> aioredis.Redis:
+    def _client(self, retries: int, read_timeout: float | None) -> aioredis.Redis:
         # A blocking pool: when every connection is busy (a burst of
         # subscribes, each a script round trip), a command waits up to
         # POOL_WAIT for one instead of failing at once with "Too many
@@ -102,7 +110,7 @@ class Store:
             # "duplicate" or "exists" for what the client did only once.
             retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
             socket_connect_timeout=2,
-            socket_timeout=5,
+            socket_timeout=read_timeout,
             socket_keepalive=True,
             # Shows which process a connection belongs to in CLIENT LIST.
             client_name=f"tornado-pubsub:{self.node_id}",
