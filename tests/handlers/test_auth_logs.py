@@ -38,7 +38,7 @@ def malformed_auth_frames(token: str) -> list[str]:
     ]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(seconds=120)
 async def test_every_record_about_an_authenticated_connection_carries_user_and_no_token_leaks(ws_at):
     first = issue(SECRET, "42", WIDE, ttl=600)
     refresh = issue(SECRET, "42", NARROW, ttl=3)  # narrower (revokes news.eu) and short (expires)

@@ -257,7 +257,7 @@ async def test_refused_token_401_says_why(rest, make_headers, reason):
     assert status == 201  # the same server takes a right token
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(seconds=120)
 async def test_neither_key_nor_token_reaches_the_server_output_in_any_encoding():
     token = issue(SECRET, "42", PUBLISH_ORDERS, ttl=600)
     expired = jwt.encode({"sub": "42", "exp": now() - 5}, SECRET, algorithm="HS256")

@@ -148,7 +148,7 @@ def jwt_forms(token: str) -> set[str]:
     return forms_to_grep(token) | {part for part in token.split(".") if len(part) >= 16}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(seconds=120)
 async def test_no_credential_reaches_the_output_on_any_path(ws_at):
     from tornado_pubsub.tokens import issue
 

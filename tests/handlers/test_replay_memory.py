@@ -28,7 +28,7 @@ def metric(text: str, name: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(LOAD_TEST_TIMEOUT)
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_never_reading_replayers_pin_no_copy_of_their_replays(ws_at):
     flags = ("--history_max_bytes=8388608", "--log_level=warning", "--max_message_size=131072")
     with ServerProcess(*flags) as server:

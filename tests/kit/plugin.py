@@ -25,6 +25,15 @@ from tornado_pubsub.server.app import make_app, server_options
 from tornado_pubsub.settings import Settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse ``@pytest.mark.timeout(N)``: pytest-tornasync reads only
+    ``timeout(seconds=N)`` and silently ignores a positional limit."""
+    for item in items:
+        for mark in item.iter_markers("timeout"):
+            if mark.args or set(mark.kwargs) - {"seconds"}:
+                raise pytest.UsageError(f"{item.nodeid}: write @pytest.mark.timeout(seconds=N), not {mark.args or mark.kwargs}")
+
+
 @pytest.fixture
 def settings(request: pytest.FixtureRequest) -> Settings:
     marker = request.node.get_closest_marker("pubsub")

@@ -22,7 +22,7 @@ OWN = [{"topics": ["user.{sub}"], "allow": ["subscribe"]}]
 
 
 @pytest.mark.pubsub(api_key=KEY, token_secret=SECRET)
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(seconds=90)
 async def test_the_js_client_refreshes_short_tokens_on_one_connection_and_misses_nothing(port, harness, browser, broker):
     rest = Rest(port, {"X-API-Key": KEY})
     await rest.create("user.42")

@@ -43,7 +43,7 @@ async def presence_on(port: int, topic: str) -> list[tuple[str, str | None]]:
     return sorted((s["client_id"], s["user"]) for s in body["subscribers"])
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(seconds=90)
 async def test_presence_and_join_leave_span_processes(cluster, ws_at):
     a, b = cluster(2, *FLAGS)
     await both_registered(a, b)
@@ -68,7 +68,7 @@ async def test_presence_and_join_leave_span_processes(cluster, ws_at):
     assert await presence_on(b.port, "room.a") == [("watcher", "7")]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(seconds=90)
 async def test_connections_and_a_users_disconnect_span_processes(cluster, ws_at):
     a, b = cluster(2, *FLAGS)
     await both_registered(a, b)
@@ -93,7 +93,7 @@ async def test_connections_and_a_users_disconnect_span_processes(cluster, ws_at)
     assert [row["user"] for row in body["connections"]] == ["7"]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(seconds=90)
 async def test_a_killed_process_entries_vanish(cluster, ws_at):
     a, b = cluster(2, *FLAGS, "--heartbeat_interval=1", "--heartbeat_timeout=3")
     await both_registered(a, b)
@@ -115,7 +115,7 @@ async def test_a_killed_process_entries_vanish(cluster, ws_at):
     await wait_until(gone, 3, "the killed process's entries gone within heartbeat_timeout")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(seconds=90)
 async def test_watchers_hear_the_leaves_a_killed_process_could_not_send(cluster, ws_at):
     a, b = cluster(2, *FLAGS)
     await both_registered(a, b)

@@ -14,7 +14,7 @@ from tests.kit.support import wait_subscribers
 PAYLOAD = "r" * 60_000  # 100 of them: ~6 MB, about 24 writes of 256 KiB
 
 
-@pytest.mark.timeout(LOAD_TEST_TIMEOUT)
+@pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_large_replay_on_redis_arrives_whole_in_order_page_by_page(cluster, ws_at):
     (proc,) = cluster(1, "--max_message_size=131072")
     rest = Rest(proc.port)
