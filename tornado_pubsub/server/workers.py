@@ -25,6 +25,10 @@ from tornado_pubsub.settings import Settings
 MAX_RESTARTS = 10
 
 
+#: Exit codes of a worker killed by a forwarded SIGTERM or SIGINT.
+STOPPED_BY_SIGNAL = (-signal.SIGTERM, -signal.SIGINT)
+
+
 def run_workers(settings: Settings, serve: Callable[..., object]) -> int:
     """Fork ``settings.processes`` workers running ``serve(settings, sockets, worker=n)``
     (n = 1..N; a restarted worker keeps the number of the one it replaces);
@@ -88,7 +92,9 @@ def run_workers(settings: Settings, serve: Callable[..., object]) -> int:
             restarts += 1
             log_op("workers", pid=pid, worker=worker, exit_code=code, restarts=restarts, outcome="restarting")
             start(worker)
-        elif code != 0:
+        elif code != 0 and not (stopping and code in STOPPED_BY_SIGNAL):
+            # (A worker told to stop before it had set its own handlers dies
+            # of the signal itself; it had nothing to drain yet: not a failure.)
             failed = True
     for sock in sockets:
         sock.close()
