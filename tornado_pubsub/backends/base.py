@@ -144,6 +144,11 @@ class Backend(Protocol):
         Returns once the event is in the queues of this process's subscribers.
         A ``message_id`` still retained is not published again: the original
         seq comes back with ``duplicate=True``.
+
+        Order: a publish takes its place before the call first suspends, so
+        publishes called one after another get increasing seqs in that order
+        even when several are in flight at once (``Session.feed`` pipelines
+        a connection's publishes on that promise).
         """
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:

@@ -9,7 +9,6 @@ subscribe seam, replay planning, input bounds and the shapes of /topics,
 from __future__ import annotations
 
 import asyncio
-
 import logging
 import time
 import uuid

@@ -138,7 +138,8 @@ class Session(TokenLife):
 
     Threat: a client that floods (frame budget: over-budget frames are
     answered LIMIT_EXCEEDED unvalidated; error log records are rate-limited
-    and the rest counted), lies (every frame is validated, every topic
+    and the rest counted; at most PIPELINE_MAX publishes, PIPELINE_MAX_BYTES
+    of frames, in flight, then the connection is not read), lies (every frame is validated, every topic
     authorized) or sends garbage (an error reply, never a crash: a fault in
     a route is INTERNAL and the connection stays usable).
 
