@@ -73,7 +73,9 @@ def outcome(validate: Any, data: Any) -> tuple[Any, ...]:
 VALID = {"type": "publish", "topic": "orders", "message": {"id": str(uuid.uuid4()), "payload": None}, "request_id": "p1"}
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# As many frames as the Hypothesis profile asks (300 in CI, 5,000 with
+# --hypothesis-profile=long).
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(publish_frames())
 @example(VALID)
 @example({**VALID, "request_id": "r" * 129})

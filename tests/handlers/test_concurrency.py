@@ -133,4 +133,4 @@ async def test_publishers_and_resuming_subscribers_lose_and_duplicate_nothing(ws
 # A hang guard, not a timing target (see LOAD_TEST_TIMEOUT).
 @pytest.mark.timeout(seconds=LOAD_TEST_TIMEOUT)
 async def test_ten_publishers_twenty_subscribers_five_topics_lose_and_duplicate_nothing(ws_at):
-    await run_scenario(ws_at, publishers=10, per_publisher=1000, subscribers=16, joiners=4)
+    await run_scenario(ws_at, publishers=10, per_publisher=500, subscribers=16, joiners=4)
