@@ -5,6 +5,7 @@ process killed with SIGKILL."""
 from __future__ import annotations
 
 import urllib.parse
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,14 @@ CAPS = [{"topics": ["room.*"], "allow": ["subscribe", "presence"]}]
 
 def as_user(sub: str) -> str:
     return "/ws?" + urllib.parse.urlencode({"token": issue(SECRET, sub, CAPS)})
+
+
+async def two_processes(cluster: Any, topic: str, *flags: str) -> tuple[Any, Any]:
+    """Two processes on one Redis, both in the node set, and ``topic`` created (201)."""
+    a, b = cluster(2, *FLAGS, *flags)
+    await both_registered(a, b)
+    assert (await Rest(a.port).call("POST", "/topics", {"name": topic}, headers=ADMIN))[0] == 201
+    return a, b
 
 
 async def both_registered(*procs) -> None:
@@ -45,9 +54,7 @@ async def presence_on(port: int, topic: str) -> list[tuple[str, str | None]]:
 
 @pytest.mark.timeout(seconds=90)
 async def test_presence_and_join_leave_span_processes(cluster, ws_at):
-    a, b = cluster(2, *FLAGS)
-    await both_registered(a, b)
-    assert (await Rest(a.port).call("POST", "/topics", {"name": "room.a"}, headers=ADMIN))[0] == 201
+    a, b = await two_processes(cluster, "room.a")
     watcher = await ws_at(a.port, as_user("7"))
     assert (await watcher.subscribe("room.a", "watcher", presence=True))["type"] == "ack"
     remote = await ws_at(b.port, as_user("42"))
@@ -70,9 +77,7 @@ async def test_presence_and_join_leave_span_processes(cluster, ws_at):
 
 @pytest.mark.timeout(seconds=90)
 async def test_connections_and_a_users_disconnect_span_processes(cluster, ws_at):
-    a, b = cluster(2, *FLAGS)
-    await both_registered(a, b)
-    await Rest(a.port).call("POST", "/topics", {"name": "room.a"}, headers=ADMIN)
+    a, b = await two_processes(cluster, "room.a")
     here = await ws_at(a.port, as_user("42"))
     there = await ws_at(b.port, as_user("42"))
     other = await ws_at(b.port, as_user("7"))
@@ -95,9 +100,7 @@ async def test_connections_and_a_users_disconnect_span_processes(cluster, ws_at)
 
 @pytest.mark.timeout(seconds=90)
 async def test_a_killed_process_entries_vanish(cluster, ws_at):
-    a, b = cluster(2, *FLAGS, "--heartbeat_interval=1", "--heartbeat_timeout=3")
-    await both_registered(a, b)
-    await Rest(a.port).call("POST", "/topics", {"name": "room.a"}, headers=ADMIN)
+    a, b = await two_processes(cluster, "room.a", "--heartbeat_interval=1", "--heartbeat_timeout=3")
     doomed = await ws_at(b.port, as_user("42"))
     assert (await doomed.subscribe("room.a", "doomed"))["type"] == "ack"
     survivor = await ws_at(a.port, as_user("7"))
@@ -117,9 +120,7 @@ async def test_a_killed_process_entries_vanish(cluster, ws_at):
 
 @pytest.mark.timeout(seconds=90)
 async def test_watchers_hear_the_leaves_a_killed_process_could_not_send(cluster, ws_at):
-    a, b = cluster(2, *FLAGS)
-    await both_registered(a, b)
-    await Rest(a.port).call("POST", "/topics", {"name": "room.k"}, headers=ADMIN)
+    a, b = await two_processes(cluster, "room.k")
     watcher = await ws_at(a.port, as_user("7"))
     assert (await watcher.subscribe("room.k", "watcher", presence=True))["type"] == "ack"
     doomed = await ws_at(b.port, as_user("42"))

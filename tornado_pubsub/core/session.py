@@ -41,8 +41,10 @@ INLINE_BURST = 32
 ERROR_LOGS_PER_SECOND = 20.0
 
 #: Publishes one connection may have in flight at once (a broker that
-#: suspends, i.e. Redis), and their frames' bytes at most; past either, the
-#: transport stops reading the connection until the oldest is acked.
+#: suspends, i.e. Redis), and their frames' lengths at most (characters of a
+#: text frame: counted without encoding it again, and a str holds at most
+#: 4 bytes per character); past either, the transport stops reading the
+#: connection until the oldest is acked.
 PIPELINE_MAX = 64
 PIPELINE_MAX_BYTES = 1 << 20
 
