@@ -204,7 +204,7 @@ async def warned(ws_connect, ttl: float) -> tuple:
 
 
 @BOTH
-@pytest.mark.timeout(seconds=30)
+@pytest.mark.timeout(seconds=90)
 async def test_a_short_token_is_warned_at_once_then_expires_with_4401(rest, ws_connect):
     await create(rest, "user.42")
     client, warning = await warned(ws_connect, 3)
@@ -218,7 +218,7 @@ async def test_a_short_token_is_warned_at_once_then_expires_with_4401(rest, ws_c
 
 
 @BOTH
-@pytest.mark.timeout(seconds=30)
+@pytest.mark.timeout(seconds=90)
 async def test_a_token_with_more_than_30_s_left_is_warned_later_not_at_once(ws_connect):
     client = await ws_connect(token_path(issue(SECRET, "42", OWN, ttl=33)))
     # The pong comes first: no warning was queued at the upgrade.
@@ -228,7 +228,7 @@ async def test_a_token_with_more_than_30_s_left_is_warned_later_not_at_once(ws_c
 
 
 @BOTH
-@pytest.mark.timeout(seconds=30)
+@pytest.mark.timeout(seconds=90)
 async def test_a_refresh_before_exp_keeps_the_connection_and_its_subscriptions(rest, ws_connect):
     await create(rest, "user.42")
     client, _ = await warned(ws_connect, 4)
@@ -242,7 +242,7 @@ async def test_a_refresh_before_exp_keeps_the_connection_and_its_subscriptions(r
 
 
 @BOTH
-@pytest.mark.timeout(seconds=30)
+@pytest.mark.timeout(seconds=90)
 async def test_a_pending_connection_authenticated_with_a_short_token_expires_too(ws_connect):
     client = await ws_connect()
     await auth(client, issue(SECRET, "42", OWN, ttl=2))

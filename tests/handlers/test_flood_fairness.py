@@ -13,7 +13,7 @@ from tests.kit.rawws import RawWs
 JUNK = "j" * 60_000  # not JSON
 
 
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 @pytest.mark.pubsub(max_frames_per_second=50)
 async def test_large_junk_flood_is_throttled_before_parsing_and_others_are_served(port, ws_connect):
     flooder = await RawWs.connect(port)

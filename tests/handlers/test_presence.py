@@ -144,7 +144,7 @@ async def test_a_closed_connection_leaves_every_topic_it_held(rest, ws_connect):
 
 
 @pytest.mark.pubsub(overflow_policy="disconnect", **SMALL_QUEUE)
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 async def test_slow_consumer_eviction_is_a_leave(rest, ws_connect, port):
     await rest.create("room.a")
     watching = await watcher(ws_connect, "room.a")
@@ -157,7 +157,7 @@ async def test_slow_consumer_eviction_is_a_leave(rest, ws_connect, port):
 
 
 @pytest.mark.pubsub(**SMALL_QUEUE)
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 async def test_join_and_leave_are_never_dropped_by_drop_oldest(rest, ws_connect, port):
     await rest.create("room.a")
     slow = await stalled(port, rest, "room.a", 1, presence=True)

@@ -27,7 +27,7 @@ async def chatter(slow: RawWs, stop: asyncio.Event) -> int:
     return sent
 
 
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 @pytest.mark.pubsub(heartbeat_interval=0.3, heartbeat_timeout=1.0)
 async def test_peer_that_talks_but_never_reads_is_closed(rest, ws_connect, port):
     await rest.create("t")

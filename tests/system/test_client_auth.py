@@ -24,7 +24,7 @@ NEWS = [{"topics": ["user.{sub}", "news.*"], "allow": ["subscribe"]}]
 
 
 @pytest.mark.pubsub(api_key=KEY, token_secret=SECRET)
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 async def test_a_client_with_short_tokens_and_a_token_function_stays_subscribed_past_exp(port):
     rest = Rest(port, ADMIN)
     await rest.create("user.42")

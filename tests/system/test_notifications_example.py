@@ -83,7 +83,7 @@ def example():
         yield process
 
 
-@pytest.mark.timeout(seconds=60)
+@pytest.mark.timeout(seconds=90)
 async def test_example_logs_users_in_and_their_cookie_opens_only_their_own_topic(example, ws_at):
     alice, bob = Browser(example.base), Browser(example.base)
     response = await alice.login("alice", PASSWORDS["alice"])
