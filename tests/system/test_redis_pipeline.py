@@ -461,3 +461,46 @@ async def test_a_redis_stall_mid_pipeline_answers_every_frame_in_order_and_recov
     assert seqs == list(range(1, last + 1))
     assert await sub.nothing_within(0.3)
     assert crashes(proc) == []  # the stall itself is logged as an ERROR, nothing else went wrong
+
+
+@pytest.mark.timeout(seconds=120)
+async def test_a_publisher_that_never_reads_its_acks_is_a_slow_consumer_and_its_acked_publishes_are_delivered(cluster, ws_at):
+    # A pipelining publisher that never reads: its acks fill its socket (the
+    # server's send buffer, about 3 MB on loopback, and a 4 KB receive
+    # window) and then its queue (64 KB here).  Acks are never dropped, so
+    # the connection is closed SLOW_CONSUMER / 1013, with publishes of its
+    # still in flight to Redis: they finish without an error, and every
+    # publish Redis numbered reaches the subscriber once, in order, whether
+    # or not its ack could be sent.
+    (proc,) = cluster(1, "--max_frames_per_second=100000", "--queue_max_bytes=65536")
+    rest = Rest(proc.port)
+    await rest.create("orders")
+    watcher = await subscribed(ws_at, proc.port, "orders")
+    flooder = await RawWs.connect(proc.port, rcvbuf=4096)
+    total = 16_000
+    long_id = "r" * 120  # request_ids of up to 125 characters: each ack is ~230 bytes
+    wire = b"".join(client_frame(OP_TEXT, publish_frame("orders", {"i": n}, f"{long_id}{n}").encode()) for n in range(total))
+    flooder.send_raw(wire)
+
+    async def evicted() -> bool:
+        status, text = await rest.call("GET", "/metrics")
+        return status == 200 and "pubsub_slow_consumer_disconnects_total 1.0" in text
+
+    await wait_until(evicted, 60, "the publisher that never reads to be evicted")
+    frames = await flooder.recv_until_close(limit=total + 10, timeout=WAIT)
+    assert flooder.close_code == 1013
+    *acks, last = frames
+    assert last["type"] == "error" and last["error"]["code"] == "SLOW_CONSUMER", last
+    assert 0 < len(acks) < total, f"{len(acks)} acks reached a reader that never read"
+    assert [a["request_id"] for a in acks] == [f"{long_id}{n}" for n in range(len(acks))]
+    assert [a["seq"] for a in acks] == list(range(1, len(acks) + 1))
+
+    # Another client is served; its publish is numbered after everything the
+    # flood got numbered, and the subscriber gets all of it, once, in order.
+    marker = await (await ws_at(proc.port)).publish("orders", "marker")
+    assert marker["type"] == "ack" and marker["seq"] > len(acks)
+    events = await watcher.events(marker["seq"], timeout=WAIT)
+    assert [e["seq"] for e in events] == list(range(1, marker["seq"] + 1))
+    assert [e["message"]["payload"]["i"] for e in events[:-1]] == list(range(marker["seq"] - 1))
+    assert events[-1]["message"]["payload"] == "marker"
+    assert not [r for r in proc.records() if r.get("level") in ("ERROR", "CRITICAL")]
