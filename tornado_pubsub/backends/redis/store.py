@@ -14,15 +14,18 @@ throttled for the whole process.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import Any, Awaitable, TypeVar
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
 from tornado_pubsub.backends.redis import scripts
@@ -46,6 +49,14 @@ COMMAND_TIMEOUT = 5.0
 
 #: Entries one replay page reads at most (with at most WRITE_MAX bytes).
 PAGE_COUNT = 64
+
+# redis-py 5.3 made get_connection()'s command name optional (and deprecated
+# passing it); the oldest redis-py we support still requires one.
+_POOL_ARGS: tuple[str, ...] = (
+    ()
+    if inspect.signature(aioredis.BlockingConnectionPool.get_connection).parameters["command_name"].default is None
+    else ("EVALSHA",)
+)
 
 UNAVAILABLE = "the message store (redis) is unavailable; retry later"
 UNAVAILABLE_STATUS = 503
@@ -226,11 +237,7 @@ class Store:
         """Send ``batch`` and hand each caller its own reply or error (a
         ``PubSubError``, as ``call`` would raise)."""
         try:
-            if len(batch) == 1:  # no pipeline bookkeeping for a lone publish
-                keys_and_args = batch[0][0]
-                replies = [await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=self._ready())]
-            else:
-                replies = await self._pipelined(batch)
+            replies = await self._pipelined(batch)
         except asyncio.CancelledError:
             for _, reply in batch:
                 reply.cancel()
@@ -246,18 +253,46 @@ class Store:
                 reply.set_result(outcome)
 
     async def _pipelined(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> list[Any]:
-        # EVALSHA by hand: a Script added to a pipeline makes redis-py ask
-        # SCRIPT EXISTS first, a second round trip on every batch.
+        # EVALSHA packed by hiredis, in C, and sent as one write: redis-py's
+        # pipeline packs each argument in Python (measured: 23 us a publish
+        # against 3.4) and a Script in a pipeline asks SCRIPT EXISTS first.
         redis = self._ready()
-        pipe = redis.pipeline(transaction=False)
-        for keys_and_args, _ in batch:
-            pipe.evalsha(self._publish.sha, 4, *keys_and_args)
-        replies = await pipe.execute(raise_on_error=False)
+        sha = self._publish.sha
+        packed = b"".join([pack_command(("EVALSHA", sha, 4, *keys_and_args)) for keys_and_args, _ in batch])
+        replies = await self._round_trip(redis, packed, len(batch))
         for index, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # Redis lost its scripts (restart, SCRIPT FLUSH)
                 keys_and_args = batch[index][0]
                 replies[index] = await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=redis)
         return replies
+
+    @staticmethod
+    async def _round_trip(redis: aioredis.Redis, packed: bytes, count: int) -> list[Any]:
+        """Send ``count`` packed commands on one pooled connection and read
+        their replies, an error reply as its ``ResponseError`` (a pipeline's
+        ``raise_on_error=False``).
+
+        As a pipeline: a send that finds the connection dead (Redis
+        restarted) is retried once on a new one; a failure after the send
+        is not (the commands may have run), and drops the connection, whose
+        remaining replies would answer the next caller.
+        """
+        pool = redis.connection_pool
+        conn: AbstractConnection = await pool.get_connection(*_POOL_ARGS)
+        try:
+            await conn.retry.call_with_retry(lambda: conn.send_packed_command(packed), lambda _: conn.disconnect())
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
         """Epoch, last seq, oldest retained seq and the wanted events, oldest
