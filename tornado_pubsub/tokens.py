@@ -140,6 +140,8 @@ class TokenVerifier:
     ) -> None:
         if secret is None and public_key is None:
             raise TokenKeyError("a token verifier needs token_secret or token_public_key")
+        import jwt  # noqa: F401  (loaded here, at start-up, rather than inside the first handshake)
+
         # alg -> the keys that may have signed it, in the order they are tried.
         self._keys: dict[str, tuple[Any, ...]] = {}
         for one in split_secrets(secret) if secret is not None else ():
