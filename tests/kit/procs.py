@@ -89,7 +89,13 @@ class Proc:
             self.command(), stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env, preexec_fn=self.preexec()
         )
         out.close()
-        block_until(lambda: self.listening() and self.ready(), START_TIMEOUT, f"{self.name} to be ready", self)
+        try:
+            block_until(lambda: self.listening() and self.ready(), START_TIMEOUT, f"{self.name} to be ready", self)
+        except BaseException:
+            # Not ready in time: no ``with`` block or fixture owns it yet, so
+            # nothing else would stop it (CI once left two such servers running).
+            self.kill()
+            raise
         return self
 
     def command(self) -> list[str]:
