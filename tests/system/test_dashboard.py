@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -107,8 +108,20 @@ class Page:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def text(self, css: str) -> str:
-        found = self.all(css)
-        return found[0].text if found else ""
+        texts = self.texts(css)
+        return texts[0] if texts else ""
+
+    def texts(self, css: str) -> list[str]:
+        """The text of every element matching ``css``, read again if the page
+        re-rendered them between finding and reading (it refreshes on a timer)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for _ in range(10):
+            try:
+                return [element.text for element in self.all(css)]
+            except StaleElementReferenceException:
+                time.sleep(0.05)
+        raise AssertionError(f"{css!r} kept being re-rendered while read")
 
     def type(self, css: str, text: str) -> None:
         field = self.find(css)
@@ -277,7 +290,7 @@ def replay_last_n(page: Page, url: str) -> None:
     page.click('tr[data-topic="history"] button')  # the row's Tail button
     page.wait_text("#tail-pill", "LIVE")
     page.wait(lambda: tail_seqs(page) == ["4", "3"], "the last 2 messages replayed")
-    assert [b.text for b in page.all("#tail-list .badge")] == ["REPLAY", "REPLAY"]
+    assert page.texts("#tail-list .badge") == ["REPLAY", "REPLAY"]
 
 
 async def test_dashboard_tail_replays_last_n(port, browser, rest):
@@ -448,7 +461,7 @@ def manage_people(page: Page, url: str) -> None:
 
     page.js("const s = document.getElementById('presence-topic'); s.value = 'room.a'; s.dispatchEvent(new Event('change'))")
     page.wait_text("#presence-msg", "2 subscriber(s) on room.a")
-    users = sorted(li.text.split()[0] for li in page.all("#presence-list li"))
+    users = sorted(text.split()[0] for text in page.texts("#presence-list li"))
     assert users == ["42", "7"], users
     page.screenshot("people")
 
