@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 from typing import Any
 
 import pytest
 
 from tests.kit.load import Collector
 from tests.kit.rawws import RawWs
-from tests.kit.support import wait_subscribers
+from tests.kit.support import metric, wait_subscribers
 
 PAYLOAD = "x" * 16384
 # The kernel lets a sender's buffer grow to tcp_wmem's maximum (4 MiB here)
@@ -44,11 +43,6 @@ async def publish_until_overflow(pub, rest, topic: str) -> int:
                 return i + 1
     raise AssertionError(f"no overflow after {MAX_MESSAGES} messages")
 
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 async def metrics_text(rest) -> str:

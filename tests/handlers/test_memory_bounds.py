@@ -4,24 +4,19 @@ plus a fixed margin, and ``/stats`` and ``/metrics`` show the bound held."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
 from tests.kit.clients import Rest
 from tests.kit.load import publish_many
 from tests.kit.procs import ServerProcess
+from tests.kit.support import metric
 
 BOUND_MIB = 16
 TOPICS = 200
 PER_TOPIC = 10
 PAYLOAD = "x" * 60_000  # 200 topics x 10 x 60 KB: ~120 MB if history kept them all
 
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ server's RSS is read from /proc; ``/metrics`` shows the stalled replays."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
@@ -13,18 +12,13 @@ from tests.kit.clients import Rest
 from tests.kit.load import LOAD_TEST_TIMEOUT, publish_many
 from tests.kit.procs import ServerProcess
 from tests.kit.rawws import RawWs
-from tests.kit.support import wait_subscribers
+from tests.kit.support import metric, wait_subscribers
 
 TOPICS = 10
 PER_TOPIC = 100
 PAYLOAD = "r" * 60_000  # 10 topics x 100 x 60 KB: ~60 MB of shared history
 STALLED = 6  # on main each pinned a ~60 MB write of its own (~360 MB)
 
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 @pytest.mark.slow

@@ -60,3 +60,10 @@ def spellings(secret: str) -> set[str]:
     if secret.count(".") == 2:  # a JWT: none of its segments either
         forms.update(part for part in secret.split(".") if len(part) >= 8)
     return {f for f in forms if f}
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample ``name`` in a /metrics text (it must be there)."""
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
