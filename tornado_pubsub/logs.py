@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import sys
+import time
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -323,17 +324,56 @@ def flush_logs() -> None:
         handler.flush()
 
 
+#: The attributes of a record ``log_op`` makes, in ``LogRecord``'s own order,
+#: with the values of all that are the same for every one (see ``_op_record``);
+#: None until ``configure_logging`` owns the process's logging.
+_record_template: dict[str, Any] | None = None
+#: When ``logging`` was imported: what ``relativeCreated`` counts from.
+_START: float = logging._startTime  # type: ignore[attr-defined]
+
+
+def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str, Any]) -> logging.LogRecord:
+    """The ``LogRecord`` ``Logger.log`` would make for an operation, made
+    directly: the attributes are copied, in their order, from one record
+    made at configuration (no caller lookup, no thread or process names:
+    ``configure_logging`` switched them off), and the seven that differ per
+    record are set, so a record costs a dict copy,
+    not ``LogRecord.__init__``'s path splitting and ``makeRecord``'s checks.
+    Every standard attribute is there, so any handler or formatter reads it
+    as it would a stdlib record."""
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(template)
+    now = time.time()
+    fields["msg"] = event
+    fields["levelname"] = logging.getLevelName(level)
+    fields["levelno"] = level
+    fields["exc_info"] = None
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+    fields["relativeCreated"] = (now - _START) * 1000
+    fields.update(extra)
+    return record
+
+
 def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | None) -> None:
     """Route every logger (ours and Tornado's) to stdout in ``fmt``, redacting ``secrets``.
 
     Takes over the process's logging, so it also switches off what no
     formatter here prints and every record would otherwise pay for: the
     caller lookup (a stack walk) and thread, process and multiprocessing
-    names (the "Optimization" table of the logging documentation)."""
+    names (the "Optimization" table of the logging documentation); and
+    ``log_op`` then makes its records directly (``_op_record``)."""
+    global _record_template
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12+
+        logging.logAsyncioTasks = False
+    # What Logger.log makes without a caller lookup.
+    made = logging.LogRecord(LOGGER_NAME, logging.INFO, "(unknown file)", 0, "", (), None, "(unknown function)")
+    _record_template = dict(vars(made))
     redactor = Redactor(*secrets)
     handler = BufferedHandler(sys.stdout)
     handler.addFilter(_WorkerField())
@@ -346,9 +386,24 @@ def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | No
 
 
 def log_op(event: str, level: int = logging.INFO, exc_info: Any = False, **context: Any) -> None:
-    """Emit the one record for an operation; ``None`` context values are left out."""
+    """Emit the one record for an operation; ``None`` context values are left out.
+
+    Once ``configure_logging`` has run, and while no other record factory is
+    set (``logging.setLogRecordFactory``), the record is made by
+    ``_op_record``; otherwise, and for a record carrying an exception, by
+    ``Logger.log`` as usual.  Either way it goes through the logger's
+    filters and handlers (``Logger.handle``)."""
     if not log.isEnabledFor(level):
         return
     extra = {k: v for k, v in context.items() if v is not None}
     extra["event"] = event
-    log.log(level, event, extra=extra, exc_info=exc_info)
+    template = _record_template
+    if (
+        template is None
+        or exc_info
+        or logging.getLogRecordFactory() is not logging.LogRecord
+        or not template.keys().isdisjoint(extra)  # Logger.log's KeyError, as before
+    ):
+        log.log(level, event, extra=extra, exc_info=exc_info)
+        return
+    log.handle(_op_record(template, level, event, extra))

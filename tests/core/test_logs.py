@@ -128,6 +128,52 @@ def test_json_fields_match_python_json_logger_own_add_fields(restore_logging):
         assert list(mine.items()) == list(theirs.items())
 
 
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_operation_records_are_the_records_logger_would_make(restore_logging):
+    # Once configure_logging owns logging, log_op makes its records directly;
+    # a handler or formatter must find every attribute Logger.info would
+    # have set, in the same order, with the same values (time aside).
+    configure_logging("info", "json")
+    keep = _Keep()
+    logging.getLogger().addHandler(keep)
+    log_op("publish", topic="t", seq=3, request_id=None)
+    logging.getLogger("tornado_pubsub").info("publish", extra={"topic": "t", "seq": 3, "event": "publish"})
+    direct, made = (vars(record) for record in keep.records)
+    assert list(direct) == list(made)
+    assert {key for key in made if direct[key] != made[key]} <= {"created", "msecs", "relativeCreated"}
+    host = logging.Formatter(
+        "%(asctime)s %(name)s %(levelname)s %(pathname)s %(filename)s %(module)s %(lineno)d %(funcName)s "
+        "%(created)f %(msecs)d %(relativeCreated)d %(thread)s %(threadName)s %(process)s %(processName)s %(message)s"
+    )
+    assert " tornado_pubsub INFO (unknown file) (unknown file) (unknown file) 0 (unknown function) " in host.format(keep.records[0])
+
+
+def test_a_record_factory_set_by_the_host_still_makes_operation_records(restore_logging, capsys):
+    configure_logging("info", "json")
+    previous = logging.getLogRecordFactory()
+
+    def tagged(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        record.tenant = "acme"
+        return record
+
+    logging.setLogRecordFactory(tagged)
+    try:
+        log_op("publish", topic="t")
+    finally:
+        logging.setLogRecordFactory(previous)
+    (line,) = lines(capsys)
+    assert json.loads(line)["tenant"] == "acme"
+
+
 async def test_records_in_one_loop_pass_are_written_together_at_its_end(restore_logging, capsys):
     configure_logging("info", "json")
     log_op("publish", topic="a")
