@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
@@ -187,16 +188,11 @@ class _FrameTime(logging.Formatter):
 _encode_record = JsonEncoder(ensure_ascii=True).encode
 
 
-def _serialize(log_data: dict[str, Any], **_ignored: Any) -> str:
-    return _encode_record(log_data)
-
-
 class _RedactingJson(_FrameTime, JsonFormatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-            json_serializer=_serialize,
         )
         self.redactor = redactor
         self._renamed = [(field, self._get_rename(field)) for field in self._required_fields]
@@ -212,9 +208,18 @@ class _RedactingJson(_FrameTime, JsonFormatter):
         if message_dict:
             log_data.update(message_dict)
         skip = self._skip_fields
-        for key, value in fields.items():
+        items: Iterable[tuple[str, Any]] = fields.items()
+        if record.__class__ is OpRecord:  # its standard attributes come first: pass over them unread
+            items = itertools.islice(items, OpRecord.standard, None)
+        for key, value in items:
             if key not in skip and not (key.__class__ is str and key.startswith("_")):
                 log_data[key] = value
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        # python-json-logger's extension point for the encoding: our one
+        # encoder, called directly rather than through json_serializer's
+        # keyword arguments, which it would ignore.
+        return _encode_record(log_data)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redactor(super().format(record))
@@ -332,6 +337,13 @@ _record_template: dict[str, Any] | None = None
 _START: float = logging._startTime  # type: ignore[attr-defined]
 
 
+class OpRecord(logging.LogRecord):
+    """A record ``log_op`` made directly (``_op_record``): a ``LogRecord``
+    whose first ``standard`` attributes are the standard ones."""
+
+    standard = 0
+
+
 def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str, Any]) -> logging.LogRecord:
     """The ``LogRecord`` ``Logger.log`` would make for an operation, made
     directly: the attributes are copied, in their order, from one record
@@ -341,7 +353,7 @@ def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str
     not ``LogRecord.__init__``'s path splitting and ``makeRecord``'s checks.
     Every standard attribute is there, so any handler or formatter reads it
     as it would a stdlib record."""
-    record = logging.LogRecord.__new__(logging.LogRecord)
+    record = OpRecord.__new__(OpRecord)
     fields = record.__dict__
     fields.update(template)
     now = time.time()
@@ -374,6 +386,7 @@ def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | No
     # What Logger.log makes without a caller lookup.
     made = logging.LogRecord(LOGGER_NAME, logging.INFO, "(unknown file)", 0, "", (), None, "(unknown function)")
     _record_template = dict(vars(made))
+    OpRecord.standard = len(_record_template)
     redactor = Redactor(*secrets)
     handler = BufferedHandler(sys.stdout)
     handler.addFilter(_WorkerField())

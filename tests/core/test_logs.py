@@ -102,9 +102,11 @@ def test_tornado_loggers_use_the_same_json_format(restore_logging, capsys):
 
 def test_json_fields_match_python_json_logger_own_add_fields(restore_logging):
     # The one-pass add_fields must give exactly what the library's would
-    # (same keys, same order), for plain, extra-laden and exception records.
+    # (same keys, same order), for plain, extra-laden and exception records,
+    # and for the records log_op makes itself (OpRecord).
     from pythonjsonlogger.json import JsonFormatter
 
+    from tornado_pubsub import logs
     from tornado_pubsub.logs import Redactor, _RedactingJson
 
     ours = _RedactingJson(Redactor())
@@ -114,9 +116,15 @@ def test_json_fields_match_python_json_logger_own_add_fields(restore_logging):
         import sys
 
         exc = sys.exc_info()
+    configure_logging("info", "json")  # what log_op's own records are made from
     logger = logging.getLogger("tornado_pubsub")
-    for extra, exc_info in (({}, None), ({"event": "publish", "topic": "t", "seq": 3, "_hidden": 1}, None), ({"a": 1}, exc)):
-        record = logger.makeRecord("tornado_pubsub", logging.INFO, "f", 1, "msg %s", ("x",), exc_info, extra=extra)
+    made = [
+        logger.makeRecord("tornado_pubsub", logging.INFO, "f", 1, "msg %s", ("x",), exc_info, extra=extra)
+        for extra, exc_info in (({}, None), ({"event": "publish", "topic": "t", "seq": 3, "_hidden": 1}, None), ({"a": 1}, exc))
+    ]
+    made.append(logs._op_record(logs._record_template, logging.INFO, "publish", {"topic": "t", "_hidden": 1, "event": "publish"}))
+    for record in made:
+        exc_info = record.exc_info
         record.worker = 2  # what the worker filter adds after the record is made
         record.message = record.getMessage()
         record.asctime = "t"
@@ -148,7 +156,7 @@ def test_operation_records_are_the_records_logger_would_make(restore_logging):
     logging.getLogger("tornado_pubsub").info("publish", extra={"topic": "t", "seq": 3, "event": "publish"})
     direct, made = (vars(record) for record in keep.records)
     assert list(direct) == list(made)
-    assert {key for key in made if direct[key] != made[key]} <= {"created", "msecs", "relativeCreated"}
+    assert {key for key in made if direct[key] != made[key]} <= {"created", "msecs", "relativeCreated", "asctime"}
     host = logging.Formatter(
         "%(asctime)s %(name)s %(levelname)s %(pathname)s %(filename)s %(module)s %(lineno)d %(funcName)s "
         "%(created)f %(msecs)d %(relativeCreated)d %(thread)s %(threadName)s %(process)s %(processName)s %(message)s"
