@@ -349,10 +349,9 @@ def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str
     directly: the attributes are copied, in their order, from one record
     made at configuration (no caller lookup, no thread or process names:
     ``configure_logging`` switched them off), and the seven that differ per
-    record are set, so a record costs a dict copy,
-    not ``LogRecord.__init__``'s path splitting and ``makeRecord``'s checks.
-    Every standard attribute is there, so any handler or formatter reads it
-    as it would a stdlib record."""
+    record are set.  A record costs a dict copy, not ``LogRecord.__init__``'s
+    path splitting and ``makeRecord``'s checks; every standard attribute is
+    there, so any handler or formatter reads it as a stdlib record."""
     record = OpRecord.__new__(OpRecord)
     fields = record.__dict__
     fields.update(template)
@@ -415,7 +414,9 @@ def log_op(event: str, level: int = logging.INFO, exc_info: Any = False, **conte
         template is None
         or exc_info
         or logging.getLogRecordFactory() is not logging.LogRecord
-        or not template.keys().isdisjoint(extra)  # Logger.log's KeyError, as before
+        or not template.keys().isdisjoint(extra)  # a clash: Logger.log's KeyError, as before
+        or "message" in extra
+        or "asctime" in extra
     ):
         log.log(level, event, extra=extra, exc_info=exc_info)
         return

@@ -164,6 +164,15 @@ def test_operation_records_are_the_records_logger_would_make(restore_logging):
     assert " tornado_pubsub INFO (unknown file) (unknown file) (unknown file) 0 (unknown function) " in host.format(keep.records[0])
 
 
+@pytest.mark.parametrize("clash", ["name", "msg", "message", "asctime"])
+def test_a_context_key_naming_a_record_attribute_is_refused_as_logger_log_refuses_it(restore_logging, clash):
+    # Made directly, the record would silently take the context's value
+    # (a forged logger name, say); Logger.log refuses the key instead.
+    configure_logging("info", "json")
+    with pytest.raises(KeyError, match="overwrite"):
+        log_op("publish", **{clash: "forged"})
+
+
 def test_a_record_factory_set_by_the_host_still_makes_operation_records(restore_logging, capsys):
     configure_logging("info", "json")
     previous = logging.getLogRecordFactory()
