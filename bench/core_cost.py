@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tornado_pubsub.backends.memory import Broker  # noqa: E402
@@ -48,7 +49,7 @@ def publish_frame(n: int) -> str:
     )
 
 
-async def run(rounds: int, profile: bool, report: object) -> None:
+async def run(rounds: int, profile: bool, report: TextIO) -> None:
     broker = Broker(queue_size=100_000, auto_create_topics=True)
     publisher = Session.open(broker, "127.0.0.1", 1e9)
     subscriber = Session.open(broker, "127.0.0.1", 1e9)
@@ -77,13 +78,13 @@ async def run(rounds: int, profile: bool, report: object) -> None:
         return (time.perf_counter() - start) / count * 1e6
 
     best = min([await one_round(ROUND) for _ in range(rounds)])
-    print(f"core publish: {best:.1f} us", file=report)  # type: ignore[call-overload]
+    print(f"core publish: {best:.1f} us", file=report)
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
         await one_round(ROUND * 4)
         profiler.disable()
-        pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(30)  # type: ignore[arg-type]
+        pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(30)
 
 
 def main() -> None:

@@ -40,18 +40,18 @@ PER_PASS = 20  # records per loop pass, about what a busy publisher gives
 
 
 async def measure(rounds: int, per_round: int) -> dict[str, float]:
-    template = logs._record_template
+    template = logs.OpRecord.template
     best = {"direct": float("inf"), "Logger.log": float("inf")}
     for _ in range(rounds):
         for way in best:
-            logs._record_template = template if way == "direct" else None
+            logs.OpRecord.template = template if way == "direct" else None
             start = time.perf_counter()
             for i in range(per_round):
                 logs.log_op("publish", **CONTEXT)
                 if i % PER_PASS == PER_PASS - 1:
                     await asyncio.sleep(0)
             best[way] = min(best[way], (time.perf_counter() - start) / per_round * 1e6)
-    logs._record_template = template
+    logs.OpRecord.template = template
     return best
 
 

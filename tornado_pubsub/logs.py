@@ -210,7 +210,7 @@ class _RedactingJson(_FrameTime, JsonFormatter):
         skip = self._skip_fields
         items: Iterable[tuple[str, Any]] = fields.items()
         if record.__class__ is OpRecord:  # its standard attributes come first: pass over them unread
-            items = itertools.islice(items, OpRecord.standard, None)
+            items = itertools.islice(items, len(OpRecord.template or ()), None)
         for key, value in items:
             if key not in skip and not (key.__class__ is str and key.startswith("_")):
                 log_data[key] = value
@@ -329,19 +329,19 @@ def flush_logs() -> None:
         handler.flush()
 
 
-#: The attributes of a record ``log_op`` makes, in ``LogRecord``'s own order,
-#: with the values of all that are the same for every one (see ``_op_record``);
-#: None until ``configure_logging`` owns the process's logging.
-_record_template: dict[str, Any] | None = None
-#: When ``logging`` was imported: what ``relativeCreated`` counts from.
-_START: float = logging._startTime  # type: ignore[attr-defined]
-
-
 class OpRecord(logging.LogRecord):
     """A record ``log_op`` made directly (``_op_record``): a ``LogRecord``
-    whose first ``standard`` attributes are the standard ones."""
+    whose first ``len(template)`` attributes are the standard ones."""
 
-    standard = 0
+    #: The attributes of every such record, in ``LogRecord``'s own order,
+    #: with the values of all that are the same for each (made once by
+    #: ``configure_logging``; None until it owns the process's logging).
+    template: dict[str, Any] | None = None
+    #: Context keys that would overwrite a record attribute, which
+    #: ``Logger.makeRecord`` refuses with a ``KeyError``.
+    taken: frozenset[str] = frozenset()
+    #: When ``logging`` was imported, as the template's record counts it.
+    start = 0.0
 
 
 def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str, Any]) -> logging.LogRecord:
@@ -362,7 +362,7 @@ def _op_record(template: dict[str, Any], level: int, event: str, extra: dict[str
     fields["exc_info"] = None
     fields["created"] = now
     fields["msecs"] = int((now - int(now)) * 1000) + 0.0
-    fields["relativeCreated"] = (now - _START) * 1000
+    fields["relativeCreated"] = (now - OpRecord.start) * 1000
     fields.update(extra)
     return record
 
@@ -375,7 +375,6 @@ def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | No
     caller lookup (a stack walk) and thread, process and multiprocessing
     names (the "Optimization" table of the logging documentation); and
     ``log_op`` then makes its records directly (``_op_record``)."""
-    global _record_template
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
@@ -384,8 +383,9 @@ def configure_logging(level: str = "info", fmt: str = "json", *secrets: str | No
         logging.logAsyncioTasks = False
     # What Logger.log makes without a caller lookup.
     made = logging.LogRecord(LOGGER_NAME, logging.INFO, "(unknown file)", 0, "", (), None, "(unknown function)")
-    _record_template = dict(vars(made))
-    OpRecord.standard = len(_record_template)
+    OpRecord.template = dict(vars(made))
+    OpRecord.taken = frozenset(OpRecord.template) | {"message", "asctime"}
+    OpRecord.start = made.created - made.relativeCreated / 1000
     redactor = Redactor(*secrets)
     handler = BufferedHandler(sys.stdout)
     handler.addFilter(_WorkerField())
@@ -409,14 +409,12 @@ def log_op(event: str, level: int = logging.INFO, exc_info: Any = False, **conte
         return
     extra = {k: v for k, v in context.items() if v is not None}
     extra["event"] = event
-    template = _record_template
+    template = OpRecord.template
     if (
         template is None
         or exc_info
         or logging.getLogRecordFactory() is not logging.LogRecord
-        or not template.keys().isdisjoint(extra)  # a clash: Logger.log's KeyError, as before
-        or "message" in extra
-        or "asctime" in extra
+        or not OpRecord.taken.isdisjoint(extra)  # a clash: Logger.log's KeyError, as before
     ):
         log.log(level, event, extra=extra, exc_info=exc_info)
         return

@@ -122,7 +122,7 @@ def test_json_fields_match_python_json_logger_own_add_fields(restore_logging):
         logger.makeRecord("tornado_pubsub", logging.INFO, "f", 1, "msg %s", ("x",), exc_info, extra=extra)
         for extra, exc_info in (({}, None), ({"event": "publish", "topic": "t", "seq": 3, "_hidden": 1}, None), ({"a": 1}, exc))
     ]
-    made.append(logs._op_record(logs._record_template, logging.INFO, "publish", {"topic": "t", "_hidden": 1, "event": "publish"}))
+    made.append(logs._op_record(logs.OpRecord.template or {}, logging.INFO, "publish", {"topic": "t", "_hidden": 1, "event": "publish"}))
     for record in made:
         exc_info = record.exc_info
         record.worker = 2  # what the worker filter adds after the record is made
@@ -157,6 +157,7 @@ def test_operation_records_are_the_records_logger_would_make(restore_logging):
     direct, made = (vars(record) for record in keep.records)
     assert list(direct) == list(made)
     assert {key for key in made if direct[key] != made[key]} <= {"created", "msecs", "relativeCreated", "asctime"}
+    assert abs(direct["relativeCreated"] - made["relativeCreated"]) < 1000  # counted from the same start, in ms
     host = logging.Formatter(
         "%(asctime)s %(name)s %(levelname)s %(pathname)s %(filename)s %(module)s %(lineno)d %(funcName)s "
         "%(created)f %(msecs)d %(relativeCreated)d %(thread)s %(threadName)s %(process)s %(processName)s %(message)s"
