@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import struct
+from typing import Any
 
 import pytest
 import tornado.iostream
@@ -15,7 +18,7 @@ import tornado.websocket
 from tornado_pubsub.handlers.ws import PubSubSocket
 from tornado_pubsub.server import tornado_patches
 
-from tests.kit.rawws import OP_PING, OP_TEXT, RawWs, client_frame
+from tests.kit.rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, client_frame
 
 
 @pytest.fixture
@@ -78,16 +81,16 @@ def test_a_check_fails_when_what_it_relies_on_changes(monkeypatch):
     monkeypatch.setattr(tornado.websocket.WebSocketProtocol13, "_receive_frame_loop", lambda self: None)
     assert not tornado_patches._check_frame_loop()
     monkeypatch.setattr(tornado.iostream.BaseIOStream, "_consume", lambda self, loc, extra: b"")
-    assert not tornado_patches._check_buffered_read()
+    assert not tornado_patches._check_one_pass_read()
 
 
 @pytest.mark.parametrize("patched", [True, False])
 async def test_frames_split_anywhere_or_buffered_together_are_read_in_order(monkeypatch, patched, rest, port):
-    # buffered_frame_read takes bytes already buffered without read_bytes: a
+    # one_pass_read takes frames already buffered without read_bytes: a
     # frame whose header, mask or payload is cut across TCP reads, and many
     # frames in one read, must come out the same as on Tornado's own reader.
     if not patched:
-        monkeypatch.setitem(tornado_patches.ENABLED, "buffered_frame_read", False)
+        monkeypatch.setitem(tornado_patches.ENABLED, "one_pass_read", False)
     await rest.create("t")
     client = await RawWs.connect(port)
     try:
@@ -117,3 +120,82 @@ async def test_frames_split_anywhere_or_buffered_together_are_read_in_order(monk
         assert ids == [f"r{n}" for n in range(12)]
     finally:
         client.close()
+
+
+def _frame(first: int, payload: bytes, length_field: int | None = None, masked: bool = True) -> bytes:
+    """A client frame built by hand: ``first`` is the FIN/RSV/opcode byte;
+    ``length_field`` 127 forces a 64-bit length even for a short payload."""
+    n = len(payload)
+    bits = length_field or (n if n < 126 else 126 if n < 65536 else 127)
+    head = struct.pack("!BB", first, (0x80 if masked else 0) | bits)
+    head += {126: struct.pack("!H", n), 127: struct.pack("!Q", n)}.get(bits, b"")
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _ping(request_id: str, pad: int = 0) -> bytes:
+    return json.dumps({"type": "ping", "request_id": request_id, "pad": "x" * pad}).encode()
+
+
+
+# Frames a reader in one pass must leave to Tornado (or handle as Tornado
+# does) however they arrive: each sent after a first frame in the same write.
+MIXED = [
+    _frame(0x82, _ping("binary")),  # binary
+    _frame(0x81, _ping("long", 300)),  # 16-bit length
+    _frame(0x89, b"hello"),  # a ping control frame
+    _frame(0x81, _ping("wide"), length_field=127),  # 64-bit length for a short frame
+    _frame(0x81, b'{"type": "ping", "request_id": "\xff"}'),  # not UTF-8
+    _frame(0x01, _ping("split")[:7]) + _frame(0x89, b"in between") + _frame(0x80, _ping("split")[7:]),  # fragmented
+    _frame(0x81, _ping("last")),
+]
+# How each connection ends: the frame sent last, and the close code the
+# server answers it with (None: it drops the connection, as Tornado does).
+ENDINGS = {
+    "reserved bit": (_frame(0xC1, _ping("rsv1")), None),
+    "unmasked": (_frame(0x81, _ping("bare"), masked=False), 1002),
+    "too big": (_frame(0x81, _ping("big", 2000)), 1009),
+}
+
+
+@pytest.mark.pubsub(max_message_size=1024)
+@pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize("one_pass", [True, False])
+async def test_the_one_pass_reader_answers_every_frame_as_tornados_does(monkeypatch, one_pass, ending, port):
+    # It takes only whole, final, masked data frames with a 7- or 16-bit
+    # length from the buffer; everything else, also when it sits in the same
+    # read, must come out as Tornado's own reader makes it.
+    monkeypatch.setitem(tornado_patches.ENABLED, "one_pass_read", one_pass)
+    client = await RawWs.connect(port)
+    try:
+        await client.send_raw(_frame(0x81, _ping("first")) + b"".join(MIXED))
+        replies: list[Any] = []
+        controls: list[bytes] = []  # Tornado answers a ping at once, ahead of queued replies
+        while len(replies) < 7 or len(controls) < 2:
+            opcode, payload = await client.recv_frame() or (None, b"")
+            if opcode == OP_TEXT:
+                body = json.loads(payload)
+                replies.append((body["type"], body.get("request_id"), body.get("error", {}).get("code")))
+            elif opcode == OP_PONG:
+                controls.append(payload)
+            else:
+                assert opcode == OP_PING, (opcode, payload)  # the server's own keepalive
+        last, close_code = ENDINGS[ending]
+        await client.send_raw(last)
+        while (frame := await client.recv_frame()) is not None and frame[0] != OP_CLOSE:
+            pass
+    finally:
+        client.close()
+    assert replies == [
+        ("pong", "first", None),
+        ("error", None, "BAD_REQUEST"),  # binary: the protocol is text
+        ("pong", "long", None),
+        ("pong", "wide", None),
+        ("error", None, "BAD_REQUEST"),
+        ("pong", "split", None),
+        ("pong", "last", None),
+    ]
+    assert controls == [b"hello", b"in between"]
+    assert client.close_code == close_code

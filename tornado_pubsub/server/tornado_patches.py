@@ -90,12 +90,14 @@ def _check_linger() -> bool:
     )
 
 
-def _check_buffered_read() -> bool:
+def _check_one_pass_read() -> bool:
     return (
-        _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
-        and _has_init_attrs(_WS13, "_wire_bytes_in")
+        _params(_WS13._receive_frame) == ["self"]
+        and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
+        and callable(getattr(tornado.websocket, "_websocket_mask", None))
+        and _has_init_attrs(_WS13, "_decompressor", "_fragmented_message_buffer", "_wire_bytes_in", "params")
         and _params(getattr(IOStream, "_consume", None)) == ["self", "loc"]
-        and _has_init_attrs(BaseIOStream, "_read_buffer_size", "_read_future", "_user_read_buffer")
+        and _has_init_attrs(BaseIOStream, "_read_buffer = bytearray()", "_read_buffer_size", "_read_future", "_user_read_buffer")
     )
 
 
@@ -130,8 +132,10 @@ ENABLED: dict[str, bool] = {
     "release_headers": _check_handshake_state(),
     "release_connection_headers": _check_connection_headers(),
     "strict_frames": _check_strict_frames(),
-    "buffered_frame_read": _check_buffered_read(),
+    "one_pass_read": _check_one_pass_read(),
 }
+# Tornado < 6.5 keeps its read buffer's start at an offset; later ones at 0.
+_BUFFER_POS = _has_init_attrs(BaseIOStream, "_read_buffer_pos")
 
 
 def disabled() -> list[str]:
@@ -212,24 +216,65 @@ class _FrameLoopTask(_WS13):
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
 
-class _BufferedFrameRead(_WS13):
-    """Gain: a frame whose bytes are already buffered is read in one pass
-    (fanout S=1, bench ``run.py``: see the commit).  Tornado reads each
-    frame in three to four ``stream.read_bytes`` calls, each a Future and a
-    trip through IOStream's read machinery even when the bytes are there;
-    here bytes already in the read buffer are taken at once, and only a
-    short buffer goes through ``read_bytes`` (which waits for the socket).
-    Relies on: ``_read_bytes(n)`` being the frame reader's one way to read,
-    ``_wire_bytes_in``, and IOStream's ``_read_buffer_size``, ``_consume(loc)``
-    and ``_read_future``/``_user_read_buffer`` (no other read in progress).
+class _Done:
+    """An awaitable that is already done: what a frame read in one pass
+    returns when handling it left nothing to wait for."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_DONE = _Done()
+_websocket_mask = getattr(tornado.websocket, "_websocket_mask", None)
+
+
+class _OnePassRead(_WS13):
+    """Gain: see the commit (fan-out S=1, 100 topics x 10).  Tornado reads
+    every frame in three or four ``_read_bytes`` coroutines (header, length,
+    mask, payload), each a trip through IOStream's read machinery even when
+    the bytes are already buffered, as a client's frames mostly are (often
+    several in one read).  A whole, final, masked text or binary frame with
+    a 7- or 16-bit length that is in the buffer is taken here with one
+    ``_consume`` and handed to ``_handle_message``.  Every other frame
+    (control, fragmented, unmasked, reserved bits set, 64-bit length, over
+    ``max_message_size``, not all here yet) goes Tornado's way, so Tornado
+    and the other patches meet it exactly as before.
+    Relies on: ``_receive_frame()``, ``_handle_message(opcode, data)``,
+    ``_decompressor``, ``_fragmented_message_buffer``, ``_wire_bytes_in``,
+    ``params.max_message_size``, ``_websocket_mask``, and IOStream's
+    ``bytearray`` read buffer (``_read_buffer``, from ``_read_buffer_pos``
+    where that exists), ``_read_buffer_size``, ``_consume(loc)`` and
+    ``_read_future``/``_user_read_buffer`` (no other read in progress).
     """
 
-    async def _read_bytes(self, n: int) -> bytes:
+    def _receive_frame(self) -> Any:
         stream = self.stream
-        if stream._read_buffer_size >= n and stream._read_future is None and not stream._user_read_buffer:
-            self._wire_bytes_in += n
-            return stream._consume(n)
-        return await super()._read_bytes(n)
+        size = stream._read_buffer_size
+        if (
+            size >= 6
+            and stream._read_future is None
+            and not stream._user_read_buffer
+            and self._fragmented_message_buffer is None
+            and self._decompressor is None
+        ):
+            buf = stream._read_buffer
+            at = stream._read_buffer_pos if _BUFFER_POS else 0
+            first, second = buf[at], buf[at + 1]
+            length = second & 0x7F
+            # FIN, no reserved bits, text or binary; masked; 7- or 16-bit length
+            if (first == 0x81 or first == 0x82) and second & 0x80 and length != 127:
+                head = 6
+                if length == 126:
+                    head = 8
+                    length = buf[at + 2] << 8 | buf[at + 3]  # (size >= 6: both bytes are there)
+                if head + length <= size and length <= self.params.max_message_size:
+                    frame = stream._consume(head + length)
+                    self._wire_bytes_in += head + length
+                    handled = self._handle_message(first & 0x0F, _websocket_mask(frame[head - 4 : head], frame[head:]))
+                    return _DONE if handled is None else handled
+        return super()._receive_frame()
 
 
 class _InvalidUtf8Reply(_WS13):
@@ -353,14 +398,14 @@ class _StrictFrames(_WS13):
         self.close(_CLOSE_PROTOCOL_ERROR, "protocol error")
 
 
-# Listed outermost first (the class's MRO): strict_frames wraps the header
-# read, and buffered_frame_read, the lowest reader, serves both.
+# Listed outermost first (the class's MRO): one_pass_read takes the frames
+# it can and leaves the rest to strict_frames' header check and Tornado.
 _MIXINS = {
+    "one_pass_read": _OnePassRead,
     "strict_frames": _StrictFrames,
     "invalid_utf8_reply": _InvalidUtf8Reply,
     "linger_after_1009": _LingerAfter1009,
     "frame_loop_task": _FrameLoopTask,
-    "buffered_frame_read": _BufferedFrameRead,
 }
 _classes: dict[tuple[type, ...], type] = {}
 
