@@ -301,6 +301,15 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             return None
         return self.session.feed(message)
 
+    def close_after_replies(self, disconnect: Disconnect) -> bool:
+        """Close with ``disconnect`` once the replies queued so far are
+        written (the frame reader refused a frame: ``tornado_patches``);
+        False when no session holds a queue to write them from."""
+        if self.session is None:
+            return False
+        self.session.sub.queue.close(disconnect)
+        return True
+
     def on_invalid_text(self) -> None:
         """A text frame that is not UTF-8 (see ``tornado_patches``)."""
         self.last_seen = time.monotonic()

@@ -151,22 +151,11 @@ MIXED = [
     _frame(0x01, _ping("split")[:7]) + _frame(0x89, b"in between") + _frame(0x80, _ping("split")[7:]),  # fragmented
     _frame(0x81, _ping("last")),
 ]
-# How each connection ends: the frame sent last, and the close code the
-# server answers it with (None: it drops the connection, as Tornado does).
-ENDINGS = {
-    "reserved bit": (_frame(0xC1, _ping("rsv1")), None),
-    "unmasked": (_frame(0x81, _ping("bare"), masked=False), 1002),
-    "too big": (_frame(0x81, _ping("big", 2000)), 1009),
-}
-
-
-@pytest.mark.pubsub(max_message_size=1024)
-@pytest.mark.parametrize("ending", ENDINGS)
 @pytest.mark.parametrize("one_pass", [True, False])
-async def test_the_one_pass_reader_answers_every_frame_as_tornados_does(monkeypatch, one_pass, ending, port):
-    # It takes only whole, final, masked data frames with a 7- or 16-bit
-    # length from the buffer; everything else, also when it sits in the same
-    # read, must come out as Tornado's own reader makes it.
+async def test_the_one_pass_reader_answers_every_frame_as_tornados_does(monkeypatch, one_pass, port):
+    # It takes only whole, final, masked data frames from the buffer;
+    # everything else, also when it sits in the same read, must come out as
+    # Tornado's own reader makes it.
     monkeypatch.setitem(tornado_patches.ENABLED, "one_pass_read", one_pass)
     client = await RawWs.connect(port)
     try:
@@ -182,10 +171,6 @@ async def test_the_one_pass_reader_answers_every_frame_as_tornados_does(monkeypa
                 controls.append(payload)
             else:
                 assert opcode == OP_PING, (opcode, payload)  # the server's own keepalive
-        last, close_code = ENDINGS[ending]
-        await client.send_raw(last)
-        while (frame := await client.recv_frame()) is not None and frame[0] != OP_CLOSE:
-            pass
     finally:
         client.close()
     assert replies == [
@@ -198,4 +183,59 @@ async def test_the_one_pass_reader_answers_every_frame_as_tornados_does(monkeypa
         ("pong", "last", None),
     ]
     assert controls == [b"hello", b"in between"]
-    assert client.close_code == close_code
+
+
+# Frames the reader refuses, and the close code that ends the connection.
+REFUSED = {
+    "too big": (_frame(0x81, _ping("big", 2000)), 1009),
+    "too big, 64-bit length": (_frame(0x81, _ping("big", 2000), length_field=127), 1009),
+    "too big, header only": (_frame(0x81, _ping("big", 2000))[:8], 1009),
+    "unmasked": (_frame(0x81, _ping("bare"), masked=False), 1002),
+    "reserved bit": (_frame(0xC1, _ping("rsv1")), 1002),
+    "close code not allowed on the wire": (_frame(0x88, struct.pack("!H", 1005)), 1002),
+}
+
+
+@pytest.mark.pubsub(max_message_size=1024)
+@pytest.mark.parametrize("refused", REFUSED)
+async def test_a_refused_frame_is_closed_on_after_the_replies_to_the_frames_before_it(refused, port):
+    # Sent in one write: the frames before it are handled, and their replies
+    # (queued for the writer) must reach the client before the close frame,
+    # after which a peer may send nothing (RFC 6455 5.5.1).
+    frame, code = REFUSED[refused]
+    client = await RawWs.connect(port)
+    try:
+        await client.send_raw(_frame(0x81, _ping("a")) + _frame(0x81, _ping("b", 200)) + frame)
+        seen = []
+        while (received := await client.recv_frame()) is not None:
+            opcode, payload = received
+            if opcode == OP_TEXT:
+                seen.append(json.loads(payload)["request_id"])
+            elif opcode == OP_CLOSE:
+                seen.append(client.close_code)
+                break
+        assert await client.at_eof()
+    finally:
+        client.close()
+    assert seen == ["a", "b", code]
+
+
+@pytest.mark.pubsub(max_message_size=1024)
+async def test_a_publish_before_an_oversized_frame_is_acked_before_the_1009(rest, ws_connect, port):
+    # What a client pipelining publishes sees when one of them is too big:
+    # the publish before it reached its subscriber, and its ack reaches it.
+    await rest.create("t")
+    sub = await ws_connect()
+    await sub.subscribe("t")
+    client = await RawWs.connect(port)
+    try:
+        publish = {"type": "publish", "topic": "t", "request_id": "p1",
+                   "message": {"id": "0b7e5f0c-4c1e-4d8e-9a51-6a1f0b2c3d4e", "payload": {"n": 1}}}
+        await client.send_raw(_frame(0x81, json.dumps(publish).encode()) + _frame(0x81, _ping("big", 2000)))
+        ack = await client.reply()
+        assert ack is not None and (ack["type"], ack["request_id"], ack["seq"]) == ("ack", "p1", 1)
+        assert await client.recv_json() is None and client.close_code == 1009
+    finally:
+        client.close()
+    (event,) = await sub.events(1)
+    assert event["message"]["payload"] == {"n": 1}

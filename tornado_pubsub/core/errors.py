@@ -46,8 +46,8 @@ def code_for_status(status: int) -> str:
 # WebSocket close codes (RFC 6455 section 7.4.1; 4xxx are ours), PROTOCOL.md 1.3.
 CLOSE_NORMAL = 1000  # heartbeat or handshake timeout: the peer stopped answering (reason says which)
 CLOSE_GOING_AWAY = 1001  # server shutdown
-CLOSE_PROTOCOL_ERROR = 1002  # the peer broke RFC 6455 (Tornado sends it itself)
-CLOSE_TOO_BIG = 1009  # frame over max_message_size (Tornado sends it itself)
+CLOSE_PROTOCOL_ERROR = 1002  # the peer broke RFC 6455 (the frame reader refuses it: tornado_patches)
+CLOSE_TOO_BIG = 1009  # frame over max_message_size (refused by the frame reader: tornado_patches)
 CLOSE_TRY_AGAIN_LATER = 1013  # slow consumer under the disconnect policy
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_ADMIN = 4403

@@ -31,11 +31,10 @@ from tornado.iostream import BaseIOStream, IOStream, StreamClosedError, Unsatisf
 from tornado.locks import Event as _LockEvent
 from tornado.queues import Queue
 
-from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError, error_body
+from tornado_pubsub.core.errors import BAD_REQUEST, CLOSE_TOO_BIG, MESSAGE_TOO_BIG, PROTOCOL_ERROR, Disconnect, PubSubError, error_body
 from tornado_pubsub.logs import log_op
 
 _WS13 = tornado.websocket.WebSocketProtocol13
-_CLOSE_TOO_BIG = 1009  # (errors.CLOSE_TOO_BIG; not imported: the core imports this module)
 
 
 def _params(func: Any) -> list[str] | None:
@@ -264,17 +263,24 @@ class _OnePassRead(_WS13):
             buf = stream._read_buffer
             at = stream._read_buffer_pos if _BUFFER_POS else 0
             first, second = buf[at], buf[at + 1]
-            length = second & 0x7F
-            # FIN, no reserved bits, text or binary; masked; 7- or 16-bit length
-            if (first == 0x81 or first == 0x82) and second & 0x80 and length != 127:
+            opcode = first & 0x0F
+            if first & 0x80 and (opcode == 0x1 or opcode == 0x2) and second & 0x80:  # final, masked, data
+                if first & 0x70:
+                    return refuse(self, "reserved bits set without an extension", PROTOCOL_ERROR)
+                length = second & 0x7F
                 head = 6
                 if length == 126:
                     head = 8
                     length = buf[at + 2] << 8 | buf[at + 3]  # (size >= 6: both bytes are there)
-                if head + length <= size and length <= self.params.max_message_size:
+                elif length == 127:
+                    head = 14
+                    length = int.from_bytes(buf[at + 2 : at + 10], "big") if size >= 10 else -1
+                if length > self.params.max_message_size:
+                    return refuse(self, f"frame of {length} bytes over max_message_size", MESSAGE_TOO_BIG)
+                if 0 <= length and head + length <= size:
                     frame = stream._consume(head + length)
                     self._wire_bytes_in += head + length
-                    handled = self._handle_message(first & 0x0F, _websocket_mask(frame[head - 4 : head], frame[head:]))
+                    handled = self._handle_message(opcode, _websocket_mask(frame[head - 4 : head], frame[head:]))
                     return _DONE if handled is None else handled
         return super()._receive_frame()
 
@@ -319,7 +325,7 @@ class _LingerAfter1009(_WS13):
     def _abort(self) -> None:
         if self._lingering:
             return
-        if self._close_sent == _CLOSE_TOO_BIG and self.stream is not None and not self.stream.closed():
+        if self._close_sent == CLOSE_TOO_BIG and self.stream is not None and not self.stream.closed():
             self._lingering = True
             self.client_terminated = self.server_terminated = True
             asyncio.ensure_future(_drain_then_close(self.stream))
@@ -338,7 +344,34 @@ async def _drain_then_close(stream: IOStream) -> None:
         stream.close()
 
 
-_CLOSE_PROTOCOL_ERROR = 1002  # (errors.CLOSE_PROTOCOL_ERROR, as above)
+def refuse(protocol: _WS13, problem: str, disconnect: Disconnect) -> Any:
+    """Log why the frame reader refuses a frame, and end the connection
+    with ``disconnect`` after the replies already queued (an awaitable the
+    frame loop awaits: ``close_after_replies``)."""
+    log_op("ws_protocol", logging.INFO, detail=problem, outcome=f"closed_{disconnect.code}")
+    return close_after_replies(protocol, disconnect)
+
+
+async def close_after_replies(protocol: _WS13, disconnect: Disconnect) -> None:
+    """End a connection whose frame the reader refuses: the replies to the
+    frames before it are written first, then the close frame, and the
+    connection stops being read.
+
+    Tornado writes its close frame at once, ahead of the replies still
+    queued for the writer, and a peer may not send data after its close
+    frame, so they were lost (a publish acknowledged to its subscribers but
+    not to its publisher).  Here the close goes through the connection's
+    queue (the handler's ``close_after_replies``), as every other close the
+    server makes does; what the peer still sends is read and discarded for
+    ``LINGER`` seconds, so closing with input unread does not turn the close
+    frame into a reset.  Awaited by the frame loop, which ends after it.
+    Without the handler's hook (no session), the close is at once.
+    """
+    queued = getattr(protocol.handler, "close_after_replies", None)
+    if queued is None or not queued(disconnect):
+        protocol.close(disconnect.code, disconnect.reason)
+    await _drain_then_close(protocol.stream)
+    protocol.client_terminated = True
 
 
 def close_code_allowed(code: int) -> bool:
@@ -373,8 +406,8 @@ class _StrictFrames(_WS13):
     async def _read_header(self, reading: Any) -> bytes:
         header: bytes = await reading
         if not header[1] & 0x80:
-            self._refuse("unmasked frame")
-            raise StreamClosedError()  # ends the frame loop, which aborts
+            await refuse(self, "unmasked frame", PROTOCOL_ERROR)
+            raise StreamClosedError()  # ends the frame loop (the stream is closed by now)
         return header
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
@@ -389,15 +422,10 @@ class _StrictFrames(_WS13):
                     data[2:].decode("utf-8")
                 except UnicodeDecodeError:
                     problem = "close reason is not UTF-8"
-            if problem is not None:
-                self.client_terminated = True  # the peer is closing: no reply awaited
-                self._refuse(problem)
-                return None
+            if problem is not None:  # (the peer is closing: the drain ends when it does)
+                return refuse(self, problem, PROTOCOL_ERROR)
         return super()._handle_message(opcode, data)
 
-    def _refuse(self, problem: str) -> None:
-        log_op("ws_protocol", logging.INFO, detail=problem, outcome="closed_1002")
-        self.close(_CLOSE_PROTOCOL_ERROR, "protocol error")
 
 
 # Listed outermost first (the class's MRO): one_pass_read takes the frames
