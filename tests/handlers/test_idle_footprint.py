@@ -22,7 +22,7 @@ import tornado.websocket
 from tests.kit.rawws import RawWs
 from tests.kit.wait import wait_until
 from tornado_pubsub.handlers import ws as ws_handlers
-from tornado_pubsub.server import tornado_patches
+from tornado_pubsub.server.tornado_patches import protocol
 
 CONNECTIONS = 20
 #: Tasks an idle connection may keep: its frame reader and its writer.
@@ -149,7 +149,7 @@ async def test_a_crash_in_the_frame_loop_is_logged_and_drops_only_that_connectio
 
     # Below on_message (whose exceptions Tornado catches itself): an exception
     # here escapes the frame loop, which used to leave the socket open, unread.
-    monkeypatch.setattr(tornado_patches._InvalidUtf8Reply, "_handle_message", broken_frame_handling)
+    monkeypatch.setattr(protocol._InvalidUtf8Reply, "_handle_message", broken_frame_handling)
     with caplog.at_level(logging.ERROR, logger="tornado_pubsub"):
         victim.send({"type": "ping"})
         await victim.closed()  # times out (and fails) if the socket were left open and unread

@@ -17,6 +17,7 @@ import tornado.websocket
 
 from tornado_pubsub.handlers.ws import PubSubSocket
 from tornado_pubsub.server import tornado_patches
+from tornado_pubsub.server.tornado_patches import checks
 
 from tests.kit.rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, client_frame
 
@@ -71,17 +72,17 @@ async def test_rest_errors_are_json_on_public_apis_only(unpatched, rest):
 
 
 def test_a_check_fails_when_what_it_relies_on_changes(monkeypatch):
-    assert tornado_patches._check_utf8()
+    assert checks._check_utf8()
 
     def _handle_message(self, opcode, data, extra):  # a Tornado that changed the signature
         raise AssertionError("never called")
 
     monkeypatch.setattr(tornado.websocket.WebSocketProtocol13, "_handle_message", _handle_message)
-    assert not tornado_patches._check_utf8()
+    assert not checks._check_utf8()
     monkeypatch.setattr(tornado.websocket.WebSocketProtocol13, "_receive_frame_loop", lambda self: None)
-    assert not tornado_patches._check_frame_loop()
+    assert not checks._check_frame_loop()
     monkeypatch.setattr(tornado.iostream.BaseIOStream, "_consume", lambda self, loc, extra: b"")
-    assert not tornado_patches._check_one_pass_read()
+    assert not checks._check_one_pass_read()
 
 
 @pytest.mark.parametrize("patched", [True, False])

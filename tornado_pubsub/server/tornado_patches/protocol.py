@@ -1,182 +1,24 @@
-"""Every use of Tornado's private internals, in one module.
+"""The WebSocket protocol: how frames are read, refused and closed on.
 
-Each patch names the gain that pays for it and sits behind a check of what
-it relies on (the attribute exists, the signature matches), made once at
-import against the installed Tornado.  When a check fails the patch is left
-out and Tornado's public behaviour is used instead: on another Tornado
-version the server may be slower or use more memory, never wrong.
-``ENABLED`` records each check's result (the tests flip it to run the
-fallbacks); the ``startup`` log record lists what was left out.
-
-Checked against Tornado 6.2 and 6.6.1.
-"""
+``patched_protocol`` builds the protocol class from every patch whose check
+passed (``checks.ENABLED``)."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import inspect
 import logging
-import sys
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-import tornado.web
 import tornado.websocket
 from tornado import gen
-from tornado.http1connection import HTTP1Connection
-from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import BaseIOStream, IOStream, StreamClosedError, UnsatisfiableReadError
-from tornado.locks import Event as _LockEvent
-from tornado.queues import Queue
+from tornado.iostream import IOStream, StreamClosedError
 
-from tornado_pubsub.core.errors import BAD_REQUEST, CLOSE_TOO_BIG, MESSAGE_TOO_BIG, PROTOCOL_ERROR, Disconnect, PubSubError, error_body
+from tornado_pubsub.core.errors import CLOSE_TOO_BIG, MESSAGE_TOO_BIG, PROTOCOL_ERROR, Disconnect
 from tornado_pubsub.logs import log_op
+from tornado_pubsub.server.tornado_patches.checks import _BUFFER_POS, ENABLED
 
 _WS13 = tornado.websocket.WebSocketProtocol13
-
-
-def _params(func: Any) -> list[str] | None:
-    try:
-        return list(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return None
-
-
-def _has_init_attrs(cls: type, *names: str) -> bool:
-    """True if ``cls.__init__`` assigns every ``self.<name>`` (read from its source)."""
-    try:
-        source = inspect.getsource(cls.__init__)
-    except (OSError, TypeError):
-        return False
-    return all(f"self.{name}" in source for name in names)
-
-
-def _check_queue_standins() -> bool:
-    queue: Queue[Any] = Queue(maxsize=1)
-    return (
-        isinstance(getattr(queue, "_getters", None), collections.deque)
-        and isinstance(getattr(queue, "_putters", None), collections.deque)
-        and isinstance(getattr(queue, "_finished", None), _LockEvent)
-    )
-
-
-def _check_frame_loop() -> bool:
-    loop = getattr(_WS13, "_receive_frame_loop", None)
-    return (
-        inspect.iscoroutinefunction(loop)
-        and _params(loop) == ["self"]
-        and _params(_WS13.__init__) == ["self", "handler", "mask_outgoing", "params"]
-        and _params(getattr(tornado.websocket.WebSocketHandler, "on_ws_connection_close", None))
-        == ["self", "close_code", "close_reason"]
-    )
-
-
-def _check_utf8() -> bool:
-    return (
-        _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
-        and _params(getattr(_WS13, "_run_callback", None)) == ["self", "callback", "args", "kwargs"]
-        and _has_init_attrs(_WS13, "_frame_compressed", "_message_bytes_in")
-    )
-
-
-def _check_linger() -> bool:
-    return (
-        _params(getattr(_WS13, "_abort", None)) == ["self"]
-        and _params(_WS13.close) == ["self", "code", "reason"]
-        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "server_terminated", "client_terminated", "stream")
-    )
-
-
-def _check_one_pass_read() -> bool:
-    return (
-        _params(_WS13._receive_frame) == ["self"]
-        and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
-        and callable(getattr(tornado.websocket, "_websocket_mask", None))
-        and _has_init_attrs(_WS13, "_decompressor", "_fragmented_message_buffer", "_wire_bytes_in", "params")
-        and _params(getattr(IOStream, "_consume", None)) == ["self", "loc"]
-        and _has_init_attrs(BaseIOStream, "_read_buffer = bytearray()", "_read_buffer_size", "_read_future", "_user_read_buffer")
-    )
-
-
-def _check_strict_frames() -> bool:
-    source = inspect.getsource(_WS13._receive_frame)
-    return (
-        inspect.iscoroutinefunction(_WS13._receive_frame)
-        and _params(_WS13._receive_frame) == ["self"]
-        and _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
-        # the frame header is the first thing it reads
-        and source.index("self._read_bytes(2)") < source.index("mask_payloadlen & 0x80")
-        and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
-        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated")
-    )
-
-
-def _check_handshake_state() -> bool:
-    return _has_init_attrs(tornado.web.RequestHandler, "clear()") and "self._headers = " in inspect.getsource(
-        tornado.web.RequestHandler.clear
-    )
-
-
-def _check_connection_headers() -> bool:
-    return _has_init_attrs(HTTP1Connection, "_request_headers")
-
-#: Patch name -> whether the installed Tornado passed its check.
-ENABLED: dict[str, bool] = {
-    "queue_standins": _check_queue_standins(),
-    "frame_loop_task": _check_frame_loop(),
-    "invalid_utf8_reply": _check_utf8(),
-    "linger_after_1009": _check_linger(),
-    "release_headers": _check_handshake_state(),
-    "release_connection_headers": _check_connection_headers(),
-    "strict_frames": _check_strict_frames(),
-    "one_pass_read": _check_one_pass_read(),
-}
-# Tornado < 6.5 keeps its read buffer's start at an offset; later ones at 0.
-_BUFFER_POS = _has_init_attrs(BaseIOStream, "_read_buffer_pos")
-
-
-def disabled() -> list[str]:
-    """The patches left out on this Tornado (for the startup record)."""
-    return [name for name, ok in ENABLED.items() if not ok]
-
-
-# -- the outbound queue ------------------------------------------------------------
-
-# Shared stand-ins (see slim_queue): an empty tuple fails loudly if anything
-# ever tries to queue a waiting putter.
-_NO_PUTTERS: tuple[()] = ()
-_NEVER_JOINED = _LockEvent()
-
-
-class _Waiters(list):  # type: ignore[type-arg]
-    """The futures waiting in get(): at most the writer's one, so a list with
-    the deque method Queue uses (popleft) is enough."""
-
-    __slots__ = ()
-
-    def popleft(self) -> object:
-        return self.pop(0)
-
-
-def slim_queue(queue: Queue[Any]) -> None:
-    """Gain: ~1.2 KB per idle connection (measured; it matters at 10 000).
-
-    ``OutboundQueue`` never calls put() (so no putter ever waits) nor
-    join()/task_done() (so no one waits on ``_finished``): those two members
-    of every Queue, a deque and an Event, are replaced by shared stand-ins;
-    the one waiting getter (the writer) needs no 760-byte deque either.
-    Relies on: Queue keeping its putters, getters and join event in
-    ``_putters``, ``_getters`` (deques) and ``_finished``.
-    """
-    if ENABLED["queue_standins"]:
-        queue._putters = _NO_PUTTERS  # type: ignore[assignment]
-        queue._finished = _NEVER_JOINED
-        queue._getters = _Waiters()  # type: ignore[assignment]
-
-
-# -- the WebSocket protocol ----------------------------------------------------------
 
 # After refusing an oversized frame, how long we keep reading (and discarding)
 # what the client still sends, so our close frame is not destroyed by a TCP
@@ -453,66 +295,3 @@ def patched_protocol(handler: tornado.websocket.WebSocketHandler, protocol: Any)
     if cls is None:
         cls = _classes[mixins] = type("PubSubProtocol", mixins, {})
     return cls(handler, False, protocol.params)
-
-
-# -- requests too large to read ------------------------------------------------------
-
-_TOO_LARGE_BODY = error_body(PubSubError(BAD_REQUEST, "request header fields too large", 431)).encode()
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json; charset=UTF-8\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
-)
-
-
-class AnsweringStream(IOStream):
-    """The server's ``IOStream``: a request whose headers exceed
-    ``max_header_size`` gets a JSON 431 before the connection closes, where
-    Tornado closes it without a word (its header read fails with
-    ``UnsatisfiableReadError`` and the stream closes itself).  Public API
-    only (``close(exc_info)``, ``socket``, ``writing``): the answer is one
-    best-effort ``send`` of a few hundred bytes on the socket, never waited for.
-    """
-
-    def close(self, exc_info: Any = False) -> None:
-        if exc_info and not self.closed() and not self.writing():
-            error = exc_info if isinstance(exc_info, BaseException) else (
-                exc_info[1] if isinstance(exc_info, tuple) else sys.exc_info()[1]
-            )
-            if isinstance(error, UnsatisfiableReadError):
-                try:
-                    self.socket.send(_TOO_LARGE)
-                except OSError:
-                    pass
-                log_op("http", logging.INFO, status=431, outcome="refused", detail="request header fields too large")
-        super().close(exc_info)
-
-
-# -- the handshake's leftovers ------------------------------------------------------
-
-_NO_HEADERS = HTTPHeaders()
-_NO_ARGUMENTS: Mapping[str, Any] = MappingProxyType({})
-
-
-def release_handshake_state(handler: tornado.websocket.WebSocketHandler) -> None:
-    """Gain: ~2 KB per idle connection, and up to ``max_header_size`` (64 KB)
-    for a client that pads its handshake.  Drop what only the HTTP upgrade
-    needed and Tornado keeps until close: request and response headers (the
-    handler's and the HTTP/1 connection's copy, which only a later response
-    on that connection would read, and an upgraded one has none), template
-    namespace, URL arguments (nothing reads them once the socket is open).
-    Relies on: the response headers living in ``_headers``, the connection's
-    copy of the request headers in ``HTTP1Connection._request_headers`` (the
-    rest is public attributes, released always)."""
-    handler.ui = None  # type: ignore[assignment]
-    if ENABLED["release_headers"]:
-        handler._headers = _NO_HEADERS
-    connection = handler.request.connection
-    if ENABLED["release_connection_headers"] and connection.__class__ is HTTP1Connection:
-        connection._request_headers = _NO_HEADERS  # type: ignore[attr-defined]
-    handler.path_args = handler.open_args = ()  # type: ignore[assignment]
-    handler.path_kwargs = handler.open_kwargs = _NO_ARGUMENTS  # type: ignore[assignment]
-    request = handler.request
-    request.headers = _NO_HEADERS
-    request.arguments = request.query_arguments = request.body_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
-    request.files = _NO_ARGUMENTS  # type: ignore[assignment]
-
