@@ -17,15 +17,12 @@ Checked against Tornado 6.2 and 6.6.1.
 
 from tornado_pubsub.server.tornado_patches.checks import ENABLED, disabled
 from tornado_pubsub.server.tornado_patches.http import AnsweringStream, release_handshake_state
-from tornado_pubsub.server.tornado_patches.protocol import LINGER, close_after_replies, close_code_allowed, patched_protocol
+from tornado_pubsub.server.tornado_patches.protocol import patched_protocol
 from tornado_pubsub.server.tornado_patches.queue import slim_queue
 
 __all__ = [
     "ENABLED",
-    "LINGER",
     "AnsweringStream",
-    "close_after_replies",
-    "close_code_allowed",
     "disabled",
     "patched_protocol",
     "release_handshake_state",

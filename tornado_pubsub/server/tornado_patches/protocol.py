@@ -20,9 +20,9 @@ from tornado_pubsub.server.tornado_patches.checks import _BUFFER_POS, ENABLED
 
 _WS13 = tornado.websocket.WebSocketProtocol13
 
-# After refusing an oversized frame, how long we keep reading (and discarding)
-# what the client still sends, so our close frame is not destroyed by a TCP
-# reset: closing a socket with unread input makes the kernel send RST.
+# After refusing a frame, how long we keep reading (and discarding) what the
+# client still sends, so our close frame is not destroyed by a TCP reset:
+# closing a socket with unread input makes the kernel send RST.
 LINGER = 2.0
 
 
@@ -78,12 +78,14 @@ class _OnePassRead(_WS13):
     every frame in three or four ``_read_bytes`` coroutines (header, length,
     mask, payload), each a trip through IOStream's read machinery even when
     the bytes are already buffered, as a client's frames mostly are (often
-    several in one read).  A whole, final, masked text or binary frame with
-    a 7- or 16-bit length that is in the buffer is taken here with one
-    ``_consume`` and handed to ``_handle_message``.  Every other frame
-    (control, fragmented, unmasked, reserved bits set, 64-bit length, over
-    ``max_message_size``, not all here yet) goes Tornado's way, so Tornado
-    and the other patches meet it exactly as before.
+    several in one read).  A whole, final, masked text or binary frame that
+    is in the buffer is taken here with one ``_consume`` and handed to
+    ``_handle_message``; one whose header says it is over
+    ``max_message_size`` (1009), or that has reserved bits set (1002), is
+    refused as soon as that header is here, after the replies already
+    queued (``refuse``).  Every other frame (control, fragmented, unmasked,
+    not all here yet) goes Tornado's way, so Tornado and the other patches
+    meet it exactly as before.
     Relies on: ``_receive_frame()``, ``_handle_message(opcode, data)``,
     ``_decompressor``, ``_fragmented_message_buffer``, ``_wire_bytes_in``,
     ``params.max_message_size``, ``_websocket_mask``, and IOStream's
@@ -147,8 +149,10 @@ class _InvalidUtf8Reply(_WS13):
 
 
 class _LingerAfter1009(_WS13):
-    """Gain: a frame over ``max_message_size`` gets its close frame 1009
-    delivered (tests/test_ws_bad_input.py).  Tornado aborts at once, and the
+    """Gain: a frame over ``max_message_size`` that Tornado refuses itself
+    (its header split across reads, a fragmented message growing past the
+    limit, or ``one_pass_read`` off) gets its close frame 1009 delivered
+    (tests/test_ws_bad_input.py).  Tornado aborts at once, and the
     unread rest of the frame turns the close into a reset that discards the
     1009 on the client side; here we keep reading (and discarding) for
     ``LINGER`` seconds first.  Relies on: ``_abort()``, ``close(code,
@@ -212,7 +216,8 @@ async def close_after_replies(protocol: _WS13, disconnect: Disconnect) -> None:
     queued = getattr(protocol.handler, "close_after_replies", None)
     if queued is None or not queued(disconnect):
         protocol.close(disconnect.code, disconnect.reason)
-    await _drain_then_close(protocol.stream)
+    if protocol.stream is not None:
+        await _drain_then_close(protocol.stream)
     protocol.client_terminated = True
 
 
@@ -226,8 +231,9 @@ class _StrictFrames(_WS13):
     """Gain: RFC 6455 on the wire (tests/test_close_frames.py).  A client
     frame that is not masked (5.1), and a close frame whose code a peer may
     not send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
-    close 1002 instead of being accepted, echoed back, or crashing the frame
-    loop with a traceback (``to_unicode`` on the reason).
+    close 1002 (after the replies already queued: ``close_after_replies``)
+    instead of being accepted, echoed back, or crashing the frame loop with
+    a traceback (``to_unicode`` on the reason).
     Relies on: ``_receive_frame`` reading the 2-byte header first through
     ``_read_bytes``, ``_handle_message``, ``client_terminated``.
     Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed).
