@@ -221,6 +221,23 @@ async def test_a_refused_frame_is_closed_on_after_the_replies_to_the_frames_befo
     assert seen == ["a", "b", code]
 
 
+async def test_a_refused_close_frame_ends_the_tcp_connection_once_the_server_answered_it(monkeypatch, port):
+    # The peer has sent its close frame: once ours is out, the close handshake
+    # is over and the server closes the connection (RFC 6455 7.1.1) instead
+    # of lingering for more input, however long the linger is.
+    monkeypatch.setattr(tornado_patches.protocol, "LINGER", 60.0)
+    client = await RawWs.connect(port)
+    try:
+        await client.send_raw(_frame(0x81, _ping("a")) + _frame(0x88, struct.pack("!H", 1005)))
+        assert (await client.reply())["request_id"] == "a"
+        assert await client.recv_json() is None and client.close_code == 1002
+        # At once (milliseconds); lingering would keep it open 60 s, and
+        # Tornado's own close-handshake timer would end it after 5.
+        assert await client.at_eof(timeout=3)
+    finally:
+        client.close()
+
+
 @pytest.mark.pubsub(max_message_size=1024)
 async def test_a_publish_before_an_oversized_frame_is_acked_before_the_1009(rest, ws_connect, port):
     # What a client pipelining publishes sees when one of them is too big:

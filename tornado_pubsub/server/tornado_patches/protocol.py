@@ -240,6 +240,7 @@ class _StrictFrames(_WS13):
     """
 
     _header_next = False
+    _peer_closed = False  # the refused frame was the peer's close frame
 
     def _receive_frame(self) -> Any:
         self._header_next = True
@@ -270,9 +271,17 @@ class _StrictFrames(_WS13):
                     data[2:].decode("utf-8")
                 except UnicodeDecodeError:
                     problem = "close reason is not UTF-8"
-            if problem is not None:  # (the peer is closing: the drain ends when it does)
+            if problem is not None:
+                self._peer_closed = True
                 return refuse(self, problem, PROTOCOL_ERROR)
         return super()._handle_message(opcode, data)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        super().close(code, reason)
+        if self._peer_closed and self.stream is not None:
+            # Both close frames are sent: the server closes the TCP
+            # connection first (RFC 6455 7.1.1), no lingering for more.
+            self.stream.close()
 
 
 
