@@ -89,7 +89,8 @@ def _check_strict_frames() -> bool:
         # the frame header is the first thing it reads
         and source.index("self._read_bytes(2)") < source.index("mask_payloadlen & 0x80")
         and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
-        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated")
+        and _params(_WS13.close) == ["self", "code", "reason"]
+        and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated", "stream")
     )
 
 

@@ -235,7 +235,8 @@ class _StrictFrames(_WS13):
     instead of being accepted, echoed back, or crashing the frame loop with
     a traceback (``to_unicode`` on the reason).
     Relies on: ``_receive_frame`` reading the 2-byte header first through
-    ``_read_bytes``, ``_handle_message``, ``client_terminated``.
+    ``_read_bytes``, ``_handle_message``, ``close(code, reason)``,
+    ``client_terminated``, ``stream``.
     Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed).
     """
 
