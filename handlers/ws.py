@@ -301,13 +301,13 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
             return None
         return self.session.feed(message)
 
-    def close_after_replies(self, disconnect: Disconnect) -> bool:
-        """Close with ``disconnect`` once the replies queued so far are
-        written (the frame reader refused a frame: ``tornado_patches``);
-        False when no session holds a queue to write them from."""
+    def on_refused_frame(self, disconnect: Disconnect, problem: str) -> bool:
+        """The frame reader refused a frame (``tornado_patches``): the session
+        logs it and closes with ``disconnect`` once the replies queued so far
+        are written.  False when there is no session to do so."""
         if self.session is None:
             return False
-        self.session.sub.queue.close(disconnect)
+        self.session.refused(disconnect, problem)
         return True
 
     def on_invalid_text(self) -> None:

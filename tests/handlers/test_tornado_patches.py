@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import struct
 from typing import Any
@@ -239,9 +240,10 @@ async def test_a_refused_close_frame_ends_the_tcp_connection_once_the_server_ans
 
 
 @pytest.mark.pubsub(max_message_size=1024)
-async def test_a_publish_before_an_oversized_frame_is_acked_before_the_1009(rest, ws_connect, port):
+async def test_a_publish_before_an_oversized_frame_is_acked_before_the_1009(rest, ws_connect, port, caplog):
     # What a client pipelining publishes sees when one of them is too big:
     # the publish before it reached its subscriber, and its ack reaches it.
+    caplog.set_level(logging.INFO, logger="tornado_pubsub")
     await rest.create("t")
     sub = await ws_connect()
     await sub.subscribe("t")
@@ -257,3 +259,7 @@ async def test_a_publish_before_an_oversized_frame_is_acked_before_the_1009(rest
         client.close()
     (event,) = await sub.events(1)
     assert event["message"]["payload"] == {"n": 1}
+    # One record says why, with the connection's context like any other.
+    (refusal,) = [r for r in caplog.records if r.getMessage() == "ws_protocol"]
+    assert refusal.outcome == "closed_1009" and "over max_message_size" in refusal.detail
+    assert refusal.conn_id and refusal.remote == "127.0.0.1"

@@ -24,6 +24,7 @@ from tornado_pubsub.core.errors import (
     INTERNAL,
     LIMIT_EXCEEDED,
     UNAUTHORIZED,
+    Disconnect,
     PubSubError,
 )
 from tornado_pubsub.core.hub import Hub, Subscriber
@@ -230,14 +231,11 @@ class Session(TokenLife):
         """The transport is gone: forget its subscriptions and log the disconnect."""
         self._cancel_expiry()
         sub = self.sub
-        client_id = sub.client_id()
+        who = self._who()  # (before the subscriptions, which name the client_id, are gone)
         removed = self.broker.disconnect(sub) if not sub.closed else 0
         log_op(
             "disconnect",
-            conn_id=sub.id,
-            user=self.identity.user,
-            client_id=client_id,
-            remote=sub.remote,
+            **who,
             subscriptions=removed,
             dropped=sub.dropped,
             errors_unlogged=self.errors_unlogged or None,
@@ -245,6 +243,18 @@ class Session(TokenLife):
             reason=reason,
             outcome="closed",
         )
+
+    def refused(self, disconnect: Disconnect, problem: str) -> None:
+        """The transport refused a frame it could not take (RFC 6455: 1002,
+        1009): log why, with this connection's context, and close with
+        ``disconnect`` once the replies already queued are written."""
+        log_op("ws_protocol", **self._who(), detail=problem, outcome=f"closed_{disconnect.code}")
+        self.sub.queue.close(disconnect)
+
+    def _who(self) -> dict[str, Any]:
+        """The context every record about this connection carries."""
+        sub = self.sub
+        return {"conn_id": sub.id, "user": self.identity.user, "client_id": sub.client_id(), "remote": sub.remote}
 
     # -- frames in ------------------------------------------------------------
 
@@ -360,15 +370,7 @@ class Session(TokenLife):
             if before is not None:
                 await settled(before)
             if self.error_logs.take():  # a fault a client can trigger at will must not flood the log
-                log_op(
-                    "internal",
-                    logging.ERROR,
-                    exc_info=True,
-                    conn_id=sub.id,
-                    user=self.identity.user,
-                    remote=sub.remote,
-                    request_id=schemas.request_id_of(data),
-                )
+                log_op("internal", logging.ERROR, exc_info=True, **self._who(), request_id=schemas.request_id_of(data))
             else:
                 self.errors_unlogged += 1
             self.reply_error(PubSubError(INTERNAL, "internal server error"), schemas.request_id_of(data))
@@ -376,16 +378,12 @@ class Session(TokenLife):
     def reply_error(self, exc: PubSubError, request_id: str | None) -> None:
         """Count, log (within the error-log budget, INTERNAL included) and
         queue the error frame for ``exc``."""
-        sub = self.sub
         self.broker.counters.error(exc.code)
         if self.error_logs.take():
             log_op(
                 "error",
                 logging.WARNING if exc.code != INTERNAL else logging.ERROR,
-                conn_id=sub.id,
-                user=self.identity.user,
-                client_id=sub.client_id(),
-                remote=sub.remote,
+                **self._who(),
                 request_id=request_id,
                 code=exc.code,
                 detail=exc.message,
@@ -393,7 +391,7 @@ class Session(TokenLife):
             )
         else:
             self.errors_unlogged += 1
-        sub.send(frames.error(exc, request_id))
+        self.sub.send(frames.error(exc, request_id))
 
     def authorize(self, action: str, topic: str) -> None:
         """Raise FORBIDDEN unless the identity may do ``action`` on ``topic``."""

@@ -190,31 +190,25 @@ async def _drain_then_close(stream: IOStream) -> None:
         stream.close()
 
 
-def refuse(protocol: _WS13, problem: str, disconnect: Disconnect) -> Any:
-    """Log why the frame reader refuses a frame, and end the connection
-    with ``disconnect`` after the replies already queued (an awaitable the
-    frame loop awaits: ``close_after_replies``)."""
-    log_op("ws_protocol", logging.INFO, detail=problem, outcome=f"closed_{disconnect.code}")
-    return close_after_replies(protocol, disconnect)
-
-
-async def close_after_replies(protocol: _WS13, disconnect: Disconnect) -> None:
-    """End a connection whose frame the reader refuses: the replies to the
-    frames before it are written first, then the close frame, and the
-    connection stops being read.
+async def refuse(protocol: _WS13, problem: str, disconnect: Disconnect) -> None:
+    """End a connection whose frame the reader refuses (``problem`` says
+    why): the replies to the frames before it are written first, then the
+    close frame, and the connection stops being read.
 
     Tornado writes its close frame at once, ahead of the replies still
     queued for the writer, and a peer may not send data after its close
-    frame, so they were lost (a publish acknowledged to its subscribers but
-    not to its publisher).  Here the close goes through the connection's
-    queue (the handler's ``close_after_replies``), as every other close the
-    server makes does; what the peer still sends is read and discarded for
-    ``LINGER`` seconds, so closing with input unread does not turn the close
-    frame into a reset.  Awaited by the frame loop, which ends after it.
-    Without the handler's hook (no session), the close is at once.
+    frame, so they were lost (a publish delivered to its subscribers but
+    never acknowledged to its publisher).  Here the handler's session logs
+    the refusal and closes through the connection's queue
+    (``on_refused_frame``), as every other close the server makes does;
+    what the peer still sends is read and discarded for ``LINGER`` seconds,
+    so closing with input unread does not turn the close frame into a
+    reset.  Awaited by the frame loop, which ends after it.  Without a
+    session, the refusal is logged here and the close is at once.
     """
-    queued = getattr(protocol.handler, "close_after_replies", None)
-    if queued is None or not queued(disconnect):
+    hook = getattr(protocol.handler, "on_refused_frame", None)
+    if hook is None or not hook(disconnect, problem):
+        log_op("ws_protocol", logging.INFO, detail=problem, outcome=f"closed_{disconnect.code}")
         protocol.close(disconnect.code, disconnect.reason)
     if protocol.stream is not None:
         await _drain_then_close(protocol.stream)
@@ -231,7 +225,7 @@ class _StrictFrames(_WS13):
     """Gain: RFC 6455 on the wire (tests/test_close_frames.py).  A client
     frame that is not masked (5.1), and a close frame whose code a peer may
     not send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
-    close 1002 (after the replies already queued: ``close_after_replies``)
+    close 1002 (after the replies already queued: ``refuse``)
     instead of being accepted, echoed back, or crashing the frame loop with
     a traceback (``to_unicode`` on the reason).
     Relies on: ``_receive_frame`` reading the 2-byte header first through
