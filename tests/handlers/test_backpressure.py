@@ -44,7 +44,6 @@ async def publish_until_overflow(pub, rest, topic: str) -> int:
     raise AssertionError(f"no overflow after {MAX_MESSAGES} messages")
 
 
-
 async def metrics_text(rest) -> str:
     status, text = await rest.call("GET", "/metrics")
     assert status == 200

@@ -4,7 +4,6 @@ plus a fixed margin, and ``/stats`` and ``/metrics`` show the bound held."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.kit.clients import Rest
@@ -16,7 +15,6 @@ BOUND_MIB = 16
 TOPICS = 200
 PER_TOPIC = 10
 PAYLOAD = "x" * 60_000  # 200 topics x 10 x 60 KB: ~120 MB if history kept them all
-
 
 
 @pytest.mark.slow

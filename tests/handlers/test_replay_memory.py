@@ -5,7 +5,6 @@ server's RSS is read from /proc; ``/metrics`` shows the stalled replays."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.kit.clients import Rest
@@ -18,7 +17,6 @@ TOPICS = 10
 PER_TOPIC = 100
 PAYLOAD = "r" * 60_000  # 10 topics x 100 x 60 KB: ~60 MB of shared history
 STALLED = 6  # on main each pinned a ~60 MB write of its own (~360 MB)
-
 
 
 @pytest.mark.slow
