@@ -3,8 +3,11 @@ as positions, and overflow costs the same whatever is parked ahead."""
 
 from __future__ import annotations
 
+import pytest
+
 from tornado_pubsub.core.history import Event, EventList, History
 from tornado_pubsub.core.outbound import HOLE, WRITE_MAX, OutboundQueue, Replay
+from tornado_pubsub.server import tornado_patches
 
 
 def event(seq: int, size: int = 100) -> Event:
@@ -93,3 +96,27 @@ def test_holes_are_compacted_and_never_reach_the_writer():
         q.sent()
     assert HOLE not in items
     assert items[0] == b"ack" and [i.seq for i in items[1:]] == [198, 199]
+
+
+@pytest.mark.parametrize("handover", [True, False])
+async def test_the_waiting_writer_is_handed_each_item_and_a_cancelled_wait_is_skipped(monkeypatch, handover):
+    # tornado_patches' queue_handover on, and off (Tornado's get/put_nowait).
+    monkeypatch.setitem(tornado_patches.ENABLED, "queue_handover", handover)
+    q = queue()
+    waiting = q.get()
+    assert not waiting.done()
+    q.offer(b"first")
+    assert waiting.done() and waiting.result() == b"first"
+    assert q.take(waiting.result()) == [b"first"]
+    q.sent()
+    gone = q.get()  # a writer that went away: its wait is cancelled, not resolved
+    gone.cancel()
+    q.offer(b"second")  # no one to hand it to: it stays queued, counted
+    assert (q.qsize(), q.nbytes) == (1, len(b"second"))
+    again = q.get()
+    assert again.done() and again.result() == b"second"
+    q.sent()
+    later = q.get()
+    q.offer(b"third")
+    q.offer(b"fourth")  # the writer holds "third" (taken): this one waits in the queue
+    assert later.result() == b"third" and q.take(later.result()) == [b"third", b"fourth"]

@@ -11,7 +11,8 @@ from tornado.queues import Queue
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.history import Event
-from tornado_pubsub.server.tornado_patches import slim_queue
+from tornado_pubsub.server.tornado_patches import direct_get, hand_over, slim_queue
+
 
 class EventSource(Protocol):
     """Where a replay reads its events: a topic's ``History`` (in memory,
@@ -288,7 +289,8 @@ class OutboundQueue(Queue):
                 return False
         # _enqueue, inlined: fan-out runs this for every subscriber of every event.
         if not self._queue and not self.taken:
-            self.put_nowait(item)
+            if not hand_over(self, item):
+                self.put_nowait(item)
         else:
             self._append(item, size)
         return True
@@ -296,9 +298,10 @@ class OutboundQueue(Queue):
     def _enqueue(self, item: Item | Close, size: int) -> None:
         if not self._queue and not self.taken:
             # The writer, which calls get() again right after sent(), may be
-            # waiting: Queue hands it the item.  The queue is empty, so
+            # waiting: it is handed the item.  The queue is empty, so
             # put_nowait (which checks maxsize) cannot refuse it.
-            self.put_nowait(item)  # type: ignore[arg-type]
+            if not hand_over(self, item):
+                self.put_nowait(item)  # type: ignore[arg-type]
         else:
             # Skip put_nowait's bookkeeping (expired getters, join()'s
             # counter), which this queue never needs; store it as _put would.
@@ -330,6 +333,14 @@ class OutboundQueue(Queue):
             self.interrupt()  # the writer waits on a write: it closes now (see wait_sent)
 
     # -- the writer's side --------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> "Future[Item | Close]":  # type: ignore[override]
+        """The next item, when there is one (the writer's wait)."""
+        if timeout is None:
+            future = direct_get(self)
+            if future is not None:
+                return future
+        return super().get(timeout)  # type: ignore[return-value]
 
     def take(self, first: Item | Close, limit: int = WRITE_MAX) -> list[Item | Close]:
         """The next batch for one write: ``first`` (what ``get()`` returned),
