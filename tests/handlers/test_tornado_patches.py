@@ -74,6 +74,20 @@ async def test_rest_errors_are_json_on_public_apis_only(unpatched, rest):
 
 
 def test_a_check_fails_when_what_it_relies_on_changes(monkeypatch):
+    assert checks._check_strict_frames()
+
+    async def _receive_frame(self):  # a Tornado that checks the size before it reads the 64-bit length
+        data = await self._read_bytes(2)
+        mask_payloadlen = data[1]
+        if mask_payloadlen & 0x80 and (opcode_is_control and payloadlen >= 126):  # noqa: F821
+            data = await self._read_bytes(2)
+        if len(self._fragmented_message_buffer) > self.params.max_message_size:
+            return
+        data = await self._read_bytes(8)
+
+    monkeypatch.setattr(tornado.websocket.WebSocketProtocol13, "_receive_frame", _receive_frame)
+    assert not checks._check_strict_frames()
+    monkeypatch.undo()
     assert checks._check_utf8()
 
     def _handle_message(self, opcode, data, extra):  # a Tornado that changed the signature
@@ -145,7 +159,6 @@ def _ping(request_id: str, pad: int = 0) -> bytes:
     return json.dumps({"type": "ping", "request_id": request_id, "pad": "x" * pad}).encode()
 
 
-
 # Frames a reader in one pass must leave to Tornado (or handle as Tornado
 # does) however they arrive: each sent after a first frame in the same write.
 MIXED = [
@@ -196,6 +209,7 @@ REFUSED = {
     "too big": (_frame(0x81, _ping("big", 2000)), 1009),
     "too big, 64-bit length": (_frame(0x81, _ping("big", 2000), length_field=127), 1009),
     "too big, header only": (_frame(0x81, _ping("big", 2000))[:8], 1009),
+    "too big, in fragments": (_frame(0x01, b" " * 600) + _frame(0x80, b" " * 600), 1009),
     "unmasked": (_frame(0x81, _ping("bare"), masked=False), 1002),
     "reserved bit": (_frame(0xC1, _ping("rsv1")), 1002),
     "close code not allowed on the wire": (_frame(0x88, struct.pack("!H", 1005)), 1002),
@@ -203,11 +217,14 @@ REFUSED = {
 
 
 @pytest.mark.pubsub(max_message_size=1024)
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("refused", REFUSED)
-async def test_a_refused_frame_is_closed_on_after_the_replies_to_the_frames_before_it(refused, port):
+async def test_a_refused_frame_is_closed_on_after_the_replies_to_the_frames_before_it(monkeypatch, refused, one_pass, port):
     # Sent in one write: the frames before it are handled, and their replies
     # (queued for the writer) must reach the client before the close frame,
-    # after which a peer may send nothing (RFC 6455 5.5.1).
+    # after which a peer may send nothing (RFC 6455 5.5.1).  Read in one pass
+    # or by Tornado's reader (strict_frames' checks), the same.
+    monkeypatch.setitem(tornado_patches.ENABLED, "one_pass_read", one_pass)
     frame, code = REFUSED[refused]
     client = await RawWs.connect(port)
     try:
@@ -224,6 +241,27 @@ async def test_a_refused_frame_is_closed_on_after_the_replies_to_the_frames_befo
     finally:
         client.close()
     assert seen == ["a", "b", code]
+
+
+@pytest.mark.pubsub(max_message_size=1024)
+@pytest.mark.parametrize("length_field", [126, 127])
+async def test_an_oversized_frame_whose_header_is_split_across_reads_is_refused_by_the_session(length_field, port, caplog):
+    # Too little of the header is buffered for the one-pass reader: Tornado
+    # reads it, and strict_frames refuses it once the length is in, as the
+    # session's refusal (logged with the connection's context), not
+    # Tornado's own 1009.
+    caplog.set_level(logging.INFO, logger="tornado_pubsub")
+    frame = _frame(0x81, _ping("big", 2000), length_field=length_field)
+    client = await RawWs.connect(port)
+    try:
+        await client.send_raw(_frame(0x81, _ping("a")) + frame[:3])
+        assert (await client.reply())["request_id"] == "a"
+        await client.send_raw(frame[3:12])
+        assert await client.recv_json() is None and client.close_code == 1009
+    finally:
+        client.close()
+    (refusal,) = [r for r in caplog.records if r.getMessage() == "ws_protocol"]
+    assert refusal.outcome == "closed_1009" and "over max_message_size" in refusal.detail and refusal.conn_id
 
 
 async def test_a_refused_close_frame_ends_the_tcp_connection_once_the_server_answered_it(monkeypatch, port):

@@ -94,17 +94,39 @@ def _check_one_pass_read() -> bool:
     )
 
 
+def _in_order(source: str, *parts: str) -> bool:
+    """True if each of ``parts`` occurs in ``source``, in this order."""
+    at = -1
+    for part in parts:
+        at = source.find(part, at + 1)
+        if at < 0:
+            return False
+    return True
+
+
 def _check_strict_frames() -> bool:
     source = inspect.getsource(_WS13._receive_frame)
     return (
         inspect.iscoroutinefunction(_WS13._receive_frame)
         and _params(_WS13._receive_frame) == ["self"]
         and _params(getattr(_WS13, "_read_bytes", None)) == ["self", "n"]
-        # the frame header is the first thing it reads
-        and source.index("self._read_bytes(2)") < source.index("mask_payloadlen & 0x80")
+        # the frame header is the first thing it reads; then, for a data
+        # frame, the 16- or 64-bit length, both before the size check,
+        # which counts the fragments
+        and _in_order(
+            source,
+            "self._read_bytes(2)",
+            "mask_payloadlen & 0x80",
+            "opcode_is_control and payloadlen >= 126",
+            "self._read_bytes(2)",
+            "self._read_bytes(8)",
+            "len(self._fragmented_message_buffer)",
+            "max_message_size",
+        )
         and _params(getattr(_WS13, "_handle_message", None)) == ["self", "opcode", "data"]
         and _params(_WS13.close) == ["self", "code", "reason"]
         and _has_init_attrs(tornado.websocket.WebSocketProtocol, "client_terminated", "stream")
+        and _has_init_attrs(_WS13, "_decompressor", "_fragmented_message_buffer", "params")
     )
 
 

@@ -109,8 +109,6 @@ class _OnePassRead(_WS13):
             first, second = buf[at], buf[at + 1]
             opcode = first & 0x0F
             if first & 0x80 and (opcode == 0x1 or opcode == 0x2) and second & 0x80:  # final, masked, data
-                if first & 0x70:
-                    return refuse(self, "reserved bits set without an extension", PROTOCOL_ERROR)
                 length = second & 0x7F
                 head = 6
                 if length == 126:
@@ -119,8 +117,8 @@ class _OnePassRead(_WS13):
                 elif length == 127:
                     head = 14
                     length = int.from_bytes(buf[at + 2 : at + 10], "big") if size >= 10 else -1
-                if length > self.params.max_message_size:
-                    return refuse(self, f"frame of {length} bytes over max_message_size", MESSAGE_TOO_BIG)
+                if first & 0x70 or length > self.params.max_message_size:
+                    return refuse(self, *refusal(self, first, length))  # type: ignore[misc]
                 if 0 <= length and head + length <= size:
                     frame = stream._consume(head + length)
                     self._wire_bytes_in += head + length
@@ -150,8 +148,7 @@ class _InvalidUtf8Reply(_WS13):
 
 class _LingerAfter1009(_WS13):
     """Gain: a frame over ``max_message_size`` that Tornado refuses itself
-    (its header split across reads, a fragmented message growing past the
-    limit, or ``one_pass_read`` off) gets its close frame 1009 delivered
+    (only with ``strict_frames`` off) gets its close frame 1009 delivered
     (tests/test_ws_bad_input.py).  Tornado aborts at once, and the
     unread rest of the frame turns the close into a reset that discards the
     1009 on the client side; here we keep reading (and discarding) for
@@ -215,6 +212,20 @@ async def refuse(protocol: _WS13, problem: str, disconnect: Disconnect) -> None:
     protocol.client_terminated = True
 
 
+def refusal(protocol: _WS13, first: int, length: int) -> tuple[str, Disconnect] | None:
+    """Why a client frame whose header starts with the byte ``first`` and
+    whose payload is ``length`` bytes is refused, if it is: reserved bits
+    without an extension (1002), or over ``max_message_size`` (1009), with
+    the fragments before it counted as Tornado counts them."""
+    if first & (0x30 if protocol._decompressor is not None else 0x70):  # RSV1 is compression's
+        return "reserved bits set without an extension", PROTOCOL_ERROR
+    if protocol._fragmented_message_buffer is not None:
+        length += len(protocol._fragmented_message_buffer)
+    if length > protocol.params.max_message_size:
+        return f"frame of {length} bytes over max_message_size", MESSAGE_TOO_BIG
+    return None
+
+
 def close_code_allowed(code: int) -> bool:
     """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4): not
     1004-1006, 1015, below 1000, 1016-2999 nor 5000 and above."""
@@ -222,19 +233,29 @@ def close_code_allowed(code: int) -> bool:
 
 
 class _StrictFrames(_WS13):
-    """Gain: RFC 6455 on the wire (tests/test_close_frames.py).  A client
-    frame that is not masked (5.1), and a close frame whose code a peer may
-    not send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
-    close 1002 (after the replies already queued: ``refuse``)
-    instead of being accepted, echoed back, or crashing the frame loop with
-    a traceback (``to_unicode`` on the reason).
-    Relies on: ``_receive_frame`` reading the 2-byte header first through
-    ``_read_bytes``, ``_handle_message``, ``close(code, reason)``,
-    ``client_terminated``, ``stream``.
-    Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed).
+    """Gain: RFC 6455 on the wire (tests/test_close_frames.py), and no reply
+    lost to a refusal.  A client frame that is not masked (5.1) or has
+    reserved bits set (5.2), and a close frame whose code a peer may not
+    send (7.4) or whose reason is not UTF-8 (5.5.1), are answered with
+    close 1002 instead of being accepted, echoed back, dropped without a
+    close frame, or crashing the frame loop with a traceback
+    (``to_unicode`` on the reason).  A frame over ``max_message_size``
+    (alone, or with the fragments before it) is refused with 1009 as soon
+    as its length is read, before Tornado's own check would close at once.
+    Each refusal closes after the replies already queued (``refuse``).
+    This covers the frames ``one_pass_read`` leaves to Tornado's reader: a
+    header split across reads, fragments, everything when it is off.
+    Relies on: ``_receive_frame`` reading through ``_read_bytes`` the 2-byte
+    header first, then a 16- or 64-bit length (payload length 126 or 127 of
+    a data frame) before its ``max_message_size`` check, counting
+    ``_fragmented_message_buffer``; ``_decompressor``, ``_handle_message``,
+    ``close(code, reason)``, ``client_terminated``, ``stream``.
+    Fallback: Tornado's behaviour (unmasked frames accepted, codes echoed,
+    reserved bits dropped, 1009 ahead of the queued replies).
     """
 
     _header_next = False
+    _length_next = False
     _peer_closed = False  # the refused frame was the peer's close frame
 
     def _receive_frame(self) -> Any:
@@ -245,14 +266,30 @@ class _StrictFrames(_WS13):
         if self._header_next:
             self._header_next = False
             return self._read_header(super()._read_bytes(n))
+        if self._length_next:
+            self._length_next = False
+            return self._read_length(super()._read_bytes(n))
         return super()._read_bytes(n)
 
     async def _read_header(self, reading: Any) -> bytes:
         header: bytes = await reading
-        if not header[1] & 0x80:
-            await refuse(self, "unmasked frame", PROTOCOL_ERROR)
-            raise StreamClosedError()  # ends the frame loop (the stream is closed by now)
+        first, length = header[0], header[1] & 0x7F
+        if length >= 126:  # the length follows the header (a control frame's: Tornado aborts)
+            self._length_next = not first & 0x08
+            length = 0
+        why = ("unmasked frame", PROTOCOL_ERROR) if not header[1] & 0x80 else refusal(self, first, length)
+        await self._refuse(why)
         return header
+
+    async def _read_length(self, reading: Any) -> bytes:
+        data: bytes = await reading
+        await self._refuse(refusal(self, 0, int.from_bytes(data, "big")))  # (the header's bits passed)
+        return data
+
+    async def _refuse(self, why: tuple[str, Disconnect] | None) -> None:
+        if why is not None:
+            await refuse(self, *why)
+            raise StreamClosedError()  # ends the frame loop (the stream is closed by now)
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if opcode == 0x8 and not self.client_terminated:
