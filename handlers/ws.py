@@ -281,10 +281,10 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
     def send(self, data: bytes) -> "asyncio.Future[None] | None":
         # Valid because this handler never negotiates per-message compression
         # (see ``wsframe``): the bytes are what Tornado would write.
-        stream = self._stream
-        if stream is None or stream.closed() or self.ws_connection is None or self.ws_connection.is_closing():
+        connection = self.ws_connection  # (None once closed; its stream is self._stream)
+        if connection is None or connection.is_closing():
             raise StreamClosedError()
-        return send_direct(stream, data)
+        return send_direct(self._stream, data)  # type: ignore[arg-type]
 
     def end(self, disconnect: Disconnect, abort: bool) -> None:
         if abort:
