@@ -46,8 +46,8 @@ def direct_get(queue: Queue[Any]) -> "Future[Any] | None":
     """``queue.get()`` (no timeout) for a queue nothing ever put() into;
     None when the patch is off (the caller then uses ``Queue.get``).
 
-    Gain: with ``hand_over``, 4.3 -> 2.9 us per wake of an idle writer
-    (``bench/wake_cost.py``), paid once per event delivered to a subscriber
+    Gain: with ``hand_over``, 4.2-6.2 -> 3.0-4.1 us per wake of an idle
+    writer (``bench/wake_cost.py``), paid once per event delivered to a subscriber
     that was not already being written to: most of them, when a publisher's
     consecutive messages go to different topics.  ``Queue.get`` finds an
     empty queue by raising and catching ``QueueEmpty`` and arms a timeout
