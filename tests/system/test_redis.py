@@ -156,6 +156,42 @@ async def test_publish_with_a_known_id_on_another_process_is_a_duplicate(cluster
     assert await sub.nothing_within(0.3)
 
 
+async def test_an_id_is_a_duplicate_while_its_message_is_retained_and_only_then(cluster, ws_at, redis_server: Redis):
+    # The publish script trims the history and the retained ids in the
+    # commands that add to them: Redis must keep exactly history_size of
+    # each, forget an evicted id, and drop both (and the id hash older
+    # versions kept) with the topic.
+    import redis
+
+    a, b = cluster(2, "--history_size=3")
+    await Rest(a.port).create("orders")
+    pub_a, pub_b = await ws_at(a.port), await ws_at(b.port)
+    ids = [new_id() for _ in range(5)]
+    for n, mid in enumerate(ids, 1):
+        assert ((await pub_a.publish("orders", n, mid))["seq"]) == n
+    evicted = await pub_b.publish("orders", "again", ids[0])
+    assert (evicted["seq"], evicted["duplicate"]) == (6, False)  # 1 was evicted: published anew
+    retained = await pub_b.publish("orders", "again", ids[3].upper())
+    assert (retained["seq"], retained["duplicate"]) == (4, True)  # 4, 5, 6 are retained
+    gone = await pub_a.publish("orders", "again", ids[1])
+    assert (gone["seq"], gone["duplicate"]) == (7, False)
+
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        assert r.xlen("pubsub:log:orders") == 3
+        retained_ids = r.zrange("pubsub:idz:orders", 0, -1, withscores=True)  # scored -seq: newest first
+        assert [(k.decode(), -int(v)) for k, v in retained_ids] == [
+            (ids[1].lower(), 7),
+            (ids[0].lower(), 6),
+            (ids[4].lower(), 5),
+        ]
+        r.hset("pubsub:ids:orders", "left-by-an-older-version", 1)
+        assert (await Rest(b.port).call("DELETE", "/topics/orders"))[0] == 200
+        assert r.exists("pubsub:log:orders", "pubsub:idz:orders", "pubsub:ids:orders", "pubsub:seq:orders") == 0
+    finally:
+        r.close()
+
+
 async def test_deleting_a_topic_on_one_process_ends_subscriptions_on_every_process(cluster, ws_at):
     a, b, c = cluster(3)
     await Rest(a.port).create("orders")
@@ -605,7 +641,7 @@ async def test_history_and_bus_messages_of_the_older_format_are_still_read(clust
         stored_id, stored = old_body(1)
         seq = r.incr("pubsub:seq:orders")
         r.xadd("pubsub:log:orders", {"b": stored, "i": stored_id.lower()}, id=f"0-{seq}")
-        r.hset("pubsub:ids:orders", stored_id.lower(), seq)
+        r.zadd("pubsub:idz:orders", {stored_id.lower(): -seq})
 
         pub = await ws_at(a.port)
         assert (await pub.publish("orders", {"new": 2}))["seq"] == 2

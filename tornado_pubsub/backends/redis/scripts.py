@@ -26,33 +26,40 @@ class Keys:
         self.bus = prefix + "bus"  # the pub/sub channel
 
     def topic(self, name: str) -> list[str]:
-        """``[seq counter, history stream, message id -> seq hash]`` of a topic."""
+        """``[seq counter, history stream, retained message ids]`` of a topic;
+        the ids are a sorted set scored by -seq: a small one is a listpack,
+        where the newest then goes in first instead of after every other."""
         p = self.prefix
-        return [f"{p}seq:{name}", f"{p}log:{name}", f"{p}ids:{name}"]
+        return [f"{p}seq:{name}", f"{p}log:{name}", f"{p}idz:{name}"]
+
+    def legacy_ids(self, name: str) -> str:
+        """The id -> seq hash versions before 2026-12-04 kept instead of the
+        sorted set: deleted with the topic, never read."""
+        return f"{self.prefix}ids:{name}"
 
     def node(self, node_id: str) -> str:
         """The hash of one process's figures: ``s:<topic>`` subscribers, ``d:<topic>`` drops."""
         return f"{self.prefix}node:{node_id}"
 
 
-# KEYS: topics, seq, log, ids.  ARGV: name, epoch, max_topics, bus.
+# KEYS: topics, seq, log, ids, legacy ids.  ARGV: name, epoch, max_topics, bus.
 # Returns 1 created, 0 exists, -1 topic limit reached.
 CREATE = _BUS + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return -1 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 bus_created(ARGV[4], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: topics, seq, log, ids.  ARGV: name, bus.  Returns the deleted epoch or nil.
+# KEYS: topics, seq, log, ids, legacy ids.  ARGV: name, bus.  Returns the deleted epoch or nil.
 DELETE = _BUS + """
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 bus_deleted(ARGV[2], ARGV[1], epoch)
 return epoch
 """
@@ -61,26 +68,24 @@ return epoch
 # (the event frame up to its seq, bus.encode_head), history_size, bus.
 # Returns nil (no topic) or {epoch, seq, duplicate 0/1}.
 # A message id still in the history is not published again (idempotency
-# lasts as long as the message is retained, as in memory).
+# lasts as long as the message is retained, as in memory).  The stream and
+# the ids keep the newest ``history_size`` entries each, trimmed by the
+# commands that add to them: a script's cost is mostly its redis.call()s,
+# and reading back what a trim evicts, to forget its ids one by one, took
+# four of them per publish (bench/README.md, step 17).
 PUBLISH = _BUS + """
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return false end
 local size = tonumber(ARGV[4])
 if size > 0 then
-  local earlier = redis.call('HGET', KEYS[4], ARGV[2])
-  if earlier then return {epoch, tonumber(earlier), 1} end
+  local earlier = redis.call('ZSCORE', KEYS[4], ARGV[2])
+  if earlier then return {epoch, -tonumber(earlier), 1} end
 end
 local seq = redis.call('INCR', KEYS[2])
 if size > 0 then
-  redis.call('XADD', KEYS[3], '0-' .. seq, 'h', ARGV[3], 'i', ARGV[2])
-  redis.call('HSET', KEYS[4], ARGV[2], seq)
-  local excess = redis.call('XLEN', KEYS[3]) - size
-  if excess > 0 then
-    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', excess)) do
-      redis.call('HDEL', KEYS[4], entry[2][4])
-      redis.call('XDEL', KEYS[3], entry[1])
-    end
-  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', size, '0-' .. seq, 'h', ARGV[3], 'i', ARGV[2])
+  redis.call('ZADD', KEYS[4], -seq, ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[4], size, -1)
 end
 bus_event(ARGV[5], ARGV[1], epoch, seq, ARGV[3], ARGV[2])
 return {epoch, seq, 0}

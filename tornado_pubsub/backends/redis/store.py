@@ -187,12 +187,12 @@ class Store:
     async def create(self, name: str, epoch: str, max_topics: int) -> int:
         """1 created, 0 exists, -1 topic limit reached."""
         self._ready()
-        return int(await self.call(self._create(keys=self._topic_keys(name), args=[name, epoch, max_topics, self.keys.bus])))
+        return int(await self.call(self._create(keys=[*self._topic_keys(name), self.keys.legacy_ids(name)], args=[name, epoch, max_topics, self.keys.bus])))
 
     async def delete(self, name: str) -> str | None:
         """The deleted incarnation's epoch, or None when there was none."""
         self._ready()
-        epoch = await self.call(self._delete(keys=self._topic_keys(name), args=[name, self.keys.bus]))
+        epoch = await self.call(self._delete(keys=[*self._topic_keys(name), self.keys.legacy_ids(name)], args=[name, self.keys.bus]))
         return None if epoch is None else epoch.decode()
 
     async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
