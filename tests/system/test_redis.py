@@ -192,6 +192,30 @@ async def test_an_id_is_a_duplicate_while_its_message_is_retained_and_only_then(
         r.close()
 
 
+async def test_publishes_sent_to_a_stalled_redis_each_get_an_error_and_the_next_one_succeeds(cluster, ws_at, redis_server: Redis):
+    # One batch of publishes waits for its replies under one deadline
+    # (store.COMMAND_TIMEOUT): a Redis that stops answering fails each of
+    # them with its own error, in order, and the connection is replaced.
+    (a,) = cluster(1)
+    await Rest(a.port).create("orders")
+    pub = await ws_at(a.port)
+    assert (await pub.publish("orders", 0))["seq"] == 1
+    redis_server.send_signal(signal.SIGSTOP)
+    try:
+        for n in range(3):  # back to back: one loop pass, one batch
+            pub.send({"type": "publish", "topic": "orders", "request_id": f"r{n}", "message": {"id": new_id(), "payload": n}})
+        replies = [await pub.reply(timeout=20) for _ in range(3)]
+    finally:
+        redis_server.send_signal(signal.SIGCONT)
+    assert [(r["type"], r["request_id"], r["error"]["code"]) for r in replies] == [
+        ("error", f"r{n}", "INTERNAL") for n in range(3)
+    ], replies
+    assert "redis" in replies[0]["error"]["message"]
+    after = await pub.publish("orders", "after")
+    assert after["type"] == "ack" and after["seq"] >= 2, after  # the stalled scripts may have run on waking
+    assert "Timeout reading from" in a.output()
+
+
 async def test_deleting_a_topic_on_one_process_ends_subscriptions_on_every_process(cluster, ws_at):
     a, b, c = cluster(3)
     await Rest(a.port).create("orders")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from typing import Any, Awaitable, TypeVar
 
@@ -26,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tornado_pubsub.backends.base import Published, Snapshot, Wanted
 from tornado_pubsub.backends.redis import scripts
@@ -282,11 +284,20 @@ class Store:
         try:
             await conn.retry.call_with_retry(lambda: conn.send_packed_command(packed), lambda _: conn.disconnect())
             replies: list[Any] = []
-            for _ in range(count):
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            # One deadline for the batch, not redis-py's timer per reply (a
+            # timer armed and cancelled per publish).  math.inf: no timer of
+            # its own (redis-py 8; older versions arm one that never fires).
+            # The deadline cancels the read, and a cancelled read drops the
+            # connection, as redis-py's own timeout does.
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    for _ in range(count):
+                        try:
+                            replies.append(await conn.read_response(timeout=math.inf))
+                        except ResponseError as exc:
+                            replies.append(exc)
+            except TimeoutError:
+                raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from None
             return replies
         except BaseException:
             await conn.disconnect()
