@@ -254,9 +254,16 @@ class _StrictFrames(_WS13):
     reserved bits dropped, 1009 ahead of the queued replies).
     """
 
-    _header_next = False
-    _length_next = False
-    _peer_closed = False  # the refused frame was the peer's close frame
+    # In slots, not the instance dict: Tornado's own attributes nearly fill
+    # the 30 keys an instance dict can share with its class, and a key past
+    # them turned every connection's dict into a table of its own (1.6 KB).
+    __slots__ = ("_header_next", "_length_next", "_peer_closed")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_next = False
+        self._length_next = False
+        self._peer_closed = False  # the refused frame was the peer's close frame
 
     def _receive_frame(self) -> Any:
         self._header_next = True
