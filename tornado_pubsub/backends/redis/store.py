@@ -179,6 +179,11 @@ class Store:
     def _topic_keys(self, name: str) -> list[str]:
         return [self.keys.topics, *self.keys.topic(name)]
 
+    def _every_topic_key(self, name: str) -> list[str]:
+        # What creating or deleting a topic clears: its keys and the id hash
+        # older versions kept.
+        return [*self._topic_keys(name), self.keys.legacy_ids(name)]
+
     def _ready(self) -> aioredis.Redis:
         if self.redis is None:
             raise unavailable()
@@ -189,12 +194,12 @@ class Store:
     async def create(self, name: str, epoch: str, max_topics: int) -> int:
         """1 created, 0 exists, -1 topic limit reached."""
         self._ready()
-        return int(await self.call(self._create(keys=[*self._topic_keys(name), self.keys.legacy_ids(name)], args=[name, epoch, max_topics, self.keys.bus])))
+        return int(await self.call(self._create(keys=self._every_topic_key(name), args=[name, epoch, max_topics, self.keys.bus])))
 
     async def delete(self, name: str) -> str | None:
         """The deleted incarnation's epoch, or None when there was none."""
         self._ready()
-        epoch = await self.call(self._delete(keys=[*self._topic_keys(name), self.keys.legacy_ids(name)], args=[name, self.keys.bus]))
+        epoch = await self.call(self._delete(keys=self._every_topic_key(name), args=[name, self.keys.bus]))
         return None if epoch is None else epoch.decode()
 
     async def publish(self, name: str, id_key: str, head: bytes, history_size: int) -> Published:
