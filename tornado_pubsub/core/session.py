@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Awaitable, Callable, Coroutine, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from tornado_pubsub.core import frames, schemas
 from tornado_pubsub.core.errors import (
@@ -29,6 +29,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.hub import Hub, Subscriber
 from tornado_pubsub.core.identity import PENDING_IDENTITY, Credentials
+from tornado_pubsub.core.inline import run_inline, settled
 from tornado_pubsub.core.ratelimit import TokenBucket, frame_cost
 from tornado_pubsub.core.token_life import TokenLife
 from tornado_pubsub.logs import log_op
@@ -89,44 +90,6 @@ ANYONE = Anyone()
 #: ``(session, subscriber, frame)``; ``publish``'s also with the publish fed
 #: before it, still in flight or None (see ``Session.feed``).
 Route = Callable[..., Awaitable[None]]
-
-
-def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
-    """Run ``coro`` until it first suspends: None if it finished, else a Task
-    that finishes it as ``asyncio`` would have.
-
-    The in-memory broker's operations never suspend, so a frame costs no Task
-    and no loop pass (a measured large share of a small frame's cost)."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.ensure_future(_resume(coro, yielded))
-
-
-async def settled(future: "asyncio.Future[None]") -> None:
-    """Return once ``future`` is done, however it ended (its own errors are
-    its own, and cancelling the caller does not cancel it)."""
-    if not future.done():
-        waiter = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
-        await waiter
-
-
-async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    while True:
-        try:
-            if yielded is None:  # a bare yield (asyncio.sleep(0)): one loop pass
-                await asyncio.sleep(0)
-            else:  # the future it awaits; send() below hands it the outcome
-                await settled(yielded)
-        except BaseException:
-            coro.close()
-            raise
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
 
 
 class Session(TokenLife):
@@ -264,13 +227,14 @@ class Session(TokenLife):
         A backend that never suspends (in-memory) handles it right here: no
         Task per frame, and the transport goes on to its next buffered frame,
         so the writer later sends everything those frames queued in one
-        batch.  One that does suspend (Redis) gets a Task.  A publish's Task
-        runs beside the frames after it (up to PIPELINE_MAX publishes and
-        PIPELINE_MAX_BYTES): the broker numbers them in the order they were
-        fed, and each one's reply waits for the reply of the frame before
-        it, so replies keep the frames' order.  Any other frame's Task waits
-        for the publishes before it and is awaited by the transport before
-        it feeds the next frame.
+        batch.  One that does suspend (Redis) finishes it later, stepped by
+        ``inline.run_inline`` (still no Task), and the returned future says
+        when.  A publish runs beside the frames after it (up to PIPELINE_MAX
+        publishes and PIPELINE_MAX_BYTES): the broker numbers them in the
+        order they were fed, and each one's reply waits for the reply of the
+        frame before it, so replies keep the frames' order.  Any other frame
+        waits for the publishes before it and is awaited by the transport
+        before it feeds the next frame.
         """
         before = self._last_in_flight()
         self._pipelined = False
