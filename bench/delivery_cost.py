@@ -39,7 +39,7 @@ from tornado_pubsub.core.errors import Disconnect  # noqa: E402
 from tornado_pubsub.core.history import Event  # noqa: E402
 from tornado_pubsub.core.hub import Counters  # noqa: E402
 from tornado_pubsub.core.outbound import OutboundQueue  # noqa: E402
-from tornado_pubsub.handlers.writer import framing, send_direct, write_loop  # noqa: E402
+from tornado_pubsub.handlers.writer import framing, send_direct, start_writer  # noqa: E402
 from tornado_pubsub.handlers.wsframe import text_header  # noqa: E402
 
 DRAIN = """
@@ -75,7 +75,7 @@ class SocketTransport:
 async def one_round(streams: list[IOStream], subs: int, publishes: int, write: bool) -> tuple[float, float]:
     counters = Counters()
     queues = [OutboundQueue(1000, 1 << 20, True, lambda event: None) for _ in streams]
-    writers = [asyncio.ensure_future(write_loop(q, SocketTransport(s, write), counters)) for q, s in zip(queues, streams)]
+    writers = [start_writer(q, SocketTransport(s, write), counters) for q, s in zip(queues, streams)]
     topics = [queues[at : at + subs] for at in range(0, len(queues), subs)]
     await asyncio.sleep(0.1)
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -1,17 +1,19 @@
 """What handing one event to an idle writer costs (README, Cost model).
 
-    python bench/wake_cost.py              # Tornado's Queue.get/put_nowait and ours, alternately
+    python bench/wake_cost.py              # the parked writer and a Task waiting in get(), alternately
     python bench/wake_cost.py --rounds 20 --queues 1000
 
 ``--queues`` outbound queues, each drained by a writer coroutine shaped like
-``handlers.writer.write_loop`` (get, take, sent) but writing nowhere, so
+``handlers.writer.write_loop`` (wait, take, sent) but writing nowhere, so
 what is measured is the hand-over alone: ``offer`` to a queue whose writer
 waits, the writer's wake, and its next wait.  One event goes to every queue,
 then the loop runs once, as a fan-out to subscribers that are not already
 being written to does (consecutive publishes to different topics).  Each
-round runs with the ``queue_handover`` patch on and off, in one process,
-so both see the same machine; reports the best round of each, in
-microseconds per event delivered.
+round runs both ways, in one process, so both see the same machine: the
+writer run by ``inline.spawn`` waiting with ``queue.next_item()`` (as the
+server's are), and a Task waiting in ``queue.get()`` (a future per wait and
+a Task wake-up per event, as before 2026-12-04).  Reports the best round of
+each, in microseconds per event delivered.
 """
 
 from __future__ import annotations
@@ -23,24 +25,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tornado_pubsub.core.inline import spawn  # noqa: E402
 from tornado_pubsub.core.outbound import OutboundQueue  # noqa: E402
-from tornado_pubsub.server import tornado_patches  # noqa: E402
 
 PASSES = 500
 
 
-async def one_round(queues: int) -> float:
+async def one_round(queues: int, parked: bool) -> float:
     items = [OutboundQueue(1000, 1 << 20, True, lambda event: None) for _ in range(queues)]
     written = 0
 
     async def writer(queue: OutboundQueue) -> None:
         nonlocal written
         while True:
-            first = await queue.get()
+            first = await (queue.next_item() if parked else queue.get())
             written += len(queue.take(first))
             queue.sent()
 
-    writers = [asyncio.ensure_future(writer(queue)) for queue in items]
+    writers = [spawn(writer(queue)) if parked else asyncio.ensure_future(writer(queue)) for queue in items]
     await asyncio.sleep(0)
     frame = b"x" * 300
     start = time.perf_counter()
@@ -57,16 +59,11 @@ async def one_round(queues: int) -> float:
 
 
 async def measure(rounds: int, queues: int) -> dict[str, float]:
-    enabled = tornado_patches.ENABLED["queue_handover"]
     best: dict[str, float] = {}
-    try:
-        for _ in range(rounds):
-            for way in ("hand-over", "Tornado's"):
-                tornado_patches.ENABLED["queue_handover"] = enabled and way == "hand-over"
-                cost = await one_round(queues)
-                best[way] = min(best.get(way, cost), cost)
-    finally:
-        tornado_patches.ENABLED["queue_handover"] = enabled
+    for _ in range(rounds):
+        for way in ("parked writer", "Task + get()"):
+            cost = await one_round(queues, way == "parked writer")
+            best[way] = min(best.get(way, cost), cost)
     return best
 
 
@@ -75,11 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--queues", type=int, default=100)
     args = parser.parse_args()
-    if not tornado_patches.ENABLED["queue_handover"]:
-        print("queue_handover is off on this Tornado: both rows measure Tornado's Queue", file=sys.stderr)
     best = asyncio.run(measure(args.rounds, args.queues))
     for way, cost in best.items():
-        print(f"{way:>10} queue: {cost:.2f} us per event handed to a waiting writer")
+        print(f"{way:>14}: {cost:.2f} us per event handed to a waiting writer")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from tornado_pubsub.core.outbound import Item
 from tornado_pubsub.core.session import Session
 from tornado_pubsub.handlers.base import JsonHandler
 from tornado_pubsub.handlers.topics import existing_name
-from tornado_pubsub.handlers.writer import write_loop
+from tornado_pubsub.handlers.writer import start_writer
 
 #: The first bytes of every stream: how long EventSource waits before reconnecting.
 RETRY = b"retry: 1000\n\n"
@@ -67,7 +67,7 @@ class EventStream(JsonHandler):
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
         self._id = b"id: :"  # "id: <epoch>:", from the subscribe ack (see frame)
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
         self._gone = False  # the peer closed the connection
         self._ended = False  # end() or abort() was called
 
@@ -131,7 +131,7 @@ class EventStream(JsonHandler):
         if self.context.half_open is not None and stream is not None:
             self.context.half_open.done(stream)  # a connection of the broker now, like an upgraded WebSocket
         self.context.heartbeat.add(self)
-        self._writer = asyncio.ensure_future(write_loop(self.session.sub.queue, self, self.broker.counters))
+        self._writer = start_writer(self.session.sub.queue, self, self.broker.counters)
 
     def _finish_session(self, reason: str) -> None:
         self.context.heartbeat.discard(self)

@@ -16,6 +16,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.hub import Counters
+from tornado_pubsub.core.inline import spawn
 from tornado_pubsub.core.outbound import Close, Item, OutboundQueue
 from tornado_pubsub.server.tornado_patches import AnsweringStream
 
@@ -111,8 +112,16 @@ def _close_unwaited(queue: OutboundQueue, transport: Transport) -> None:
     _close_now(queue, transport, queue.drain_nowait(replays=False))
 
 
+def start_writer(queue: OutboundQueue, transport: Transport, counters: Counters) -> "asyncio.Future[None]":
+    """Start ``write_loop`` (from the next loop pass); the future of its end.
+    Cancel it when the connection is gone."""
+    return spawn(write_loop(queue, transport, counters))
+
+
 async def write_loop(queue: OutboundQueue, transport: Transport, counters: Counters) -> None:
-    """Drain ``queue`` onto ``transport`` until it closes.
+    """Drain ``queue`` onto ``transport`` until it closes; run it with
+    ``start_writer`` (it waits with ``queue.next_item()``, which only a
+    coroutine run by ``inline.spawn`` may await).
 
     What is queued goes out in batches of at most ``WRITE_MAX`` bytes (a
     single larger frame alone), one write each, and the next batch waits
@@ -126,7 +135,7 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
     frame = transport.frame
     try:
         while True:
-            first = await queue.get()
+            first = await queue.next_item()
             batch = queue.take(first)
             if not batch:  # a replay at the head reads its next page from the store first
                 await queue.refill()

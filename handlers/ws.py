@@ -32,7 +32,7 @@ from tornado_pubsub.core.errors import (
 )
 from tornado_pubsub.core.session import ANYONE, Session
 from tornado_pubsub.handlers.base import send_error_body
-from tornado_pubsub.handlers.writer import CLOSED_ERRORS, framing, retrieve_error, send_direct, write_loop
+from tornado_pubsub.handlers.writer import CLOSED_ERRORS, framing, retrieve_error, send_direct, start_writer
 from tornado_pubsub.handlers.wsframe import text_header
 from tornado_pubsub.server import tornado_patches
 from tornado_pubsub.server.context import Context
@@ -69,7 +69,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.session: Session | None = None
         self.last_seen = time.monotonic()
         self.close_cause: str | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
         self._stream: IOStream | None = None  # kept: close() forgets ws_connection
         self._greeting: object | None = None
         self._identity: Any = ANYONE  # set by check_credentials, handed to the session
@@ -211,7 +211,7 @@ class PubSubSocket(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)  # small frames must not wait for Nagle's algorithm
         tornado_patches.release_handshake_state(self)
         self._stream = getattr(self.ws_connection, "stream", None)
-        self._writer = asyncio.ensure_future(write_loop(session.sub.queue, self, self.broker.counters))
+        self._writer = start_writer(session.sub.queue, self, self.broker.counters)
         self.context.heartbeat.add(self)
         # A peer must show it is alive within handshake_timeout: any frame, or
         # the pong every WebSocket client sends for this ping by itself.  A

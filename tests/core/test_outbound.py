@@ -3,11 +3,13 @@ as positions, and overflow costs the same whatever is parked ahead."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tornado_pubsub.core.history import Event, EventList, History
+from tornado_pubsub.core.inline import spawn
 from tornado_pubsub.core.outbound import HOLE, WRITE_MAX, OutboundQueue, Replay
-from tornado_pubsub.server import tornado_patches
 
 
 def event(seq: int, size: int = 100) -> Event:
@@ -98,25 +100,52 @@ def test_holes_are_compacted_and_never_reach_the_writer():
     assert items[0] == b"ack" and [i.seq for i in items[1:]] == [198, 199]
 
 
-@pytest.mark.parametrize("handover", [True, False])
-async def test_the_waiting_writer_is_handed_each_item_and_a_cancelled_wait_is_skipped(monkeypatch, handover):
-    # tornado_patches' queue_handover on, and off (Tornado's get/put_nowait).
-    monkeypatch.setitem(tornado_patches.ENABLED, "queue_handover", handover)
+async def test_each_waiting_writer_is_woken_once_and_all_run_in_one_loop_pass():
+    queues = [queue() for _ in range(3)]
+    batches: list[tuple[int, list]] = []
+
+    async def writer(n: int, q: OutboundQueue) -> None:
+        while True:
+            first = await q.next_item()
+            batches.append((n, q.take(first)))
+            q.sent()
+
+    writers = [spawn(writer(n, q)) for n, q in enumerate(queues)]
+    assert all(q.writer is None for q in queues)  # spawned: they start on the next pass
+    await asyncio.sleep(0)
+    assert all(q.writer is not None for q in queues)  # each waits for its queue
+    for q in queues:
+        q.offer(b"a")
+        q.offer(b"b")  # queued behind "a": the writer, woken once, takes both
+    assert all(q.writer is None and q.qsize() == 2 for q in queues)
+    await asyncio.sleep(0)  # one pass runs every writer woken before it
+    assert batches == [(0, [b"a", b"b"]), (1, [b"a", b"b"]), (2, [b"a", b"b"])]
+    assert all(q.writer is not None and q.idle() for q in queues)
+    for w in writers:
+        w.cancel()
+
+
+async def test_a_cancelled_writer_is_forgotten_and_a_plain_get_is_still_served():
     q = queue()
+    taken: list = []
+
+    async def writer() -> None:
+        try:
+            taken.append(await q.next_item())
+        finally:
+            taken.append("closed")
+
+    w = spawn(writer())
+    await asyncio.sleep(0)
+    assert q.writer is not None
+    assert w.cancel()
+    assert q.writer is None and taken == ["closed"]  # closed where it waited
+    q.offer(b"kept")  # nobody to wake: it stays queued, counted
+    await asyncio.sleep(0)
+    assert taken == ["closed"] and (q.qsize(), q.nbytes) == (1, len(b"kept"))
+    assert q.get().result() == b"kept"  # Tornado's own get() still works on it
+    q.sent()
     waiting = q.get()
     assert not waiting.done()
-    q.offer(b"first")
-    assert waiting.done() and waiting.result() == b"first"
-    assert q.take(waiting.result()) == [b"first"]
-    q.sent()
-    gone = q.get()  # a writer that went away: its wait is cancelled, not resolved
-    gone.cancel()
-    q.offer(b"second")  # no one to hand it to: it stays queued, counted
-    assert (q.qsize(), q.nbytes) == (1, len(b"second"))
-    again = q.get()
-    assert again.done() and again.result() == b"second"
-    q.sent()
-    later = q.get()
-    q.offer(b"third")
-    q.offer(b"fourth")  # the writer holds "third" (taken): this one waits in the queue
-    assert later.result() == b"third" and q.take(later.result()) == [b"third", b"fourth"]
+    q.offer(b"next")
+    assert waiting.done() and waiting.result() == b"next"

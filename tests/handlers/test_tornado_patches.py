@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import tornado.iostream
-import tornado.queues
 import tornado.websocket
 
 from tornado_pubsub.handlers.ws import PubSubSocket
@@ -99,9 +98,6 @@ def test_a_check_fails_when_what_it_relies_on_changes(monkeypatch):
     assert not checks._check_frame_loop()
     monkeypatch.setattr(tornado.iostream.BaseIOStream, "_consume", lambda self, loc, extra: b"")
     assert not checks._check_one_pass_read()
-    assert checks._check_queue_handover()
-    monkeypatch.setattr(tornado.queues.Queue, "get", lambda self, timeout=None: None)  # waits elsewhere
-    assert not checks._check_queue_handover()
 
 
 @pytest.mark.parametrize("patched", [True, False])

@@ -1,4 +1,5 @@
-"""Running a frame's coroutine without a Task.
+"""Running coroutines without a Task: a frame's handling, and each
+connection's writer.
 
 A frame's handling is a coroutine.  With the in-memory broker it never
 suspends, and with Redis it suspends once or twice (the publish's reply,
@@ -8,16 +9,56 @@ more than the rest of a small frame's handling; ``run_inline`` runs the
 coroutine until it first suspends and then steps it from the done-callback
 of each future it awaits, which is what a Task does, minus the Task.
 
-What the coroutine must not rely on, past its first suspension: being the
-loop's ``asyncio.current_task()`` (so no ``asyncio.timeout`` and, on Python
-3.12+, no ``asyncio.wait_for``, directly in it; work that needs them runs in
-a task of its own, as ``backends.redis.store.Store.call`` does).
+A connection's writer (``handlers.writer``) is a coroutine that waits for
+its queue's next item far more often than for anything else: once per event
+when a publisher's consecutive messages go to different topics.  ``spawn``
+runs it like a Task, and lets it await a ``Park`` as well as a future: the
+queue wakes a parked writer without a future, and every writer woken in one
+loop pass is stepped by one callback (``_Pass``), not one Task wake-up each.
+
+What such a coroutine must not rely on: being the loop's
+``asyncio.current_task()`` (so no ``asyncio.timeout`` and, on Python 3.12+,
+no ``asyncio.wait_for``, directly in it; work that needs them runs in a task
+of its own, as ``backends.redis.store.Store.call`` does).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+import weakref
+from typing import Any, Coroutine, Generator
+
+
+class _Waiting:
+    __slots__ = ()
+
+
+#: What ``Park.claim`` returns when there is nothing to take yet.
+WAITING: Any = _Waiting()
+
+
+class Park:
+    """Something a spawned coroutine waits for without a future: ``await park``
+    gives what ``claim`` returns.
+
+    Contract for a subclass: ``claim(stepper)`` returns the value at once when
+    there is one, else registers ``stepper`` and returns ``WAITING``; once
+    there is a value it calls ``stepper.wake()`` (once) and forgets the
+    stepper, which then claims again.  ``release(stepper)``: the stepper was
+    cancelled while registered.  A Park may be awaited only by a coroutine
+    run by ``spawn`` (a Task would refuse the yield).
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self)
+
+    def claim(self, stepper: "Stepper") -> Any:
+        raise NotImplementedError
+
+    def release(self, stepper: "Stepper") -> None:
+        raise NotImplementedError
 
 
 def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
@@ -35,7 +76,23 @@ def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None"
         yielded = coro.send(None)
     except StopIteration:
         return None
-    return _Stepper(coro).wait(yielded)
+    stepper = Stepper(coro, None)
+    stepper.wait(yielded)
+    return stepper.outcome
+
+
+def spawn(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None]":
+    """Run ``coro`` from the next loop pass on, as ``asyncio.ensure_future``
+    would, and return the future of its end; ``coro`` may await ``Park``
+    objects as well as futures.  Cancelling the future closes ``coro`` where
+    it waits (a ``Park`` forgets it)."""
+    loop = asyncio.get_running_loop()
+    runner = _passes.get(loop)
+    if runner is None:
+        runner = _passes[loop] = _Pass(loop)
+    stepper = Stepper(coro, runner)
+    stepper.wake()
+    return stepper.outcome
 
 
 async def settled(future: "asyncio.Future[None]") -> None:
@@ -47,32 +104,79 @@ async def settled(future: "asyncio.Future[None]") -> None:
         await waiter
 
 
+class _Pass:
+    """The steppers woken since the loop last ran this: one callback steps
+    them all, in the order they were woken."""
+
+    __slots__ = ("loop", "ready", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: list[Stepper] = []
+
+    def wake(self, stepper: "Stepper") -> None:
+        if not self.ready:
+            self.loop.call_soon(self.run)
+        self.ready.append(stepper)
+
+    def run(self) -> None:
+        ready, self.ready = self.ready, []
+        for stepper in ready:
+            stepper.resume()
+
+
+_passes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pass]" = weakref.WeakKeyDictionary()
+
+
 class _Outcome(asyncio.Future):  # type: ignore[type-arg]
-    """A driven coroutine's end; cancelling it closes the coroutine (no
+    """A stepped coroutine's end; cancelling it closes the coroutine (no
     done-callback per run for that: a run is a frame)."""
 
-    def __init__(self, coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, stepper: "Stepper", loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
-        self.coro = coro
+        self.stepper = stepper
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
             return False
-        self.coro.close()
+        self.stepper.close()
         return True
 
 
-class _Stepper:
-    """Steps one suspended coroutine to its end; ``outcome`` is its future."""
+class Stepper:
+    """Steps one coroutine to its end; ``outcome`` is its future."""
 
-    __slots__ = ("coro", "outcome", "loop")
+    __slots__ = ("coro", "outcome", "loop", "runner", "parked")
 
-    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, None], runner: _Pass | None) -> None:
         self.coro = coro
         self.loop = asyncio.get_running_loop()
-        self.outcome: asyncio.Future[None] = _Outcome(coro, self.loop)
+        self.runner = runner
+        self.parked: Park | None = None
+        self.outcome: asyncio.Future[None] = _Outcome(self, self.loop)
 
-    def wait(self, yielded: Any) -> "asyncio.Future[None]":
+    def wake(self) -> None:
+        """The ``Park`` it waits on has its value (or it is starting): claim it on this loop pass."""
+        assert self.runner is not None, "only a spawned coroutine may await a Park"
+        self.runner.wake(self)
+
+    def resume(self) -> None:
+        """Run it on from where it waits (started, or woken by its ``Park``)."""
+        park, self.parked = self.parked, None
+        if park is None:
+            self.step()
+            return
+        try:
+            value = park.claim(self)
+        except Exception as exc:  # raised where the coroutine waits, as a future's error would be
+            self.step(error=exc)
+            return
+        if value is WAITING:
+            self.parked = park
+        else:
+            self.step(value)
+
+    def wait(self, yielded: Any) -> None:
         """Resume the coroutine once what it yielded is done."""
         if yielded is None:  # a bare yield: one loop pass, as a Task gives it
             self.loop.call_soon(self.step)
@@ -80,18 +184,40 @@ class _Stepper:
             # A future awaited with ``await``: clear the flag its __await__
             # set for a Task to see (as the Task would).
             yielded._asyncio_future_blocking = False
-            yielded.add_done_callback(self.step)
+            yielded.add_done_callback(self._done)
         else:  # what a Task refuses too: throw it back into the coroutine
-            error = RuntimeError(f"run_inline got bad yield: {yielded!r}")
-            self.loop.call_soon(self.step, None, error)
-        return self.outcome
+            self.loop.call_soon(self._throw, RuntimeError(f"bad yield: {yielded!r}"))
 
-    def step(self, _done: object = None, error: BaseException | None = None) -> None:
-        """Run the coroutine to its next suspension (or its end)."""
+    def _done(self, _future: object) -> None:
+        self.step()
+
+    def _throw(self, error: BaseException) -> None:
+        self.step(error=error)
+
+    def step(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Run the coroutine to its next wait (or its end), sending ``value``
+        or throwing ``error``; a ``Park`` with a value ready is claimed on
+        the spot, without a loop pass."""
         if self.outcome.done():  # cancelled while it waited: already closed
             return
+        coro = self.coro
         try:
-            yielded = self.coro.send(None) if error is None else self.coro.throw(error)
+            while True:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+                if not isinstance(yielded, Park):
+                    break
+                value = error = None
+                try:
+                    value = yielded.claim(self)
+                except Exception as exc:
+                    error = exc
+                    continue
+                if value is WAITING:
+                    if self.runner is None:  # not spawned: nobody could wake it
+                        value, error = None, RuntimeError("a Park awaited outside spawn()")
+                        continue
+                    self.parked = yielded
+                    return
         except StopIteration:
             self.outcome.set_result(None)
         except asyncio.CancelledError:
@@ -103,3 +229,10 @@ class _Stepper:
             self.outcome.set_exception(exc)
         else:
             self.wait(yielded)
+
+    def close(self) -> None:
+        """Stop it where it waits (its outcome was cancelled)."""
+        park, self.parked = self.parked, None
+        if park is not None:
+            park.release(self)
+        self.coro.close()

@@ -11,7 +11,8 @@ from tornado.queues import Queue
 from tornado_pubsub.core import frames
 from tornado_pubsub.core.errors import Disconnect
 from tornado_pubsub.core.history import Event
-from tornado_pubsub.server.tornado_patches import direct_get, hand_over, slim_queue
+from tornado_pubsub.core.inline import WAITING, Park, Stepper
+from tornado_pubsub.server.tornado_patches import slim_queue
 
 
 class EventSource(Protocol):
@@ -194,6 +195,8 @@ class OutboundQueue(Queue):
         self.interrupt: Callable[[], None] | None = None  # see wait_sent
         self.waiting_since: float | None = None  # see wait_sent
         self.closing: Close | None = None
+        self.writer: Stepper | None = None  # the writer, while it waits for an item (see next_item)
+        self._next = _NextItem(self)
 
     # Queue's subclass hooks: keep the byte count beside the items.  A list,
     # not a deque (56 bytes empty instead of 760); pop(0) moves at most a
@@ -288,24 +291,34 @@ class OutboundQueue(Queue):
             if not (self.drop_oldest and self._drop_oldest_event()):
                 return False
         # _enqueue, inlined: fan-out runs this for every subscriber of every event.
-        if not self._queue and not self.taken:
-            if not hand_over(self, item):
-                self.put_nowait(item)
-        else:
-            self._append(item, size)
+        self._append(item, size)
+        writer = self.writer
+        if writer is not None:
+            self.writer = None
+            writer.wake()
+        elif self._getters:
+            self._wake_getter()
         return True
 
     def _enqueue(self, item: Item | Close, size: int) -> None:
-        if not self._queue and not self.taken:
-            # The writer, which calls get() again right after sent(), may be
-            # waiting: it is handed the item.  The queue is empty, so
-            # put_nowait (which checks maxsize) cannot refuse it.
-            if not hand_over(self, item):
-                self.put_nowait(item)  # type: ignore[arg-type]
-        else:
-            # Skip put_nowait's bookkeeping (expired getters, join()'s
-            # counter), which this queue never needs; store it as _put would.
-            self._append(item, size)
+        # Not put_nowait: its bookkeeping (expired getters, join()'s
+        # counter, fullness) is for queues used otherwise; stored as _put
+        # would, then the writer waiting for it is woken (see next_item).
+        self._append(item, size)
+        writer = self.writer
+        if writer is not None:
+            self.writer = None
+            writer.wake()
+        elif self._getters:
+            self._wake_getter()
+
+    def _wake_getter(self) -> None:
+        # A plain get() waits (tests, or a transport of someone else's):
+        # hand it the oldest item as Queue.put_nowait would.
+        while self._getters and self._queue:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(self._get())
 
     def offer_replay(self, replay: Replay) -> None:
         """Queue a replay position (see ``Replay``); always admitted."""
@@ -334,13 +347,16 @@ class OutboundQueue(Queue):
 
     # -- the writer's side --------------------------------------------------------
 
-    def get(self, timeout: float | None = None) -> "Future[Item | Close]":  # type: ignore[override]
-        """The next item, when there is one (the writer's wait)."""
-        if timeout is None:
-            future = direct_get(self)
-            if future is not None:
-                return future
-        return super().get(timeout)  # type: ignore[return-value]
+    def next_item(self) -> Park:
+        """What the writer awaits for its next item: ``await queue.next_item()``
+        in a coroutine run by ``inline.spawn``.
+
+        Each item queued while it waits wakes it once (``Stepper.wake``), with
+        no future, and the writers woken in one loop pass run in one
+        callback: an idle writer's wake is paid once per event delivered to
+        it when a publisher's consecutive messages go to different topics.
+        """
+        return self._next
 
     def take(self, first: Item | Close, limit: int = WRITE_MAX) -> list[Item | Close]:
         """The next batch for one write: ``first`` (what ``get()`` returned),
@@ -452,3 +468,24 @@ class OutboundQueue(Queue):
         self._live = None
         self._live_at = 0
         self._base = 0
+
+
+class _NextItem(Park):
+    """``OutboundQueue.next_item``: the oldest item, or the writer waits
+    (registered as the queue's ``writer``) until one is queued."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, queue: OutboundQueue) -> None:
+        self.queue = queue
+
+    def claim(self, stepper: Stepper) -> Item | Close:
+        queue = self.queue
+        if queue._queue:
+            return queue._get()
+        queue.writer = stepper
+        return WAITING
+
+    def release(self, stepper: Stepper) -> None:
+        if self.queue.writer is stepper:
+            self.queue.writer = None

@@ -18,14 +18,12 @@ Checked against Tornado 6.2 and 6.6.1.
 from tornado_pubsub.server.tornado_patches.checks import ENABLED, disabled
 from tornado_pubsub.server.tornado_patches.http import AnsweringStream, release_handshake_state
 from tornado_pubsub.server.tornado_patches.protocol import patched_protocol
-from tornado_pubsub.server.tornado_patches.queue import direct_get, hand_over, slim_queue
+from tornado_pubsub.server.tornado_patches.queue import slim_queue
 
 __all__ = [
     "ENABLED",
     "AnsweringStream",
-    "direct_get",
     "disabled",
-    "hand_over",
     "patched_protocol",
     "release_handshake_state",
     "slim_queue",

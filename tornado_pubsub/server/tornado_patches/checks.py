@@ -42,20 +42,6 @@ def _check_queue_standins() -> bool:
     )
 
 
-def _check_queue_handover() -> bool:
-    # get() queues its future on _getters when empty; put_nowait() resolves
-    # the oldest getter with _get() after storing the item with _put().
-    get, put = inspect.getsource(Queue.get), inspect.getsource(Queue.put_nowait)
-    return (
-        _check_queue_standins()
-        and "self._getters.append(future)" in get
-        and "self._getters.popleft()" in put
-        and "self._get()" in put
-        and _params(Queue._get) == ["self"]
-        and _params(Queue._put) == ["self", "item"]
-    )
-
-
 def _check_frame_loop() -> bool:
     loop = getattr(_WS13, "_receive_frame_loop", None)
     return (
@@ -142,7 +128,6 @@ def _check_connection_headers() -> bool:
 #: Patch name -> whether the installed Tornado passed its check.
 ENABLED: dict[str, bool] = {
     "queue_standins": _check_queue_standins(),
-    "queue_handover": _check_queue_handover(),
     "frame_loop_task": _check_frame_loop(),
     "invalid_utf8_reply": _check_utf8(),
     "linger_after_1009": _check_linger(),
