@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tornado_pubsub.core.inline import run_inline
+from tornado_pubsub.core.inline import run_inline, spawn
 
 
 async def passes(n: int = 3) -> None:
@@ -125,3 +125,47 @@ async def test_past_its_first_suspension_it_can_wait_on_a_task_of_its_own():
     gate.set_result(None)
     await asyncio.wait_for(asyncio.shield(pending), 5)
     assert got == ["reply"]
+
+
+async def test_a_park_awaited_outside_spawn_raises_there_and_is_not_left_registered():
+    from tornado_pubsub.core.outbound import OutboundQueue
+
+    queue = OutboundQueue(10, 1 << 20, True, lambda event: None)
+    raised: list[str] = []
+
+    async def frame() -> None:
+        try:
+            await queue.next_item()  # empty: it would have to wait, and nobody could wake it
+        except RuntimeError as exc:
+            raised.append(str(exc))
+
+    pending = run_inline(frame())
+    assert pending is None or pending.done()  # raised at once, where it awaited
+    assert raised and "spawn" in raised[0]
+    assert queue.writer is None
+    assert queue.offer(b"later")  # nothing stale to wake
+
+
+async def test_a_spawned_coroutine_that_cancels_its_own_future_is_closed_when_it_next_waits():
+    # A writer's transport may end the connection from inside the writer,
+    # and the handler's close cancels the writer's future.
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+    seen: list[str] = []
+    handle: list[asyncio.Future] = []
+
+    async def writer() -> None:
+        try:
+            handle[0].cancel()  # still running: nothing is closed under it
+            seen.append("went on")
+            await gate
+            seen.append("resumed")
+        finally:
+            seen.append("closed")
+
+    handle.append(spawn(writer()))
+    await passes()
+    assert seen == ["went on", "closed"] and handle[0].cancelled() and not gate.cancelled()
+    gate.set_result(None)
+    await passes()
+    assert seen == ["went on", "closed"]

@@ -77,8 +77,15 @@ def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None"
     except StopIteration:
         return None
     stepper = Stepper(coro, None)
-    stepper.wait(yielded)
+    if isinstance(yielded, Park):  # nobody could wake it: raised where it waits, at once
+        stepper.step(error=_outside_spawn())
+    else:
+        stepper.wait(yielded)
     return stepper.outcome
+
+
+def _outside_spawn() -> RuntimeError:
+    return RuntimeError("a Park may only be awaited by a coroutine run by spawn()")
 
 
 def spawn(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None]":
@@ -146,19 +153,21 @@ class _Outcome(asyncio.Future):  # type: ignore[type-arg]
 class Stepper:
     """Steps one coroutine to its end; ``outcome`` is its future."""
 
-    __slots__ = ("coro", "outcome", "loop", "runner", "parked")
+    __slots__ = ("coro", "outcome", "loop", "runner", "parked", "running")
 
     def __init__(self, coro: Coroutine[Any, Any, None], runner: _Pass | None) -> None:
         self.coro = coro
         self.loop = asyncio.get_running_loop()
         self.runner = runner
         self.parked: Park | None = None
+        self.running = False  # inside coro.send(): a cancel then closes it when it next waits
         self.outcome: asyncio.Future[None] = _Outcome(self, self.loop)
 
     def wake(self) -> None:
-        """The ``Park`` it waits on has its value (or it is starting): claim it on this loop pass."""
-        assert self.runner is not None, "only a spawned coroutine may await a Park"
-        self.runner.wake(self)
+        """The ``Park`` it waits on has its value (or it is starting): claim
+        it on this loop pass.  Only a spawned stepper is ever woken (one run
+        by ``run_inline`` never stays registered with a Park)."""
+        self.runner.wake(self)  # type: ignore[union-attr]
 
     def resume(self) -> None:
         """Run it on from where it waits (started, or woken by its ``Park``)."""
@@ -198,40 +207,57 @@ class Stepper:
         """Run the coroutine to its next wait (or its end), sending ``value``
         or throwing ``error``; a ``Park`` with a value ready is claimed on
         the spot, without a loop pass."""
-        if self.outcome.done():  # cancelled while it waited: already closed
+        outcome = self.outcome
+        if outcome.done():  # cancelled while it waited: already closed
             return
         coro = self.coro
+        self.running = True
         try:
             while True:
                 yielded = coro.send(value) if error is None else coro.throw(error)
                 if not isinstance(yielded, Park):
                     break
                 value = error = None
+                if self.runner is None:  # not spawned: nobody could wake it
+                    error = _outside_spawn()
+                    continue
                 try:
                     value = yielded.claim(self)
                 except Exception as exc:
                     error = exc
                     continue
                 if value is WAITING:
-                    if self.runner is None:  # not spawned: nobody could wake it
-                        value, error = None, RuntimeError("a Park awaited outside spawn()")
-                        continue
-                    self.parked = yielded
+                    if outcome.done():  # cancelled from inside this step
+                        yielded.release(self)
+                        coro.close()
+                    else:
+                        self.parked = yielded
                     return
         except StopIteration:
-            self.outcome.set_result(None)
+            if not outcome.done():
+                outcome.set_result(None)
         except asyncio.CancelledError:
-            self.outcome.cancel()
+            outcome.cancel()
         except (KeyboardInterrupt, SystemExit) as exc:
-            self.outcome.set_exception(exc)
+            if not outcome.done():
+                outcome.set_exception(exc)
             raise
         except BaseException as exc:
-            self.outcome.set_exception(exc)
+            if not outcome.done():
+                outcome.set_exception(exc)
         else:
-            self.wait(yielded)
+            if outcome.done():  # cancelled from inside this step: close it where it now waits
+                coro.close()
+            else:
+                self.wait(yielded)
+        finally:
+            self.running = False
 
     def close(self) -> None:
-        """Stop it where it waits (its outcome was cancelled)."""
+        """Stop it where it waits (its outcome was cancelled); if it is
+        running (it cancelled itself), once it next waits."""
+        if self.running:
+            return  # step() closes it when the coroutine yields
         park, self.parked = self.parked, None
         if park is not None:
             park.release(self)
