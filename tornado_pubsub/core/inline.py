@@ -25,7 +25,6 @@ of its own, as ``backends.redis.store.Store.call`` does).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import Any, Coroutine, Generator
 
 
@@ -93,10 +92,13 @@ def spawn(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None]":
     would, and return the future of its end; ``coro`` may await ``Park``
     objects as well as futures.  Cancelling the future closes ``coro`` where
     it waits (a ``Park`` forgets it)."""
+    global _last_pass
     loop = asyncio.get_running_loop()
-    runner = _passes.get(loop)
-    if runner is None:
-        runner = _passes[loop] = _Pass(loop)
+    runner = _last_pass
+    if runner is None or runner.loop is not loop:
+        # One per loop, kept here for the next spawn (a process serves one
+        # loop; tests start many, and a stepper keeps the one it got).
+        runner = _last_pass = _Pass(loop)
     stepper = Stepper(coro, runner)
     stepper.wake()
     return stepper.outcome
@@ -115,7 +117,7 @@ class _Pass:
     """The steppers woken since the loop last ran this: one callback steps
     them all, in the order they were woken."""
 
-    __slots__ = ("loop", "ready", "__weakref__")
+    __slots__ = ("loop", "ready")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -132,7 +134,7 @@ class _Pass:
             stepper.resume()
 
 
-_passes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pass]" = weakref.WeakKeyDictionary()
+_last_pass: _Pass | None = None
 
 
 class _Outcome(asyncio.Future):  # type: ignore[type-arg]
