@@ -363,7 +363,7 @@ class OutboundQueue(Queue):
         return self._next
 
     def take(self, first: Item | Close, limit: int = WRITE_MAX) -> list[Item | Close]:
-        """The next batch for one write: ``first`` (what ``get()`` returned),
+        """The next batch for one write: ``first`` (what ``next_item`` gave),
         then what follows while the frames fit in ``limit`` bytes, a close
         instruction ending it.  A replay at the head gives its next events; if
         it has more, it stays at the head for the next batch."""
