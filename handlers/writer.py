@@ -133,9 +133,10 @@ async def write_loop(queue: OutboundQueue, transport: Transport, counters: Count
     that stopped reading.  ``counters.delivered`` counts events written.
     """
     frame = transport.frame
+    next_item = queue.next_item()
     try:
         while True:
-            first = await queue.next_item()
+            first = await next_item
             batch = queue.take(first)
             if not batch:  # a replay at the head reads its next page from the store first
                 await queue.refill()

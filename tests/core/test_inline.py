@@ -169,3 +169,30 @@ async def test_a_spawned_coroutine_that_cancels_its_own_future_is_closed_when_it
     gate.set_result(None)
     await passes()
     assert seen == ["went on", "closed"]
+
+
+async def test_an_exit_raised_through_one_woken_writer_leaves_the_others_woken():
+    # KeyboardInterrupt and SystemExit pass through a step, as through a Task;
+    # the writers woken with it in the same pass must not be stranded.
+    from tornado_pubsub.core.inline import _Pass
+
+    resumed: list[str] = []
+
+    class Woken:
+        def __init__(self, name: str, exit_: bool = False) -> None:
+            self.name, self.exit_ = name, exit_
+
+        def resume(self) -> None:
+            resumed.append(self.name)
+            if self.exit_:
+                raise KeyboardInterrupt
+
+    runner = _Pass(asyncio.get_running_loop())
+    for woken in (Woken("a"), Woken("b", exit_=True), Woken("c"), Woken("d")):
+        runner.wake(woken)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert resumed == ["a", "b"]
+    assert [w.name for w in runner.ready] == ["c", "d"]  # woken again, for the next pass
+    runner.run()
+    assert resumed == ["a", "b", "c", "d"] and runner.ready == []

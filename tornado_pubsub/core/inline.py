@@ -130,8 +130,13 @@ class _Pass:
 
     def run(self) -> None:
         ready, self.ready = self.ready, []
-        for stepper in ready:
-            stepper.resume()
+        for at, stepper in enumerate(ready):
+            try:
+                stepper.resume()
+            except BaseException:  # KeyboardInterrupt or SystemExit (step keeps the rest)
+                for rest in ready[at + 1 :]:  # the others still run, on the next pass
+                    self.wake(rest)
+                raise
 
 
 _last_pass: _Pass | None = None
