@@ -23,6 +23,7 @@ from urllib.parse import unquote_plus
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from tornado_pubsub.core.frames import timestamp
+from tornado_pubsub.core.jsonenc import compiled
 
 LOGGER_NAME = "tornado_pubsub"
 log = logging.getLogger(LOGGER_NAME)
@@ -182,10 +183,11 @@ class _FrameTime(logging.Formatter):
 
 
 # One encoder for every record: ``json.dumps`` with keyword arguments builds
-# a new encoder per call.  python-json-logger's own encoder class, so odd
-# values (datetimes, exceptions) render as they always did; ASCII, so a
-# record is one physical line whatever a client_id holds.
-_encode_record = JsonEncoder(ensure_ascii=True).encode
+# a new encoder per call (and ``encode`` a C encoder: ``jsonenc``).
+# python-json-logger's own encoder class, so odd values (datetimes,
+# exceptions) render as they always did; ASCII, so a record is one physical
+# line whatever a client_id holds.
+_encode_record = compiled(JsonEncoder(ensure_ascii=True))
 
 
 class _RedactingJson(_FrameTime, JsonFormatter):

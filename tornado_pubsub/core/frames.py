@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 from tornado_pubsub.core.errors import BAD_REQUEST, PubSubError
+from tornado_pubsub.core.jsonenc import compiled
 
-_encode_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_encode_compact = compiled(json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+_encode_ascii = compiled(json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False))
 
 
 def encode(obj: dict[str, Any]) -> bytes:

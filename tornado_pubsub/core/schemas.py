@@ -219,7 +219,9 @@ def _finite_float(text: str) -> float:
 
 
 # Built once: json.loads with hooks builds a JSONDecoder per call.
-_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_decode = _decoder.decode
+_raw_decode = _decoder.raw_decode
 
 
 _INF = float("inf")
@@ -231,7 +233,13 @@ def parse_json(text: str | bytes) -> Any:
     (a surrogate cannot be sent as UTF-8: the event carrying it would go out
     in ``\\u`` escapes, up to three times its size)."""
     try:
-        if text.__class__ is str and not text.startswith("\ufeff"):
+        if text.__class__ is str and text.startswith("{"):
+            # No leading whitespace to skip: decode()'s two whitespace
+            # matches are needed only if the object ends before the text does.
+            value, end = _raw_decode(text)
+            if end != len(text):
+                value = _decode(text)  # trailing whitespace, or the "extra data" error
+        elif text.__class__ is str and not text.startswith("\ufeff"):
             value = _decode(text)  # what json.loads does for str, minus building a decoder
         else:  # bytes (any UTF), and the BOM json.loads names in its error
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -264,7 +272,7 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _may_hold_surrogates(text: str | bytes) -> bool:
     if isinstance(text, str):
-        return _SURROGATE_ESCAPE.search(text) is not None
+        return "\\" in text and _SURROGATE_ESCAPE.search(text) is not None
     if json.detect_encoding(text) != "utf-8":  # the escape's bytes are spread out
         return True
     return _SURROGATE_ESCAPE_BYTES.search(text) is not None  # UTF-8 never reuses the byte of "\\"
