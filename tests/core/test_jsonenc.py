@@ -123,3 +123,15 @@ def test_the_shortcut_reads_every_object_text_as_the_decoder_does(text: str, tai
     if expected[0] == "ok" and "\\ud" in framed.lower():
         return  # may hold a lone surrogate, refused after decoding (tested elsewhere)
     assert got == expected
+
+
+def test_an_object_followed_by_junk_is_read_once(monkeypatch):
+    # A hostile client's large object with junk after it must not cost two parses.
+    def second_parse(text: str) -> Any:
+        raise AssertionError("parsed twice")
+
+    monkeypatch.setattr(schemas, "_decode", second_parse)
+    big = json.dumps({"payload": [list(range(50))] * 200})
+    assert _read(big + " \n")[0] == "ok"
+    code, message = _read(big + " junk")
+    assert code == BAD_REQUEST and message.startswith("invalid JSON: extra data at line 1 column ")

@@ -222,6 +222,7 @@ def _finite_float(text: str) -> float:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _decode = _decoder.decode
 _raw_decode = _decoder.raw_decode
+_WHITESPACE = re.compile(r"[ \t\n\r]*").match  # JSON's whitespace, as the decoder skips it
 
 
 _INF = float("inf")
@@ -234,11 +235,13 @@ def parse_json(text: str | bytes) -> Any:
     in ``\\u`` escapes, up to three times its size)."""
     try:
         if text.__class__ is str and text.startswith("{"):
-            # No leading whitespace to skip: decode()'s two whitespace
-            # matches are needed only if the object ends before the text does.
+            # What decode() does, minus its match for leading whitespace (there
+            # is none) and, when the object ends the text, for trailing whitespace.
             value, end = _raw_decode(text)
             if end != len(text):
-                value = _decode(text)  # trailing whitespace, or the "extra data" error
+                end = _WHITESPACE(text, end).end()
+                if end != len(text):
+                    raise json.JSONDecodeError("Extra data", text, end)
         elif text.__class__ is str and not text.startswith("\ufeff"):
             value = _decode(text)  # what json.loads does for str, minus building a decoder
         else:  # bytes (any UTF), and the BOM json.loads names in its error
