@@ -76,8 +76,8 @@ def run_inline(coro: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None"
     except StopIteration:
         return None
     stepper = Stepper(coro, None)
-    if isinstance(yielded, Park):  # nobody could wake it: raised where it waits, at once
-        stepper.step(error=_outside_spawn())
+    if isinstance(yielded, Park):  # nobody could wake it: step() raises where it waits, at once
+        stepper.step(park=yielded)
     else:
         stepper.wait(yielded)
     return stepper.outcome
@@ -179,18 +179,7 @@ class Stepper:
     def resume(self) -> None:
         """Run it on from where it waits (started, or woken by its ``Park``)."""
         park, self.parked = self.parked, None
-        if park is None:
-            self.step()
-            return
-        try:
-            value = park.claim(self)
-        except Exception as exc:  # raised where the coroutine waits, as a future's error would be
-            self.step(error=exc)
-            return
-        if value is WAITING:
-            self.parked = park
-        else:
-            self.step(value)
+        self.step(park=park)
 
     def wait(self, yielded: Any) -> None:
         """Resume the coroutine once what it yielded is done."""
@@ -210,10 +199,11 @@ class Stepper:
     def _throw(self, error: BaseException) -> None:
         self.step(error=error)
 
-    def step(self, value: Any = None, error: BaseException | None = None) -> None:
+    def step(self, value: Any = None, error: BaseException | None = None, park: Park | None = None) -> None:
         """Run the coroutine to its next wait (or its end), sending ``value``
-        or throwing ``error``; a ``Park`` with a value ready is claimed on
-        the spot, without a loop pass."""
+        or throwing ``error``, or first claiming ``park`` (the one it waits
+        on, woken); a ``Park`` with a value ready is claimed on the spot,
+        without a loop pass, and one that raises raises where it is awaited."""
         outcome = self.outcome
         if outcome.done():  # cancelled while it waited: already closed
             return
@@ -221,9 +211,12 @@ class Stepper:
         self.running = True
         try:
             while True:
-                yielded = coro.send(value) if error is None else coro.throw(error)
-                if not isinstance(yielded, Park):
-                    break
+                if park is None:
+                    yielded = coro.send(value) if error is None else coro.throw(error)
+                    if not isinstance(yielded, Park):
+                        break
+                else:
+                    yielded, park = park, None
                 value = error = None
                 if self.runner is None:  # not spawned: nobody could wake it
                     error = _outside_spawn()
