@@ -209,6 +209,8 @@ class OutboundQueue(Queue):
         self._append(item, item_size(item))
 
     def _append(self, item: Item | Close, size: int) -> None:
+        # offer() has this and _fits inlined (fan-out runs it per subscriber
+        # per event; the call measured 0.21 -> 0.25 us an offer): change both.
         if self._live is not None and item.__class__ is Event:
             self._live.append(self._base + len(self._queue))
         self._queue.append(item)  # type: ignore[arg-type]
