@@ -13,6 +13,8 @@ Each script announces what it did on the bus through the helpers of
 
 from __future__ import annotations
 
+from hiredis import pack_command
+
 from tornado_pubsub.backends.redis.bus import LUA as _BUS
 
 
@@ -90,6 +92,46 @@ end
 bus_event(ARGV[5], ARGV[1], epoch, seq, ARGV[3], ARGV[2])
 return {epoch, seq, 0}
 """
+
+class PublishPacking:
+    """``EVALSHA`` of ``PUBLISH`` as RESP bytes, ready to send.
+
+    All but the message id and head are the same for every publish to a
+    topic, so they are packed once per topic (by hiredis's
+    ``pack_command``, which defines the format) and a publish joins them
+    with its two own arguments: 0.6 against 2.4-3.4 us a publish.
+    ``pack(...) == pack_command(("EVALSHA", sha, 4, *keys.topic-keys,
+    name, id_key, head, history_size, bus))`` (tests/core/test_redis_packing.py).
+    Topic names are client input: at most ``MAX_TOPICS`` are kept, and the
+    cache starts over when full.
+    """
+
+    MAX_TOPICS = 4096
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self._ends: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}
+
+    def pack(self, sha: str, name: str, history_size: int, id_key: str, head: bytes) -> bytes:
+        ends = self._ends.get((sha, name, history_size))
+        if ends is None:
+            ends = self._pack_ends(sha, name, history_size)
+        start, end = ends
+        id_bytes = id_key.encode()
+        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (start, len(id_bytes), id_bytes, len(head), head, end)
+
+    def _pack_ends(self, sha: str, name: str, history_size: int) -> tuple[bytes, bytes]:
+        keys = [self.keys.topics, *self.keys.topic(name)]
+        start = pack_command(("EVALSHA", sha, len(keys), *keys, name))
+        end = pack_command((history_size, self.keys.bus))
+        # Both are "*<count>\r\n" then the arguments: one header for all 12.
+        count = 3 + len(keys) + 5
+        ends = (b"*%d\r\n" % count + start[start.index(b"\r\n") + 2 :], end[end.index(b"\r\n") + 2 :])
+        if len(self._ends) >= self.MAX_TOPICS:
+            self._ends.clear()
+        self._ends[(sha, name, history_size)] = ends
+        return ends
+
 
 # KEYS: topics, seq, log.  ARGV: name, mode, n, epoch the client saw ('' if none).
 # mode 'after': retained entries with seq > n (all of them when n belongs to

@@ -21,7 +21,6 @@ import time
 from typing import Any, Awaitable, TypeVar
 
 import redis.asyncio as aioredis
-from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -40,6 +39,10 @@ from tornado_pubsub.core.ratelimit import TokenBucket
 from tornado_pubsub.logs import log_op
 
 T = TypeVar("T")
+
+#: A publish waiting for the lane: (packed EVALSHA, topic, id key, head,
+#: history size, the caller's reply).
+Pending = tuple[bytes, str, str, bytes, int, "asyncio.Future[Any]"]
 
 #: Connections one process opens to Redis for commands, at most; more
 #: concurrent commands wait for one (at most POOL_WAIT seconds, then the
@@ -87,9 +90,10 @@ class Store:
         self.bus_redis: aioredis.Redis | None = None
         self._logs = TokenBucket(FAILURE_LOGS_PER_SECOND)
         self._unlogged = 0
-        # Publishes waiting for the lane, and the lane's task while it runs.
-        self._publishes: list[tuple[list[object], asyncio.Future[Any]]] = []
+        # Publishes waiting for the lane (packed, topic, reply), and the lane's task while it runs.
+        self._publishes: list[Pending] = []
         self._lane: asyncio.Task[None] | None = None
+        self._packing = scripts.PublishPacking(keys)
 
     def open(self) -> None:
         """Make the clients and register the scripts (connects lazily)."""
@@ -213,11 +217,11 @@ class Store:
         connections' publishes share round trips.
         """
         self._ready()
-        keys_and_args = [*self._topic_keys(name), name, id_key, head, history_size, self.keys.bus]
+        packed = self._packing.pack(self._publish.sha, name, history_size, id_key, head)
         # A caller cancelled while its publish waits or is sent only stops
         # waiting (the script may still run, as with any command already sent).
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._publishes.append((keys_and_args, reply))
+        self._publishes.append((packed, name, id_key, head, history_size, reply))
         if self._lane is None:
             self._lane = asyncio.ensure_future(self._run_lane())
         outcome = await reply
@@ -228,30 +232,46 @@ class Store:
     async def _run_lane(self) -> None:
         # Its first step runs at the end of the loop pass that queued the
         # first publish, so it takes every publish of that pass at once.
+        # The lane keeps one pooled connection while it has work: taking and
+        # returning it per batch cost 16-25 us (the pool's lock, its timeout
+        # and a check of the socket), once per round trip.
+        pool = self._ready().connection_pool
+        conn: AbstractConnection | None = None
         try:
             while self._publishes:
                 batch, self._publishes = self._publishes, []
-                await self._pipeline(batch)
+                try:
+                    if conn is None:
+                        conn = await pool.get_connection(*_POOL_ARGS)
+                    replies = await self._pipelined(batch, conn)
+                except asyncio.CancelledError:
+                    for *_, reply in batch:
+                        reply.cancel()
+                    raise
+                except Exception as exc:  # the whole batch failed (connection, timeout)
+                    replies = [exc] * len(batch)
+                    if conn is not None:  # its unread replies would answer the next batch
+                        await conn.disconnect()
+                        await pool.release(conn)
+                        conn = None
+                self._settle(batch, replies)
         except asyncio.CancelledError:
-            for _, reply in self._publishes:  # nobody would send them
+            for *_, reply in self._publishes:  # nobody would send them
                 reply.cancel()
             self._publishes = []
+            if conn is not None:
+                await conn.disconnect()
             raise
         finally:
             self._lane = None
+            if conn is not None:
+                await pool.release(conn)
 
-    async def _pipeline(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> None:
-        """Send ``batch`` and hand each caller its own reply or error (a
+    def _settle(self, batch: list[Pending], replies: list[Any]) -> None:
+        """Hand each caller of ``batch`` its own reply or error (a
         ``PubSubError``, as ``call`` would raise)."""
-        try:
-            replies = await self._pipelined(batch)
-        except asyncio.CancelledError:
-            for _, reply in batch:
-                reply.cancel()
-            raise
-        except Exception as exc:  # the whole batch failed (connection, timeout)
-            replies = [exc] * len(batch)
-        for (_, reply), outcome in zip(batch, replies):
+        for pending, outcome in zip(batch, replies):
+            reply = pending[-1]
             if reply.done():  # its caller was cancelled and stopped waiting
                 continue
             if isinstance(outcome, Exception):
@@ -259,56 +279,48 @@ class Store:
             else:
                 reply.set_result(outcome)
 
-    async def _pipelined(self, batch: list[tuple[list[object], "asyncio.Future[Any]"]]) -> list[Any]:
-        # EVALSHA packed by hiredis, in C, and sent as one write: redis-py's
-        # pipeline packs each argument in Python (measured: 23 us a publish
-        # against 3.4) and a Script in a pipeline asks SCRIPT EXISTS first.
-        redis = self._ready()
-        sha = self._publish.sha
-        packed = b"".join([pack_command(("EVALSHA", sha, 4, *keys_and_args)) for keys_and_args, _ in batch])
-        replies = await self._round_trip(redis, packed, len(batch))
+    async def _pipelined(self, batch: list[Pending], conn: AbstractConnection) -> list[Any]:
+        # Sent as one write; each EVALSHA packed by ``PublishPacking``, not by
+        # redis-py's pipeline (which packs each argument in Python, measured
+        # 23 us a publish against 3.4 for hiredis's pack_command, and asks
+        # SCRIPT EXISTS before a Script).
+        replies = await self._round_trip(conn, b"".join([pending[0] for pending in batch]), len(batch))
         for index, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):  # Redis lost its scripts (restart, SCRIPT FLUSH)
-                keys_and_args = batch[index][0]
-                replies[index] = await self._publish(keys=keys_and_args[:4], args=keys_and_args[4:], client=redis)
+                _, name, id_key, head, history_size, _ = batch[index]
+                args = [name, id_key, head, history_size, self.keys.bus]
+                try:
+                    replies[index] = await self._publish(keys=self._topic_keys(name), args=args, client=self._ready())
+                except Exception as exc:
+                    replies[index] = exc
         return replies
 
     @staticmethod
-    async def _round_trip(redis: aioredis.Redis, packed: bytes, count: int) -> list[Any]:
-        """Send ``count`` packed commands on one pooled connection and read
-        their replies, an error reply as its ``ResponseError`` (a pipeline's
+    async def _round_trip(conn: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+        """Send ``count`` packed commands on ``conn`` and read their replies,
+        an error reply as its ``ResponseError`` (a pipeline's
         ``raise_on_error=False``).
 
         As a pipeline: a send that finds the connection dead (Redis
         restarted) is retried once on a new one; a failure after the send
-        is not (the commands may have run), and drops the connection, whose
-        remaining replies would answer the next caller.
+        is not retried (the commands may have run).  On any exception the
+        connection's remaining replies are unread: the caller must drop it.
         """
-        pool = redis.connection_pool
-        conn: AbstractConnection = await pool.get_connection(*_POOL_ARGS)
+        await conn.retry.call_with_retry(lambda: conn.send_packed_command(packed), lambda _: conn.disconnect())
+        replies: list[Any] = []
+        # One deadline for the batch, not redis-py's timer per reply (a
+        # timer armed and cancelled per publish).  math.inf: no timer of
+        # its own (redis-py 8; older versions arm one that never fires).
         try:
-            await conn.retry.call_with_retry(lambda: conn.send_packed_command(packed), lambda _: conn.disconnect())
-            replies: list[Any] = []
-            # One deadline for the batch, not redis-py's timer per reply (a
-            # timer armed and cancelled per publish).  math.inf: no timer of
-            # its own (redis-py 8; older versions arm one that never fires).
-            # The deadline cancels the read, and a cancelled read drops the
-            # connection, as redis-py's own timeout does.
-            try:
-                async with asyncio.timeout(conn.socket_timeout):
-                    for _ in range(count):
-                        try:
-                            replies.append(await conn.read_response(timeout=math.inf))
-                        except ResponseError as exc:
-                            replies.append(exc)
-            except TimeoutError:
-                raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from None
-            return replies
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+            async with asyncio.timeout(conn.socket_timeout):
+                for _ in range(count):
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except TimeoutError:
+            raise RedisTimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from None
+        return replies
 
     async def snapshot(self, name: str, wanted: Wanted) -> Snapshot:
         """Epoch, last seq, oldest retained seq and the wanted events, oldest
